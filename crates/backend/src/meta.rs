@@ -1,0 +1,82 @@
+//! Metadata types shared by every backend.
+
+use std::time::SystemTime;
+
+/// The type of a directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (only from `lstat`-like calls).
+    Symlink,
+    /// Anything else (device, FIFO, socket).
+    Other,
+}
+
+/// What a backend knows about a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The type.
+    pub file_type: FileType,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time, when known.
+    pub mtime: Option<SystemTime>,
+    /// Last access time, when known.
+    pub atime: Option<SystemTime>,
+    /// Unix permission bits (without the type bits), when the store keeps
+    /// them.
+    pub permissions: Option<u32>,
+    /// Owner and group ids, when the store keeps them.
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Metadata {
+    /// Is this a directory?
+    pub fn is_dir(&self) -> bool {
+        self.file_type == FileType::Dir
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name (one component, bytes).
+    pub name: Vec<u8>,
+    /// Its metadata, not following a symbolic link.
+    pub meta: Metadata,
+}
+
+/// Space on the store, in bytes. `None` means unknown: never a made-up
+/// number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Total size.
+    pub total: Option<u64>,
+    /// Used.
+    pub used: Option<u64>,
+    /// Available to this user.
+    pub free: Option<u64>,
+    /// Block size the numbers were counted in, when the store has one.
+    pub block_size: Option<u64>,
+    /// Total file slots (inodes), when known.
+    pub files: Option<u64>,
+    /// Free file slots, when known.
+    pub files_free: Option<u64>,
+    /// Longest name allowed, when known.
+    pub name_max: Option<u64>,
+}
+
+/// A content hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum HashKind {
+    Md5,
+    Sha1,
+    Sha256,
+    Crc32,
+}

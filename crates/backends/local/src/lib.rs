@@ -1,0 +1,522 @@
+//! Ferry's native local backend: a directory on this machine.
+//!
+//! Every operation is confined to the root directory with [`cap_std`]: paths
+//! are resolved component by component beneath the root's file descriptor
+//! (with `openat2(RESOLVE_BENEATH)` where the kernel has it), so neither
+//! `..`, absolute paths nor symbolic links, whoever created them, can reach
+//! outside. String checks are never the only guard.
+//!
+//! # Layout
+//! - [`LocalBackend`]: the [`Backend`] implementation; blocking system calls
+//!   run on tokio's blocking pool.
+//! - [`LocalFile`]: an open file, read and written with `pread`/`pwrite` so
+//!   any number of requests run on one handle at once.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cap_fs_ext::{DirExt, SystemTimeSpec};
+use cap_std::fs::Dir;
+use ferry_backend::{
+    Backend, BackendError, Capabilities, DirEntry, ErrorKind, FileHandle, FileType, Metadata,
+    OpenOptions, Operation, RelPath, Result, SetAttrs, Usage,
+};
+
+/// A local directory served as a backend.
+pub struct LocalBackend {
+    root: Arc<Dir>,
+    describe: String,
+}
+
+impl LocalBackend {
+    /// Open the directory at `path` as the root.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        Ok(LocalBackend {
+            root: Arc::new(root),
+            describe: format!("local:{}", path.display()),
+        })
+    }
+
+    async fn run<T, F>(&self, op: Operation, path: &RelPath, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Dir) -> io::Result<T> + Send + 'static,
+    {
+        let root = self.root.clone();
+        blocking(move || f(&root))
+            .await
+            .map_err(|e| map_io(op, e).with_path(path))
+    }
+}
+
+async fn blocking<T, F>(f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
+/// Classify an I/O error; cap-std reports an escape attempt as
+/// `PermissionDenied` with a message, which we keep as the source.
+fn map_io(op: Operation, e: io::Error) -> BackendError {
+    let escaped = e.kind() == io::ErrorKind::PermissionDenied
+        && e.raw_os_error().is_none()
+        && e.to_string().contains("outside");
+    if escaped {
+        return BackendError::new(ErrorKind::OutsideRoot, op).with_source(e);
+    }
+    BackendError::from_io(op, e)
+}
+
+/// The OS path for a relative path; the root is `.`.
+fn os(path: &RelPath) -> &Path {
+    if path.is_root() {
+        Path::new(".")
+    } else {
+        Path::new(OsStr::from_bytes(path.as_bytes()))
+    }
+}
+
+fn file_type(ft: cap_std::fs::FileType) -> FileType {
+    if ft.is_dir() {
+        FileType::Dir
+    } else if ft.is_file() {
+        FileType::File
+    } else if ft.is_symlink() {
+        FileType::Symlink
+    } else {
+        FileType::Other
+    }
+}
+
+fn to_meta(m: &cap_std::fs::Metadata) -> Metadata {
+    use cap_std::fs::MetadataExt as _;
+    Metadata {
+        file_type: file_type(m.file_type()),
+        size: m.len(),
+        mtime: m.modified().ok().map(|t| t.into_std()),
+        atime: m.accessed().ok().map(|t| t.into_std()),
+        permissions: Some(m.mode() & 0o7777),
+        owner: Some((m.uid(), m.gid())),
+    }
+}
+
+fn std_meta(m: &std::fs::Metadata) -> Metadata {
+    let ft = m.file_type();
+    Metadata {
+        file_type: if ft.is_dir() {
+            FileType::Dir
+        } else if ft.is_file() {
+            FileType::File
+        } else if ft.is_symlink() {
+            FileType::Symlink
+        } else {
+            FileType::Other
+        },
+        size: m.len(),
+        mtime: m.modified().ok(),
+        atime: m.accessed().ok(),
+        permissions: Some(m.mode() & 0o7777),
+        owner: Some((m.uid(), m.gid())),
+    }
+}
+
+/// Split a non-root path into its parent directory (opened beneath the root,
+/// following symbolic links only inside it) and its final name.
+fn open_parent<'a>(root: &Dir, path: &'a RelPath) -> io::Result<(Dir, &'a OsStr)> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the root has no parent"))?;
+    let name = path.file_name().unwrap_or_default();
+    Ok((root.open_dir(os(&parent))?, OsStr::from_bytes(name)))
+}
+
+fn apply_attrs_to_file(file: &File, attrs: &SetAttrs) -> io::Result<()> {
+    if let Some((uid, gid)) = attrs.owner {
+        rustix::fs::fchown(
+            file,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )?;
+    }
+    if let Some(mode) = attrs.permissions {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    if let Some(size) = attrs.size {
+        file.set_len(size)?;
+    }
+    if let Some((atime, mtime)) = attrs.times {
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_accessed(atime)
+                .set_modified(mtime),
+        )?;
+    }
+    Ok(())
+}
+
+fn spec(t: SystemTime) -> SystemTimeSpec {
+    SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(t))
+}
+
+fn set_attrs_path(root: &Dir, path: &RelPath, attrs: &SetAttrs, follow: bool) -> io::Result<()> {
+    let p = os(path);
+    let meta = if follow {
+        root.metadata(p)?
+    } else {
+        root.symlink_metadata(p)?
+    };
+    let is_link = meta.file_type().is_symlink();
+    if attrs.size.is_some() {
+        if meta.is_dir() {
+            return Err(io::Error::from_raw_os_error(21)); // EISDIR
+        }
+        let f = root.open_with(p, cap_std::fs::OpenOptions::new().write(true))?;
+        f.into_std().set_len(attrs.size.unwrap_or_default())?;
+    }
+    if let Some((uid, gid)) = attrs.owner {
+        let (parent, name) = open_parent(root, path)
+            .or_else(|_| Ok::<_, io::Error>((root.try_clone()?, OsStr::new("."))))?;
+        let flags = if follow {
+            rustix::fs::AtFlags::empty()
+        } else {
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW
+        };
+        if follow && is_link {
+            // Resolve safely first: chown what the link points to.
+            let target = if meta.is_dir() {
+                root.open_dir(p)?.into_std_file()
+            } else {
+                root.open(p)?.into_std()
+            };
+            rustix::fs::fchown(
+                &target,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+        } else {
+            rustix::fs::chownat(
+                &parent,
+                name,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                flags,
+            )?;
+        }
+    }
+    if let Some(mode) = attrs.permissions {
+        let perm = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode & 0o7777));
+        if follow || !is_link {
+            root.set_permissions(p, perm)?;
+        } else {
+            root.set_symlink_permissions(p, perm)?;
+        }
+    }
+    if let Some((atime, mtime)) = attrs.times {
+        if follow || !is_link {
+            root.set_times(p, Some(spec(atime)), Some(spec(mtime)))?;
+        } else {
+            root.set_symlink_times(p, Some(spec(atime)), Some(spec(mtime)))?;
+        }
+    }
+    Ok(())
+}
+
+fn rename_noreplace(root: &Dir, from: &RelPath, to: &RelPath) -> io::Result<()> {
+    let (pf, nf) = open_parent(root, from)?;
+    let (pt, nt) = open_parent(root, to)?;
+    match rustix::fs::renameat_with(&pf, nf, &pt, nt, rustix::fs::RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            // File systems without RENAME_NOREPLACE: check, then rename. The
+            // window between the two is the best such a file system allows.
+            if pt.symlink_metadata(nt).is_ok() {
+                return Err(io::Error::from_raw_os_error(17)); // EEXIST
+            }
+            root.rename(os(from), root, os(to))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::default();
+        c.random_access_write = true;
+        c.real_directories = true;
+        c.atomic_rename = true;
+        c.rename_noreplace = true;
+        c.server_side_copy = true;
+        c.symlinks = true;
+        c.hard_links = true;
+        c.set_mtime = true;
+        c.permissions = true;
+        c.ownership = true;
+        c.usage = true;
+        c
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Metadata> {
+        let p = path.clone();
+        self.run(Operation::Stat, path, move |root| {
+            root.metadata(os(&p)).map(|m| to_meta(&m))
+        })
+        .await
+    }
+
+    async fn lstat(&self, path: &RelPath) -> Result<Metadata> {
+        let p = path.clone();
+        self.run(Operation::Stat, path, move |root| {
+            root.symlink_metadata(os(&p)).map(|m| to_meta(&m))
+        })
+        .await
+    }
+
+    async fn list(&self, path: &RelPath) -> Result<Vec<DirEntry>> {
+        let p = path.clone();
+        self.run(Operation::List, path, move |root| {
+            let dir = root.open_dir(os(&p))?;
+            let mut out = Vec::new();
+            for entry in dir.entries()? {
+                let entry = entry?;
+                let name = entry.file_name();
+                // An entry removed between readdir and lstat is skipped.
+                match dir.symlink_metadata(&name) {
+                    Ok(m) => out.push(DirEntry {
+                        name: name.as_bytes().to_vec(),
+                        meta: to_meta(&m),
+                    }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn open_file(&self, path: &RelPath, opts: OpenOptions) -> Result<Box<dyn FileHandle>> {
+        let p = path.clone();
+        let file = self
+            .run(Operation::Open, path, move |root| {
+                use cap_std::fs::OpenOptionsExt as _;
+                let mut o = cap_std::fs::OpenOptions::new();
+                o.read(opts.read || !opts.write)
+                    .write(opts.write)
+                    .create(opts.create)
+                    .create_new(opts.create_new)
+                    .truncate(opts.truncate);
+                o.mode(opts.mode.unwrap_or(0o666) & 0o7777);
+                let f = root.open_with(os(&p), &o)?.into_std();
+                if f.metadata()?.is_dir() {
+                    return Err(io::Error::from_raw_os_error(21)); // EISDIR
+                }
+                Ok(f)
+            })
+            .await?;
+        Ok(Box::new(LocalFile {
+            file: Arc::new(file),
+            path: path.clone(),
+        }))
+    }
+
+    async fn remove_file(&self, path: &RelPath) -> Result<()> {
+        let p = path.clone();
+        self.run(Operation::Remove, path, move |root| {
+            let (parent, name) = open_parent(root, &p)?;
+            let m = parent.symlink_metadata(name)?;
+            if m.is_dir() {
+                return Err(io::Error::from_raw_os_error(21)); // EISDIR
+            }
+            parent.remove_file_or_symlink(name)
+        })
+        .await
+    }
+
+    async fn create_dir(&self, path: &RelPath, mode: Option<u32>) -> Result<()> {
+        let p = path.clone();
+        self.run(Operation::CreateDir, path, move |root| {
+            use cap_std::fs::DirBuilderExt as _;
+            let mut b = cap_std::fs::DirBuilder::new();
+            b.mode(mode.unwrap_or(0o777) & 0o7777);
+            root.create_dir_with(os(&p), &b)
+        })
+        .await
+    }
+
+    async fn remove_dir(&self, path: &RelPath) -> Result<()> {
+        let p = path.clone();
+        self.run(Operation::RemoveDir, path, move |root| {
+            let (parent, name) = open_parent(root, &p)?;
+            let m = parent.symlink_metadata(name)?;
+            if !m.is_dir() {
+                return Err(io::Error::from_raw_os_error(20)); // ENOTDIR
+            }
+            parent.remove_dir(name)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<()> {
+        let (f, t) = (from.clone(), to.clone());
+        self.run(Operation::Rename, from, move |root| {
+            if overwrite {
+                root.rename(os(&f), root, os(&t))
+            } else {
+                rename_noreplace(root, &f, &t)
+            }
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+        let (f, t) = (from.clone(), to.clone());
+        self.run(Operation::Copy, from, move |root| {
+            root.copy(os(&f), root, os(&t)).map(|_| ())
+        })
+        .await
+    }
+
+    async fn set_attrs(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
+        let (p, a) = (path.clone(), attrs.clone());
+        self.run(Operation::SetAttrs, path, move |root| {
+            set_attrs_path(root, &p, &a, true)
+        })
+        .await
+    }
+
+    async fn set_attrs_nofollow(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
+        let (p, a) = (path.clone(), attrs.clone());
+        self.run(Operation::SetAttrs, path, move |root| {
+            set_attrs_path(root, &p, &a, false)
+        })
+        .await
+    }
+
+    async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
+        let (t, l) = (target.to_vec(), link.clone());
+        self.run(Operation::Symlink, link, move |root| {
+            root.symlink_contents(OsStr::from_bytes(&t), os(&l))
+        })
+        .await
+    }
+
+    async fn read_link(&self, path: &RelPath) -> Result<Vec<u8>> {
+        let p = path.clone();
+        self.run(Operation::ReadLink, path, move |root| {
+            root.read_link_contents(os(&p))
+                .map(|t| t.into_os_string().into_vec())
+        })
+        .await
+    }
+
+    async fn hard_link(&self, existing: &RelPath, link: &RelPath) -> Result<()> {
+        let (e, l) = (existing.clone(), link.clone());
+        self.run(Operation::HardLink, existing, move |root| {
+            root.hard_link(os(&e), root, os(&l))
+        })
+        .await
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        let root = self.root.clone();
+        let s = blocking(move || rustix::fs::fstatvfs(&*root).map_err(io::Error::from))
+            .await
+            .map_err(|e| map_io(Operation::Usage, e))?;
+        let frsize = if s.f_frsize > 0 { s.f_frsize } else { s.f_bsize };
+        Ok(Usage {
+            total: Some(s.f_blocks.saturating_mul(frsize)),
+            used: Some(s.f_blocks.saturating_sub(s.f_bfree).saturating_mul(frsize)),
+            free: Some(s.f_bavail.saturating_mul(frsize)),
+            block_size: Some(frsize),
+            files: Some(s.f_files),
+            files_free: Some(s.f_favail),
+            name_max: Some(s.f_namemax),
+        })
+    }
+}
+
+use std::os::unix::ffi::OsStringExt as _;
+
+/// An open local file.
+pub struct LocalFile {
+    file: Arc<File>,
+    path: RelPath,
+}
+
+impl LocalFile {
+    async fn run<T, F>(&self, op: Operation, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&File) -> io::Result<T> + Send + 'static,
+    {
+        let file = self.file.clone();
+        blocking(move || f(&file))
+            .await
+            .map_err(|e| map_io(op, e).with_path(&self.path))
+    }
+}
+
+#[async_trait]
+impl FileHandle for LocalFile {
+    async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
+        self.run(Operation::Read, move |file| {
+            let mut buf = buf;
+            let start = buf.len();
+            buf.resize(start + len, 0);
+            let mut filled = 0;
+            while filled < len {
+                match file.read_at(&mut buf[start + filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(start + filled);
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
+        self.run(Operation::Write, move |file| file.write_all_at(&data, offset))
+            .await
+    }
+
+    async fn stat(&self) -> Result<Metadata> {
+        self.run(Operation::Stat, |file| file.metadata().map(|m| std_meta(&m)))
+            .await
+    }
+
+    async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()> {
+        let a = attrs.clone();
+        self.run(Operation::SetAttrs, move |file| apply_attrs_to_file(file, &a))
+            .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.run(Operation::Sync, |file| file.sync_all()).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
