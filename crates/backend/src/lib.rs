@@ -73,6 +73,8 @@ pub struct OpenOptions {
     pub create_new: bool,
     /// Truncate an existing file to zero length.
     pub truncate: bool,
+    /// Every write goes to the end of the file, whatever its offset.
+    pub append: bool,
     /// Unix permission bits for a newly created file (before umask).
     pub mode: Option<u32>,
 }

@@ -321,6 +321,7 @@ impl Backend for LocalBackend {
                 let mut o = cap_std::fs::OpenOptions::new();
                 o.read(opts.read || !opts.write)
                     .write(opts.write)
+                    .append(opts.append)
                     .create(opts.create)
                     .create_new(opts.create_new)
                     .truncate(opts.truncate);

@@ -1,0 +1,78 @@
+//! VFS errors, mapped once from backend errors.
+
+use ferry_backend::{BackendError, ErrorKind};
+
+/// Shorthand for VFS results.
+pub type Result<T, E = VfsError> = std::result::Result<T, E>;
+
+/// Why a VFS operation failed. The server maps each variant to one SFTP
+/// status in one function.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VfsError {
+    /// No such file or directory.
+    #[error("no such file or directory")]
+    NotFound,
+    /// Access refused by the store.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The server is read-only.
+    #[error("read-only file system")]
+    ReadOnly,
+    /// Something already exists there.
+    #[error("file already exists")]
+    AlreadyExists,
+    /// A directory was expected.
+    #[error("not a directory")]
+    NotADirectory,
+    /// A file was expected.
+    #[error("is a directory")]
+    IsADirectory,
+    /// The directory is not empty.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// No space left.
+    #[error("no space left on device")]
+    NoSpace,
+    /// The backend or this server cannot do it.
+    #[error("operation not supported: {0}")]
+    Unsupported(&'static str),
+    /// The name is not allowed.
+    #[error("invalid file name")]
+    InvalidName,
+    /// The path leads outside the served root.
+    #[error("path leads outside the served directory")]
+    OutsideRoot,
+    /// Too many levels of symbolic links.
+    #[error("too many levels of symbolic links")]
+    Loop,
+    /// The handle was not opened for this.
+    #[error("handle not open for {0}")]
+    BadHandleMode(&'static str),
+    /// A bad argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Any other backend failure.
+    #[error("{0}")]
+    Backend(BackendError),
+}
+
+impl From<BackendError> for VfsError {
+    fn from(e: BackendError) -> Self {
+        match e.kind() {
+            ErrorKind::NotFound => VfsError::NotFound,
+            ErrorKind::PermissionDenied => VfsError::PermissionDenied,
+            ErrorKind::AlreadyExists => VfsError::AlreadyExists,
+            ErrorKind::NotADirectory => VfsError::NotADirectory,
+            ErrorKind::IsADirectory => VfsError::IsADirectory,
+            ErrorKind::DirectoryNotEmpty => VfsError::NotEmpty,
+            ErrorKind::NoSpace => VfsError::NoSpace,
+            ErrorKind::ReadOnly => VfsError::ReadOnly,
+            ErrorKind::Unsupported => VfsError::Unsupported("by this remote"),
+            ErrorKind::InvalidName => VfsError::InvalidName,
+            ErrorKind::OutsideRoot => VfsError::OutsideRoot,
+            ErrorKind::TooManyLinks => VfsError::Loop,
+            _ => VfsError::Backend(e),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Open files, and atomic uploads.
+//!
+//! A truncating open for writing (what every client sends to upload a file)
+//! does not touch the existing file: data goes to a temporary file in the
+//! same directory, `.<name>.ferry-<random>.partial`, which replaces the file
+//! by an atomic rename on a successful close. A client that disconnects or
+//! fails leaves the old file (or no file) intact, and the temporary file is
+//! removed. Opens without truncation (resume, in-place edits) write in
+//! place. Temporary names are hidden from listings.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_backend::{FileHandle, RelPath, SetAttrs};
+use rand::RngExt as _;
+
+use crate::{Attr, Inner, Result, VfsError};
+
+/// How to open a file (the SFTP `pflags`, typed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenFlags {
+    /// Reads allowed.
+    pub read: bool,
+    /// Writes allowed.
+    pub write: bool,
+    /// Every write goes to the end of the file.
+    pub append: bool,
+    /// Create the file if it does not exist.
+    pub create: bool,
+    /// Start from an empty file (atomically replaced on close).
+    pub truncate: bool,
+    /// Fail if the file exists.
+    pub exclusive: bool,
+}
+
+impl OpenFlags {
+    /// Does this open change the store?
+    pub fn writes(&self) -> bool {
+        self.write || self.append || self.create || self.truncate
+    }
+}
+
+const TEMP_PREFIX: &[u8] = b".";
+const TEMP_MARK: &[u8] = b".ferry-";
+const TEMP_SUFFIX: &[u8] = b".partial";
+/// Keep temporary names within the usual 255-byte name limit.
+const MAX_NAME_IN_TEMP: usize = 200;
+
+/// Is `name` one of Ferry's temporary upload names?
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX)
+        && name.ends_with(TEMP_SUFFIX)
+        && name
+            .windows(TEMP_MARK.len())
+            .any(|w| w == TEMP_MARK)
+}
+
+fn temp_name(name: &[u8]) -> Vec<u8> {
+    let mut cut = name.len().min(MAX_NAME_IN_TEMP);
+    // Never cut inside a UTF-8 sequence, so the name stays readable.
+    while cut < name.len() && cut > 0 && (name[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    let tag: u64 = rand::rng().random();
+    let mut v = Vec::with_capacity(cut + 40);
+    v.extend_from_slice(TEMP_PREFIX);
+    v.extend_from_slice(&name[..cut]);
+    v.extend_from_slice(TEMP_MARK);
+    v.extend_from_slice(format!("{tag:016x}").as_bytes());
+    v.extend_from_slice(TEMP_SUFFIX);
+    v
+}
+
+const OPEN: u8 = 0;
+const CLOSED: u8 = 1;
+
+/// An open file.
+pub struct VfsFile {
+    inner: Arc<Inner>,
+    path: RelPath,
+    flags: OpenFlags,
+    handle: Box<dyn FileHandle>,
+    /// The temporary file of an atomic upload.
+    upload: Option<RelPath>,
+    state: AtomicU8,
+}
+
+impl VfsFile {
+    pub(crate) async fn open(
+        inner: Arc<Inner>,
+        path: &RelPath,
+        flags: OpenFlags,
+        mode: Option<u32>,
+    ) -> Result<VfsFile> {
+        let caps = inner.backend.capabilities();
+        if flags.writes() && !caps.random_access_write {
+            return Err(VfsError::Unsupported(
+                "writing to this remote without --vfs-cache-mode writes",
+            ));
+        }
+        let atomic = flags.truncate && (flags.write || flags.append);
+        if !atomic {
+            let opts = inner.open_options(&flags, mode);
+            let handle = inner.backend.open_file(path, opts).await?;
+            return Ok(VfsFile {
+                inner,
+                path: path.clone(),
+                flags,
+                handle,
+                upload: None,
+                state: AtomicU8::new(OPEN),
+            });
+        }
+
+        // Atomic upload: check what the open would have found.
+        let existing = match inner.backend.stat(path).await {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == ferry_backend::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        match &existing {
+            Some(m) if m.is_dir() => return Err(VfsError::IsADirectory),
+            Some(_) if flags.exclusive => return Err(VfsError::AlreadyExists),
+            None if !flags.create => return Err(VfsError::NotFound),
+            _ => {}
+        }
+        // A replaced file keeps its permissions unless the client sent some.
+        let mode = mode.or_else(|| {
+            existing
+                .as_ref()
+                .and_then(|m| m.permissions)
+                .map(|p| p | inner.opts.umask)
+        });
+        let parent = path.parent().unwrap_or_default();
+        let name = path.file_name().unwrap_or_default();
+        let temp = parent
+            .join(&temp_name(name))
+            .map_err(|_| VfsError::InvalidName)?;
+        let mut opts = inner.open_options(&flags, mode);
+        opts.create = true;
+        opts.create_new = true;
+        opts.truncate = false;
+        let handle = inner.backend.open_file(&temp, opts).await?;
+        if let Ok(mut pending) = inner.pending.lock() {
+            pending.insert(path.clone(), temp.clone());
+        }
+        Ok(VfsFile {
+            inner,
+            path: path.clone(),
+            flags,
+            handle,
+            upload: Some(temp),
+            state: AtomicU8::new(OPEN),
+        })
+    }
+
+    /// The path this file was opened at.
+    pub fn path(&self) -> &RelPath {
+        &self.path
+    }
+
+    /// The flags it was opened with.
+    pub fn flags(&self) -> OpenFlags {
+        self.flags
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.state.load(Ordering::Acquire) == OPEN {
+            Ok(())
+        } else {
+            Err(VfsError::InvalidArgument("file is closed".into()))
+        }
+    }
+
+    /// Read up to `len` bytes at `offset`, appended to `buf`. Fewer bytes
+    /// only at end of file.
+    pub async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
+        self.check_open()?;
+        if !self.flags.read {
+            return Err(VfsError::BadHandleMode("reading"));
+        }
+        Ok(self.handle.read_at(offset, len, buf).await?)
+    }
+
+    /// Write `data` at `offset` (at the end, for an append open).
+    pub async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
+        self.check_open()?;
+        if !(self.flags.write || self.flags.append) {
+            return Err(VfsError::BadHandleMode("writing"));
+        }
+        Ok(self.handle.write_at(offset, data).await?)
+    }
+
+    /// Attributes of the open file.
+    pub async fn stat(&self) -> Result<Attr> {
+        self.check_open()?;
+        let meta = self.handle.stat().await?;
+        Ok(self.inner.attr(&meta))
+    }
+
+    /// Change attributes of the open file.
+    pub async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()> {
+        self.check_open()?;
+        if self.inner.opts.read_only {
+            return Err(VfsError::ReadOnly);
+        }
+        let attrs = self.inner.filter_setattrs(attrs);
+        if attrs == SetAttrs::default() {
+            return Ok(());
+        }
+        if attrs.size.is_some() && !(self.flags.write || self.flags.append) {
+            return Err(VfsError::BadHandleMode("writing"));
+        }
+        Ok(self.handle.set_attrs(&attrs).await?)
+    }
+
+    /// Flush to stable storage.
+    pub async fn sync(&self) -> Result<()> {
+        self.check_open()?;
+        Ok(self.handle.sync().await?)
+    }
+
+    /// Close the file. An atomic upload is committed here: its errors are
+    /// reported here, and on error the old file is left as it was.
+    pub async fn close(&self) -> Result<()> {
+        if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
+            return Ok(());
+        }
+        let Some(temp) = &self.upload else {
+            return Ok(());
+        };
+        self.unregister(temp);
+        let replace = !self.flags.exclusive;
+        match self.inner.backend.rename(temp, &self.path, replace).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.inner.backend.remove_file(temp).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Abandon the file: an atomic upload is discarded, the old file kept.
+    pub async fn abort(&self) {
+        if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
+            return;
+        }
+        if let Some(temp) = &self.upload {
+            self.unregister(temp);
+            if let Err(e) = self.inner.backend.remove_file(temp).await {
+                tracing::warn!("could not remove abandoned upload {temp}: {e}");
+            }
+        }
+    }
+
+    fn unregister(&self, temp: &RelPath) {
+        if let Ok(mut pending) = self.inner.pending.lock() {
+            if pending.get(&self.path) == Some(temp) {
+                pending.remove(&self.path);
+            }
+        }
+    }
+}
+
+impl Drop for VfsFile {
+    fn drop(&mut self) {
+        // A handle dropped without close or abort (a vanished client): the
+        // upload is discarded in the background.
+        if self.state.load(Ordering::Acquire) != OPEN {
+            return;
+        }
+        let Some(temp) = self.upload.take() else {
+            return;
+        };
+        self.unregister(&temp);
+        let backend = self.inner.backend.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = backend.remove_file(&temp).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised_and_bounded() {
+        let t = temp_name(b"report.pdf");
+        assert!(is_temp_name(&t), "{}", t.escape_ascii());
+        assert!(!is_temp_name(b"report.pdf"));
+        assert!(!is_temp_name(b".hidden.partial"));
+        let long = vec![b'x'; 255];
+        assert!(temp_name(&long).len() <= 255);
+        let utf = "\u{e9}".repeat(120);
+        let t = temp_name(utf.as_bytes());
+        assert!(t.len() <= 255);
+        assert!(std::str::from_utf8(&t).is_ok());
+    }
+}

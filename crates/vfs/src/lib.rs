@@ -1,0 +1,320 @@
+//! Ferry's VFS: file-system semantics over any [`Backend`].
+//!
+//! The server speaks SFTP; this crate knows nothing of it. It takes paths
+//! that are already resolved beneath the root ([`RelPath`]), applies the
+//! serving policy (read-only, permissions, owners, modification times) and
+//! gives handles with positional reads and writes.
+//!
+//! # Layout
+//! - [`options`]: [`VfsOptions`] and [`CacheMode`], typed once by the CLI.
+//! - [`error`]: [`VfsError`], mapped once from backend errors.
+//! - [`attr`]: [`Attr`], what a client sees of a file.
+//! - [`file`]: [`VfsFile`], an open file; atomic uploads live there.
+//! - this module: [`Vfs`], the operations on paths.
+//!
+//! The directory cache and the `--vfs-cache-mode` file cache plug in below
+//! [`Vfs`] and [`VfsFile`]; their callers do not change.
+
+pub mod attr;
+pub mod error;
+pub mod file;
+pub mod options;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use ferry_backend::{Backend, ErrorKind, OpenOptions, RelPath, SetAttrs, Usage};
+
+pub use attr::Attr;
+pub use error::{Result, VfsError};
+pub use ferry_backend as backend;
+pub use file::{OpenFlags, VfsFile};
+pub use options::{CacheMode, VfsOptions};
+
+/// The file-system view of one backend. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Vfs {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) opts: VfsOptions,
+    /// Uploads in progress: final path -> temporary path of the newest one.
+    /// Lock order: this is the only lock in the crate.
+    pub(crate) pending: Mutex<HashMap<RelPath, RelPath>>,
+}
+
+impl Vfs {
+    /// A VFS over `backend` with `opts`.
+    pub fn new(backend: Arc<dyn Backend>, opts: VfsOptions) -> Self {
+        Vfs {
+            inner: Arc::new(Inner {
+                backend,
+                opts,
+                pending: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The options this VFS was made with.
+    pub fn options(&self) -> &VfsOptions {
+        &self.inner.opts
+    }
+
+    /// The backend's capabilities.
+    pub fn capabilities(&self) -> ferry_backend::Capabilities {
+        self.inner.backend.capabilities()
+    }
+
+    /// Is every change refused?
+    pub fn is_read_only(&self) -> bool {
+        self.inner.opts.read_only
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.opts.read_only {
+            Err(VfsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The temporary file an upload to `path` is being written to, if any.
+    fn pending_for(&self, path: &RelPath) -> Option<RelPath> {
+        self.inner.pending.lock().ok()?.get(path).cloned()
+    }
+
+    /// Attributes of `path`, following symbolic links. A file that is being
+    /// uploaded shows its upload in progress.
+    pub async fn stat(&self, path: &RelPath) -> Result<Attr> {
+        let target = self.pending_for(path).unwrap_or_else(|| path.clone());
+        let meta = self.inner.backend.stat(&target).await?;
+        Ok(self.inner.attr(&meta))
+    }
+
+    /// Attributes of `path` itself.
+    pub async fn lstat(&self, path: &RelPath) -> Result<Attr> {
+        let target = self.pending_for(path).unwrap_or_else(|| path.clone());
+        let meta = self.inner.backend.lstat(&target).await?;
+        Ok(self.inner.attr(&meta))
+    }
+
+    /// The entries of directory `path`, sorted by name, without Ferry's own
+    /// temporary upload files.
+    pub async fn read_dir(&self, path: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
+        let entries = self.inner.backend.list(path).await?;
+        let mut out: Vec<(Vec<u8>, Attr)> = entries
+            .into_iter()
+            .filter(|e| !file::is_temp_name(&e.name))
+            .map(|e| {
+                let a = self.inner.attr(&e.meta);
+                (e.name, a)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Open a file. See [`OpenFlags`] for the semantics; a truncating open
+    /// writes to a temporary file that replaces `path` on a successful
+    /// [`VfsFile::close`].
+    pub async fn open(&self, path: &RelPath, flags: OpenFlags, mode: Option<u32>) -> Result<VfsFile> {
+        if flags.writes() {
+            self.check_writable()?;
+        }
+        if path.is_root() {
+            return Err(VfsError::IsADirectory);
+        }
+        VfsFile::open(self.inner.clone(), path, flags, mode).await
+    }
+
+    /// Create directory `path`; fails when anything exists there.
+    pub async fn mkdir(&self, path: &RelPath, mode: Option<u32>) -> Result<()> {
+        self.check_writable()?;
+        if path.is_root() {
+            return Err(VfsError::AlreadyExists);
+        }
+        let mode = mode.unwrap_or(self.inner.opts.dir_perms) & !self.inner.opts.umask & 0o7777;
+        Ok(self.inner.backend.create_dir(path, Some(mode)).await?)
+    }
+
+    /// Remove the empty directory `path`; a file is refused.
+    pub async fn rmdir(&self, path: &RelPath) -> Result<()> {
+        self.check_writable()?;
+        if path.is_root() {
+            return Err(VfsError::PermissionDenied);
+        }
+        Ok(self.inner.backend.remove_dir(path).await?)
+    }
+
+    /// Remove file or symbolic link `path`; a directory is refused.
+    pub async fn remove(&self, path: &RelPath) -> Result<()> {
+        self.check_writable()?;
+        if path.is_root() {
+            return Err(VfsError::IsADirectory);
+        }
+        Ok(self.inner.backend.remove_file(path).await?)
+    }
+
+    /// Rename `from` to `to`. With `replace`, an existing file at `to` is
+    /// replaced atomically; without, an existing `to` is an error.
+    pub async fn rename(&self, from: &RelPath, to: &RelPath, replace: bool) -> Result<()> {
+        self.check_writable()?;
+        if from.is_root() || to.is_root() {
+            return Err(VfsError::PermissionDenied);
+        }
+        if to.starts_with(from) && to != from {
+            return Err(VfsError::InvalidArgument(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        if replace {
+            // Replacing a directory (even an empty one) is not what a client
+            // asking for posix-rename of a file means.
+            if let Ok(m) = self.inner.backend.lstat(to).await {
+                let src = self.inner.backend.lstat(from).await?;
+                if m.is_dir() != src.is_dir() {
+                    return Err(if m.is_dir() {
+                        VfsError::IsADirectory
+                    } else {
+                        VfsError::NotADirectory
+                    });
+                }
+            }
+        }
+        Ok(self.inner.backend.rename(from, to, replace).await?)
+    }
+
+    /// Copy file `from` to `to` on the backend.
+    pub async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+        self.check_writable()?;
+        Ok(self.inner.backend.copy(from, to).await?)
+    }
+
+    /// Create a symbolic link at `link` to `target` (a client path).
+    ///
+    /// The target is resolved beneath the root and stored relative to the
+    /// link's directory, so the link means the same to Ferry's clients and
+    /// to anything else using the directory, and never points outside.
+    pub async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
+        self.check_writable()?;
+        if !self.capabilities().symlinks {
+            return Err(VfsError::Unsupported("symbolic links"));
+        }
+        let parent = link.parent().ok_or(VfsError::AlreadyExists)?;
+        let resolved = RelPath::resolve(&parent, target).map_err(|_| VfsError::InvalidName)?;
+        let stored = relative_target(&parent, &resolved);
+        Ok(self.inner.backend.symlink(&stored, link).await?)
+    }
+
+    /// The target of symbolic link `path`, as stored.
+    pub async fn readlink(&self, path: &RelPath) -> Result<Vec<u8>> {
+        if !self.capabilities().symlinks {
+            return Err(VfsError::Unsupported("symbolic links"));
+        }
+        Ok(self.inner.backend.read_link(path).await?)
+    }
+
+    /// Create hard link `link` to `existing`.
+    pub async fn hardlink(&self, existing: &RelPath, link: &RelPath) -> Result<()> {
+        self.check_writable()?;
+        if !self.capabilities().hard_links {
+            return Err(VfsError::Unsupported("hard links"));
+        }
+        Ok(self.inner.backend.hard_link(existing, link).await?)
+    }
+
+    /// Change attributes of `path`; `follow` follows a final symbolic link.
+    /// An upload in progress to `path` gets the change.
+    pub async fn setstat(&self, path: &RelPath, attrs: &SetAttrs, follow: bool) -> Result<()> {
+        self.check_writable()?;
+        let attrs = self.inner.filter_setattrs(attrs);
+        if attrs == SetAttrs::default() {
+            // Still report a missing file.
+            self.inner.backend.lstat(path).await?;
+            return Ok(());
+        }
+        let target = self.pending_for(path).unwrap_or_else(|| path.clone());
+        if follow {
+            Ok(self.inner.backend.set_attrs(&target, &attrs).await?)
+        } else {
+            Ok(self.inner.backend.set_attrs_nofollow(&target, &attrs).await?)
+        }
+    }
+
+    /// Space on the backend.
+    pub async fn statfs(&self) -> Result<Usage> {
+        if !self.capabilities().usage {
+            return Err(VfsError::Unsupported("usage"));
+        }
+        Ok(self.inner.backend.usage().await?)
+    }
+}
+
+impl Inner {
+    pub(crate) fn attr(&self, meta: &ferry_backend::Metadata) -> Attr {
+        Attr::from_meta(meta, &self.opts, self.backend.capabilities())
+    }
+
+    /// Drop the parts of a change that the serving policy ignores.
+    pub(crate) fn filter_setattrs(&self, attrs: &SetAttrs) -> SetAttrs {
+        let caps = self.backend.capabilities();
+        let mut a = attrs.clone();
+        if self.opts.no_modtime || !caps.set_mtime {
+            a.times = None;
+        }
+        if !caps.permissions || self.opts.override_perms {
+            a.permissions = None;
+        }
+        if !caps.ownership || self.opts.uid.is_some() || self.opts.gid.is_some() {
+            a.owner = None;
+        }
+        a
+    }
+
+    pub(crate) fn open_options(&self, flags: &OpenFlags, mode: Option<u32>) -> OpenOptions {
+        let mode = mode.unwrap_or(self.opts.file_perms) & !self.opts.umask & 0o7777;
+        OpenOptions {
+            read: flags.read,
+            write: flags.write || flags.append,
+            create: flags.create,
+            create_new: flags.exclusive,
+            truncate: flags.truncate,
+            append: flags.append,
+            mode: Some(mode),
+        }
+    }
+}
+
+/// `target` (resolved beneath the root) as a path relative to `dir`.
+fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
+    let d: Vec<&[u8]> = dir.components().collect();
+    let t: Vec<&[u8]> = target.components().collect();
+    let common = d.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&[u8]> = Vec::new();
+    parts.extend(std::iter::repeat_n(&b".."[..], d.len() - common));
+    parts.extend(&t[common..]);
+    if parts.is_empty() {
+        return b".".to_vec();
+    }
+    parts.join(&b'/')
+}
+
+/// The current time, for callers that stamp files.
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+impl From<ErrorKind> for VfsError {
+    fn from(kind: ErrorKind) -> Self {
+        VfsError::from(ferry_backend::BackendError::new(
+            kind,
+            ferry_backend::Operation::Stat,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+//! Options of the VFS, typed once at the CLI boundary.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How much the VFS caches file data on disk (`--vfs-cache-mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// No disk cache: reads stream, writes go straight to the backend.
+    #[default]
+    Off,
+    /// Read+write opens are buffered on disk.
+    Minimal,
+    /// Every write goes through the disk cache.
+    Writes,
+    /// Reads and writes are cached.
+    Full,
+}
+
+impl FromStr for CacheMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(CacheMode::Off),
+            "minimal" => Ok(CacheMode::Minimal),
+            "writes" => Ok(CacheMode::Writes),
+            "full" => Ok(CacheMode::Full),
+            _ => Err(format!(
+                "unknown cache mode {s:?}: use off, minimal, writes or full"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CacheMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CacheMode::Off => "off",
+            CacheMode::Minimal => "minimal",
+            CacheMode::Writes => "writes",
+            CacheMode::Full => "full",
+        })
+    }
+}
+
+/// The serving policy of one VFS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfsOptions {
+    /// Refuse every change (`--read-only`).
+    pub read_only: bool,
+    /// Never set modification times (`--no-modtime`).
+    pub no_modtime: bool,
+    /// Permission bits shown for directories (`--dir-perms`).
+    pub dir_perms: u32,
+    /// Permission bits shown for files (`--file-perms`).
+    pub file_perms: u32,
+    /// Bits cleared from shown and created permissions (`--umask`).
+    pub umask: u32,
+    /// Show `dir_perms`/`file_perms` even when the backend stores real
+    /// permissions (set when either flag is given explicitly), and ignore
+    /// chmod.
+    pub override_perms: bool,
+    /// Owner shown for every file (`--uid`), instead of the stored one.
+    pub uid: Option<u32>,
+    /// Group shown for every file (`--gid`), instead of the stored one.
+    pub gid: Option<u32>,
+    /// Owner shown when the backend stores none (the server's own uid).
+    pub default_uid: u32,
+    /// Group shown when the backend stores none (the server's own gid).
+    pub default_gid: u32,
+    /// The file cache mode.
+    pub cache_mode: CacheMode,
+}
+
+impl Default for VfsOptions {
+    fn default() -> Self {
+        VfsOptions {
+            read_only: false,
+            no_modtime: false,
+            dir_perms: 0o777,
+            file_perms: 0o666,
+            umask: 0o022,
+            override_perms: false,
+            uid: None,
+            gid: None,
+            default_uid: 0,
+            default_gid: 0,
+            cache_mode: CacheMode::Off,
+        }
+    }
+}
