@@ -101,7 +101,10 @@ impl BackendError {
     }
 
     /// Attach the underlying cause.
-    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -122,9 +125,9 @@ impl BackendError {
             K::InvalidFilename => ErrorKind::InvalidName,
             K::TimedOut | K::Interrupted | K::WouldBlock => ErrorKind::Temporary,
             _ => match err.raw_os_error() {
-                Some(40) => ErrorKind::TooManyLinks,    // ELOOP
-                Some(36) => ErrorKind::InvalidName,     // ENAMETOOLONG
-                Some(18) => ErrorKind::Unsupported,     // EXDEV
+                Some(40) => ErrorKind::TooManyLinks, // ELOOP
+                Some(36) => ErrorKind::InvalidName,  // ENAMETOOLONG
+                Some(18) => ErrorKind::Unsupported,  // EXDEV
                 _ => ErrorKind::Other,
             },
         };
@@ -188,6 +191,9 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NoSpace);
         assert!(!e.is_temporary());
         let e = e.with_path(&RelPath::new(b"a/b".to_vec()).unwrap());
-        assert!(e.to_string().starts_with("Write failed on /a/b: NoSpace"), "{e}");
+        assert!(
+            e.to_string().starts_with("Write failed on /a/b: NoSpace"),
+            "{e}"
+        );
     }
 }

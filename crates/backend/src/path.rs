@@ -175,10 +175,7 @@ mod tests {
         assert_eq!(r("/").as_bytes(), b"");
         assert_eq!(r("./a//b/./c/").as_bytes(), b"a/b/c");
         let cwd = r("x/y");
-        assert_eq!(
-            RelPath::resolve(&cwd, b"../z").unwrap().as_bytes(),
-            b"x/z"
-        );
+        assert_eq!(RelPath::resolve(&cwd, b"../z").unwrap().as_bytes(), b"x/z");
         assert_eq!(RelPath::resolve(&cwd, b"/z").unwrap().as_bytes(), b"z");
     }
 
@@ -194,7 +191,10 @@ mod tests {
 
     #[test]
     fn nul_is_refused() {
-        assert_eq!(RelPath::resolve(&RelPath::root(), b"a\0b"), Err(PathError::Nul));
+        assert_eq!(
+            RelPath::resolve(&RelPath::root(), b"a\0b"),
+            Err(PathError::Nul)
+        );
         assert_eq!(RelPath::new(b"a\0".to_vec()), Err(PathError::Nul));
     }
 
@@ -203,7 +203,11 @@ mod tests {
         assert!(RelPath::new(b"a/b".to_vec()).is_ok());
         assert!(RelPath::new(Vec::new()).is_ok());
         for bad in [&b"/a"[..], b"a/", b"a//b", b"a/../b", b"./a"] {
-            assert_eq!(RelPath::new(bad.to_vec()), Err(PathError::NotNormal), "{bad:?}");
+            assert_eq!(
+                RelPath::new(bad.to_vec()),
+                Err(PathError::NotNormal),
+                "{bad:?}"
+            );
         }
     }
 

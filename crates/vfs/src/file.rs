@@ -51,9 +51,7 @@ const MAX_NAME_IN_TEMP: usize = 200;
 pub fn is_temp_name(name: &[u8]) -> bool {
     name.starts_with(TEMP_PREFIX)
         && name.ends_with(TEMP_SUFFIX)
-        && name
-            .windows(TEMP_MARK.len())
-            .any(|w| w == TEMP_MARK)
+        && name.windows(TEMP_MARK.len()).any(|w| w == TEMP_MARK)
 }
 
 fn temp_name(name: &[u8]) -> Vec<u8> {

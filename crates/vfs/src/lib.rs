@@ -120,7 +120,12 @@ impl Vfs {
     /// Open a file. See [`OpenFlags`] for the semantics; a truncating open
     /// writes to a temporary file that replaces `path` on a successful
     /// [`VfsFile::close`].
-    pub async fn open(&self, path: &RelPath, flags: OpenFlags, mode: Option<u32>) -> Result<VfsFile> {
+    pub async fn open(
+        &self,
+        path: &RelPath,
+        flags: OpenFlags,
+        mode: Option<u32>,
+    ) -> Result<VfsFile> {
         if flags.writes() {
             self.check_writable()?;
         }
@@ -240,7 +245,25 @@ impl Vfs {
         if follow {
             Ok(self.inner.backend.set_attrs(&target, &attrs).await?)
         } else {
-            Ok(self.inner.backend.set_attrs_nofollow(&target, &attrs).await?)
+            Ok(self
+                .inner
+                .backend
+                .set_attrs_nofollow(&target, &attrs)
+                .await?)
+        }
+    }
+
+    /// Remove the temporary files of every upload still in progress (at
+    /// shutdown): the files they would have replaced stay as they were.
+    pub async fn discard_pending_uploads(&self) {
+        let temps: Vec<RelPath> = match self.inner.pending.lock() {
+            Ok(mut p) => p.drain().map(|(_, t)| t).collect(),
+            Err(_) => return,
+        };
+        for t in temps {
+            if let Err(e) = self.inner.backend.remove_file(&t).await {
+                tracing::warn!("could not remove unfinished upload {t}: {e}");
+            }
         }
     }
 

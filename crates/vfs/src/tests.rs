@@ -31,7 +31,10 @@ async fn upload_is_atomic_and_hidden_until_close() {
     f.write_at(0, Bytes::from_static(b"new")).await.unwrap();
     // The old file is untouched, the temporary file is not listed, and a
     // stat by path shows the upload in progress.
-    assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"old contents");
+    assert_eq!(
+        std::fs::read(tmp.path().join("f")).unwrap(),
+        b"old contents"
+    );
     let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap();
     assert_eq!(names.len(), 1);
     assert_eq!(vfs.stat(&p("f")).await.unwrap().size, 3);
@@ -69,44 +72,93 @@ async fn open_flags_are_honoured() {
     let (tmp, vfs) = setup(VfsOptions::default());
     std::fs::write(tmp.path().join("f"), b"0123456789").unwrap();
     // EXCL on an existing file.
-    let excl = OpenFlags { exclusive: true, ..UPLOAD };
-    assert!(matches!(vfs.open(&p("f"), excl, None).await, Err(VfsError::AlreadyExists)));
+    let excl = OpenFlags {
+        exclusive: true,
+        ..UPLOAD
+    };
+    assert!(matches!(
+        vfs.open(&p("f"), excl, None).await,
+        Err(VfsError::AlreadyExists)
+    ));
     // TRUNC without CREAT on a missing file.
-    let no_creat = OpenFlags { create: false, ..UPLOAD };
-    assert!(matches!(vfs.open(&p("missing"), no_creat, None).await, Err(VfsError::NotFound)));
+    let no_creat = OpenFlags {
+        create: false,
+        ..UPLOAD
+    };
+    assert!(matches!(
+        vfs.open(&p("missing"), no_creat, None).await,
+        Err(VfsError::NotFound)
+    ));
     // Read+write without TRUNC edits in place and really reads.
-    let rw = OpenFlags { read: true, write: true, ..Default::default() };
+    let rw = OpenFlags {
+        read: true,
+        write: true,
+        ..Default::default()
+    };
     let f = vfs.open(&p("f"), rw, None).await.unwrap();
     f.write_at(2, Bytes::from_static(b"ab")).await.unwrap();
     assert_eq!(f.read_at(0, 100, Vec::new()).await.unwrap(), b"01ab456789");
     f.close().await.unwrap();
     // Append.
-    let ap = OpenFlags { append: true, write: true, ..Default::default() };
+    let ap = OpenFlags {
+        append: true,
+        write: true,
+        ..Default::default()
+    };
     let f = vfs.open(&p("f"), ap, None).await.unwrap();
     f.write_at(0, Bytes::from_static(b"END")).await.unwrap();
     f.close().await.unwrap();
-    assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"01ab456789END");
+    assert_eq!(
+        std::fs::read(tmp.path().join("f")).unwrap(),
+        b"01ab456789END"
+    );
     // A read-only handle refuses writes; a write-only one refuses reads.
-    let ro = OpenFlags { read: true, ..Default::default() };
+    let ro = OpenFlags {
+        read: true,
+        ..Default::default()
+    };
     let f = vfs.open(&p("f"), ro, None).await.unwrap();
-    assert!(matches!(f.write_at(0, Bytes::from_static(b"x")).await, Err(VfsError::BadHandleMode(_))));
-    let wo = OpenFlags { write: true, ..Default::default() };
+    assert!(matches!(
+        f.write_at(0, Bytes::from_static(b"x")).await,
+        Err(VfsError::BadHandleMode(_))
+    ));
+    let wo = OpenFlags {
+        write: true,
+        ..Default::default()
+    };
     let f = vfs.open(&p("f"), wo, None).await.unwrap();
-    assert!(matches!(f.read_at(0, 1, Vec::new()).await, Err(VfsError::BadHandleMode(_))));
+    assert!(matches!(
+        f.read_at(0, 1, Vec::new()).await,
+        Err(VfsError::BadHandleMode(_))
+    ));
     // Opening a directory as a file.
     std::fs::create_dir(tmp.path().join("d")).unwrap();
-    assert!(matches!(vfs.open(&p("d"), ro, None).await, Err(VfsError::IsADirectory)));
-    assert!(matches!(vfs.open(&p("d"), UPLOAD, None).await, Err(VfsError::IsADirectory)));
+    assert!(matches!(
+        vfs.open(&p("d"), ro, None).await,
+        Err(VfsError::IsADirectory)
+    ));
+    assert!(matches!(
+        vfs.open(&p("d"), UPLOAD, None).await,
+        Err(VfsError::IsADirectory)
+    ));
 }
 
 #[tokio::test]
 async fn exclusive_create_of_new_file() {
     let (tmp, vfs) = setup(VfsOptions::default());
-    let excl = OpenFlags { write: true, create: true, exclusive: true, ..Default::default() };
+    let excl = OpenFlags {
+        write: true,
+        create: true,
+        exclusive: true,
+        ..Default::default()
+    };
     let f = vfs.open(&p("n"), excl, Some(0o600)).await.unwrap();
     f.write_at(0, Bytes::from_static(b"x")).await.unwrap();
     f.close().await.unwrap();
-    assert!(matches!(vfs.open(&p("n"), excl, None).await, Err(VfsError::AlreadyExists)));
+    assert!(matches!(
+        vfs.open(&p("n"), excl, None).await,
+        Err(VfsError::AlreadyExists)
+    ));
     let a = vfs.stat(&p("n")).await.unwrap();
     assert_eq!(a.mode & 0o777, 0o600);
     assert_eq!(std::fs::read(tmp.path().join("n")).unwrap(), b"x");
@@ -114,14 +166,32 @@ async fn exclusive_create_of_new_file() {
 
 #[tokio::test]
 async fn read_only_refuses_every_change() {
-    let (tmp, vfs) = setup(VfsOptions { read_only: true, ..Default::default() });
+    let (tmp, vfs) = setup(VfsOptions {
+        read_only: true,
+        ..Default::default()
+    });
     std::fs::write(tmp.path().join("f"), b"x").unwrap();
-    assert!(matches!(vfs.open(&p("f"), UPLOAD, None).await, Err(VfsError::ReadOnly)));
-    assert!(matches!(vfs.mkdir(&p("d"), None).await, Err(VfsError::ReadOnly)));
+    assert!(matches!(
+        vfs.open(&p("f"), UPLOAD, None).await,
+        Err(VfsError::ReadOnly)
+    ));
+    assert!(matches!(
+        vfs.mkdir(&p("d"), None).await,
+        Err(VfsError::ReadOnly)
+    ));
     assert!(matches!(vfs.remove(&p("f")).await, Err(VfsError::ReadOnly)));
-    assert!(matches!(vfs.rename(&p("f"), &p("g"), true).await, Err(VfsError::ReadOnly)));
-    assert!(matches!(vfs.setstat(&p("f"), &SetAttrs::default(), true).await, Err(VfsError::ReadOnly)));
-    let ro = OpenFlags { read: true, ..Default::default() };
+    assert!(matches!(
+        vfs.rename(&p("f"), &p("g"), true).await,
+        Err(VfsError::ReadOnly)
+    ));
+    assert!(matches!(
+        vfs.setstat(&p("f"), &SetAttrs::default(), true).await,
+        Err(VfsError::ReadOnly)
+    ));
+    let ro = OpenFlags {
+        read: true,
+        ..Default::default()
+    };
     let f = vfs.open(&p("f"), ro, None).await.unwrap();
     assert_eq!(f.read_at(0, 10, Vec::new()).await.unwrap(), b"x");
 }
@@ -130,17 +200,35 @@ async fn read_only_refuses_every_change() {
 async fn mkdir_rmdir_remove_rename_semantics() {
     let (tmp, vfs) = setup(VfsOptions::default());
     vfs.mkdir(&p("d"), None).await.unwrap();
-    assert!(matches!(vfs.mkdir(&p("d"), None).await, Err(VfsError::AlreadyExists)));
+    assert!(matches!(
+        vfs.mkdir(&p("d"), None).await,
+        Err(VfsError::AlreadyExists)
+    ));
     std::fs::write(tmp.path().join("f"), b"x").unwrap();
-    assert!(matches!(vfs.rmdir(&p("f")).await, Err(VfsError::NotADirectory)));
-    assert!(matches!(vfs.remove(&p("d")).await, Err(VfsError::IsADirectory)));
+    assert!(matches!(
+        vfs.rmdir(&p("f")).await,
+        Err(VfsError::NotADirectory)
+    ));
+    assert!(matches!(
+        vfs.remove(&p("d")).await,
+        Err(VfsError::IsADirectory)
+    ));
     std::fs::write(tmp.path().join("g"), b"y").unwrap();
-    assert!(matches!(vfs.rename(&p("f"), &p("g"), false).await, Err(VfsError::AlreadyExists)));
+    assert!(matches!(
+        vfs.rename(&p("f"), &p("g"), false).await,
+        Err(VfsError::AlreadyExists)
+    ));
     vfs.rename(&p("f"), &p("g"), true).await.unwrap();
     assert_eq!(std::fs::read(tmp.path().join("g")).unwrap(), b"x");
-    assert!(matches!(vfs.rename(&p("g"), &p("d"), true).await, Err(VfsError::IsADirectory)));
+    assert!(matches!(
+        vfs.rename(&p("g"), &p("d"), true).await,
+        Err(VfsError::IsADirectory)
+    ));
     assert!(vfs.rename(&p("d"), &p("d/sub"), false).await.is_err());
-    assert!(matches!(vfs.rmdir(&RelPath::root()).await, Err(VfsError::PermissionDenied)));
+    assert!(matches!(
+        vfs.rmdir(&RelPath::root()).await,
+        Err(VfsError::PermissionDenied)
+    ));
 }
 
 #[tokio::test]
@@ -151,7 +239,9 @@ async fn symlink_targets_are_kept_inside() {
     vfs.symlink(b"/f", &p("d/abs")).await.unwrap();
     assert_eq!(vfs.readlink(&p("d/abs")).await.unwrap(), b"../f");
     assert_eq!(vfs.stat(&p("d/abs")).await.unwrap().size, 1);
-    vfs.symlink(b"../../../../etc/passwd", &p("d/esc")).await.unwrap();
+    vfs.symlink(b"../../../../etc/passwd", &p("d/esc"))
+        .await
+        .unwrap();
     assert_eq!(vfs.readlink(&p("d/esc")).await.unwrap(), b"../etc/passwd");
     assert_eq!(relative_target(&p("a/b"), &p("a/b/c")), b"c");
     assert_eq!(relative_target(&p("a/b"), &RelPath::root()), b"../..");
@@ -160,12 +250,20 @@ async fn symlink_targets_are_kept_inside() {
 
 #[tokio::test]
 async fn permissions_policy() {
-    let (tmp, vfs) = setup(VfsOptions { override_perms: true, file_perms: 0o640, umask: 0o002, ..Default::default() });
+    let (tmp, vfs) = setup(VfsOptions {
+        override_perms: true,
+        file_perms: 0o640,
+        umask: 0o002,
+        ..Default::default()
+    });
     std::fs::write(tmp.path().join("f"), b"x").unwrap();
     std::fs::create_dir(tmp.path().join("d")).unwrap();
     assert_eq!(vfs.stat(&p("f")).await.unwrap().mode, 0o100640);
     assert_eq!(vfs.stat(&p("d")).await.unwrap().mode, 0o040775);
-    let (tmp, vfs) = setup(VfsOptions { uid: Some(4242), ..Default::default() });
+    let (tmp, vfs) = setup(VfsOptions {
+        uid: Some(4242),
+        ..Default::default()
+    });
     std::fs::write(tmp.path().join("f"), b"x").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path().join("f"), std::fs::Permissions::from_mode(0o604)).unwrap();
@@ -176,10 +274,22 @@ async fn permissions_policy() {
 
 #[tokio::test]
 async fn no_modtime_ignores_time_changes() {
-    let (tmp, vfs) = setup(VfsOptions { no_modtime: true, ..Default::default() });
+    let (tmp, vfs) = setup(VfsOptions {
+        no_modtime: true,
+        ..Default::default()
+    });
     std::fs::write(tmp.path().join("f"), b"x").unwrap();
     let before = vfs.stat(&p("f")).await.unwrap().mtime;
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
-    vfs.setstat(&p("f"), &SetAttrs { times: Some((t, t)), ..Default::default() }, true).await.unwrap();
+    vfs.setstat(
+        &p("f"),
+        &SetAttrs {
+            times: Some((t, t)),
+            ..Default::default()
+        },
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(vfs.stat(&p("f")).await.unwrap().mtime, before);
 }

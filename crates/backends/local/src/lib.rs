@@ -218,7 +218,8 @@ fn set_attrs_path(root: &Dir, path: &RelPath, attrs: &SetAttrs, follow: bool) ->
         }
     }
     if let Some(mode) = attrs.permissions {
-        let perm = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode & 0o7777));
+        let perm =
+            cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode & 0o7777));
         if follow || !is_link {
             root.set_permissions(p, perm)?;
         } else {
@@ -442,7 +443,11 @@ impl Backend for LocalBackend {
         let s = blocking(move || rustix::fs::fstatvfs(&*root).map_err(io::Error::from))
             .await
             .map_err(|e| map_io(Operation::Usage, e))?;
-        let frsize = if s.f_frsize > 0 { s.f_frsize } else { s.f_bsize };
+        let frsize = if s.f_frsize > 0 {
+            s.f_frsize
+        } else {
+            s.f_bsize
+        };
         Ok(Usage {
             total: Some(s.f_blocks.saturating_mul(frsize)),
             used: Some(s.f_blocks.saturating_sub(s.f_bfree).saturating_mul(frsize)),
@@ -499,19 +504,25 @@ impl FileHandle for LocalFile {
     }
 
     async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
-        self.run(Operation::Write, move |file| file.write_all_at(&data, offset))
-            .await
+        self.run(Operation::Write, move |file| {
+            file.write_all_at(&data, offset)
+        })
+        .await
     }
 
     async fn stat(&self) -> Result<Metadata> {
-        self.run(Operation::Stat, |file| file.metadata().map(|m| std_meta(&m)))
-            .await
+        self.run(Operation::Stat, |file| {
+            file.metadata().map(|m| std_meta(&m))
+        })
+        .await
     }
 
     async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()> {
         let a = attrs.clone();
-        self.run(Operation::SetAttrs, move |file| apply_attrs_to_file(file, &a))
-            .await
+        self.run(Operation::SetAttrs, move |file| {
+            apply_attrs_to_file(file, &a)
+        })
+        .await
     }
 
     async fn sync(&self) -> Result<()> {

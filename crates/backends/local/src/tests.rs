@@ -43,7 +43,9 @@ fn rw() -> OpenOptions {
 async fn write_read_stat_roundtrip() {
     let f = fixture();
     let h = f.be.open_file(&p("a.txt"), rw()).await.unwrap();
-    h.write_at(0, Bytes::from_static(b"hello world")).await.unwrap();
+    h.write_at(0, Bytes::from_static(b"hello world"))
+        .await
+        .unwrap();
     h.write_at(6, Bytes::from_static(b"WORLD")).await.unwrap();
     let buf = h.read_at(0, 100, b"HDR".to_vec()).await.unwrap();
     assert_eq!(buf, b"HDRhello WORLD");
@@ -64,7 +66,15 @@ async fn symlink_escapes_are_refused() {
     std::os::unix::fs::symlink("../outside/secret", f.root.join("rellink")).unwrap();
 
     for path in ["dirlink/secret", "filelink", "rellink"] {
-        let e = f.be.open_file(&p(path), OpenOptions { read: true, ..Default::default() }).await;
+        let e =
+            f.be.open_file(
+                &p(path),
+                OpenOptions {
+                    read: true,
+                    ..Default::default()
+                },
+            )
+            .await;
         assert!(e.is_err(), "{path} opened");
         assert!(f.be.stat(&p(path)).await.is_err(), "{path} stat");
     }
@@ -74,7 +84,11 @@ async fn symlink_escapes_are_refused() {
     assert!(!f.outside.join("new").exists());
     assert!(f.be.create_dir(&p("dirlink/newdir"), None).await.is_err());
     assert!(!f.outside.join("newdir").exists());
-    assert!(f.be.rename(&p("dirlink/secret"), &p("stolen"), true).await.is_err());
+    assert!(f
+        .be
+        .rename(&p("dirlink/secret"), &p("stolen"), true)
+        .await
+        .is_err());
     assert!(f.outside.join("secret").exists());
     assert!(f.be.remove_file(&p("dirlink/secret")).await.is_err());
     assert!(f.outside.join("secret").exists());

@@ -1,0 +1,131 @@
+//! The command line, as clap parses it. Strings become typed values in
+//! [`crate::config`], once.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// Serve any storage over SFTP.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a remote over a protocol.
+    Serve {
+        /// The protocol.
+        #[command(subcommand)]
+        protocol: Protocol,
+    },
+}
+
+/// Protocols `serve` speaks.
+#[derive(Debug, Subcommand)]
+pub enum Protocol {
+    /// Serve a directory over SFTP (an SSH server with only the SFTP
+    /// subsystem).
+    #[command(after_help = SFTP_AFTER_HELP)]
+    Sftp(SftpArgs),
+}
+
+const SFTP_AFTER_HELP: &str = "\
+Authentication: at least one of --user/--pass, --authorized-keys (a readable
+~/.ssh/authorized_keys counts) or --no-auth is required.
+
+Every flag can also be set in the environment as FERRY_<FLAG>, for example
+FERRY_PASS=secret instead of --pass secret (which other users can see in ps).
+
+Host keys: without --key, Ed25519, ECDSA and RSA keys are generated once into
+<cache-dir>/serve-sftp/ and reused.
+
+Connect with: sftp -P 2022 USER@localhost";
+
+/// `ferry serve sftp` flags; names, defaults and meanings as rclone's.
+#[derive(Debug, Args)]
+pub struct SftpArgs {
+    /// The directory to serve.
+    #[arg(value_name = "PATH")]
+    pub path: String,
+
+    /// IPaddress:Port or :Port to bind the server to.
+    #[arg(long, env = "FERRY_ADDR", default_value = "localhost:2022")]
+    pub addr: String,
+
+    /// User name for password authentication.
+    #[arg(long, env = "FERRY_USER", default_value = "")]
+    pub user: String,
+
+    /// Password for password authentication.
+    #[arg(long, env = "FERRY_PASS", default_value = "", hide_env_values = true)]
+    pub pass: String,
+
+    /// Authorized keys file (a missing default file is skipped).
+    #[arg(
+        long,
+        env = "FERRY_AUTHORIZED_KEYS",
+        default_value = "~/.ssh/authorized_keys"
+    )]
+    pub authorized_keys: String,
+
+    /// Allow connections with no authentication.
+    #[arg(long, env = "FERRY_NO_AUTH")]
+    pub no_auth: bool,
+
+    /// External program to authenticate users (not supported yet).
+    #[arg(long, env = "FERRY_AUTH_PROXY", value_name = "PROG")]
+    pub auth_proxy: Option<String>,
+
+    /// SSH private host key file (can be repeated; generated if not given).
+    #[arg(long, env = "FERRY_KEY", value_delimiter = ',')]
+    pub key: Vec<PathBuf>,
+
+    /// Directory for host keys and caches [default: $XDG_CACHE_HOME/ferry
+    /// or ~/.cache/ferry].
+    #[arg(long, env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Only allow read-only access.
+    #[arg(long, env = "FERRY_READ_ONLY")]
+    pub read_only: bool,
+
+    /// Don't read/write the modification time (can speed things up).
+    #[arg(long, env = "FERRY_NO_MODTIME")]
+    pub no_modtime: bool,
+
+    /// Directory permissions, octal (shown when the storage keeps none,
+    /// or always when given).
+    #[arg(long, env = "FERRY_DIR_PERMS", default_value = "0777")]
+    pub dir_perms: String,
+
+    /// File permissions, octal (shown when the storage keeps none, or
+    /// always when given).
+    #[arg(long, env = "FERRY_FILE_PERMS", default_value = "0666")]
+    pub file_perms: String,
+
+    /// Override the permission bits set by the filesystem, octal
+    /// [default: the process umask].
+    #[arg(long, env = "FERRY_UMASK")]
+    pub umask: Option<String>,
+
+    /// Override the uid field set by the filesystem.
+    #[arg(long, env = "FERRY_UID")]
+    pub uid: Option<u32>,
+
+    /// Override the gid field set by the filesystem.
+    #[arg(long, env = "FERRY_GID")]
+    pub gid: Option<u32>,
+
+    /// Print more (-v logins, -vv every SFTP operation).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log everything to this file instead of standard error.
+    #[arg(long, env = "FERRY_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+}

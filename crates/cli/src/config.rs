@@ -1,0 +1,274 @@
+//! Typed configuration: every flag string becomes a value here, once, with
+//! a clear error naming the flag.
+
+use std::path::{Path, PathBuf};
+
+use ferry_server::auth::{parse_authorized_keys, AuthConfig};
+use ferry_vfs::VfsOptions;
+
+use crate::args::SftpArgs;
+
+/// A configuration problem: printed as one line, exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// The typed `serve sftp` configuration.
+pub struct ServeConfig {
+    /// The directory served.
+    pub root: PathBuf,
+    /// Where to listen.
+    pub addr: String,
+    /// Who may log in.
+    pub auth: AuthConfig,
+    /// Host key files, or none to use the cache.
+    pub key_files: Vec<PathBuf>,
+    /// The cache directory.
+    pub cache_dir: PathBuf,
+    /// VFS policy.
+    pub vfs: VfsOptions,
+    /// Warnings to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// Parse an octal permission value such as `0755` or `755`.
+pub fn parse_octal(flag: &str, v: &str) -> anyhow::Result<u32> {
+    let digits = v.strip_prefix("0o").unwrap_or(v);
+    match u32::from_str_radix(digits, 8) {
+        Ok(n) if n <= 0o7777 => Ok(n),
+        _ => Err(usage(format!(
+            "invalid value {v:?} for --{flag}: want octal permissions such as 0755"
+        ))),
+    }
+}
+
+/// Expand a leading `~` and `$VAR`/`${VAR}` as rclone does for paths.
+pub fn expand_path(p: &str) -> PathBuf {
+    let mut s = String::new();
+    let home = std::env::var("HOME").unwrap_or_default();
+    let rest = if p == "~" {
+        s.push_str(&home);
+        ""
+    } else if let Some(r) = p.strip_prefix("~/") {
+        s.push_str(&home);
+        s.push('/');
+        r
+    } else {
+        p
+    };
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            s.push(c);
+            continue;
+        }
+        let braced = chars.peek() == Some(&'{');
+        if braced {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphanumeric() || n == '_' {
+                name.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        if braced && chars.peek() == Some(&'}') {
+            chars.next();
+        }
+        if name.is_empty() {
+            s.push('$');
+        } else {
+            s.push_str(&std::env::var(&name).unwrap_or_default());
+        }
+    }
+    PathBuf::from(s)
+}
+
+fn default_cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x).join("ferry"),
+        _ => expand_path("~/.cache").join("ferry"),
+    }
+}
+
+/// The process umask (read by setting and restoring it, before any thread
+/// could create files).
+fn process_umask() -> u32 {
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    rustix::process::umask(old);
+    old.as_raw_mode()
+}
+
+fn load_keys(
+    args: &SftpArgs,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<ferry_server::auth::AuthorizedKey>> {
+    const DEFAULT: &str = "~/.ssh/authorized_keys";
+    let explicit = args.authorized_keys != DEFAULT;
+    if args.authorized_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let path = expand_path(&args.authorized_keys);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(usage(format!(
+                "cannot read --authorized-keys {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let parsed = parse_authorized_keys(&text, &path.display().to_string());
+    warnings.extend(parsed.warnings);
+    if explicit && parsed.keys.is_empty() {
+        return Err(usage(format!(
+            "--authorized-keys {} has no usable keys",
+            path.display()
+        )));
+    }
+    Ok(parsed.keys)
+}
+
+/// Check and type the `serve sftp` flags.
+pub fn serve_config(args: &SftpArgs) -> anyhow::Result<ServeConfig> {
+    if args.auth_proxy.is_some() {
+        return Err(usage("--auth-proxy is not supported yet"));
+    }
+    let looks_remote =
+        args.path.contains(':') && !args.path.starts_with('/') && !args.path.starts_with('.');
+    if looks_remote {
+        return Err(usage(format!(
+            "{:?} looks like a remote; only local paths are supported yet (write ./{} for a local name with a colon)",
+            args.path, args.path
+        )));
+    }
+    let root = expand_path(&args.path);
+    match std::fs::metadata(&root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(usage(format!("{} is not a directory", root.display()))),
+        Err(e) => return Err(usage(format!("cannot serve {}: {e}", root.display()))),
+    }
+
+    let mut warnings = Vec::new();
+    let keys = load_keys(args, &mut warnings)?;
+    let auth = AuthConfig {
+        user: Some(args.user.clone()).filter(|s| !s.is_empty()),
+        pass: Some(args.pass.clone()).filter(|s| !s.is_empty()),
+        keys,
+        no_auth: args.no_auth,
+    };
+    if (auth.user.is_some() != auth.pass.is_some()) && !auth.any_method() {
+        return Err(usage("--user and --pass must be given together"));
+    }
+    if !auth.any_method() {
+        return Err(usage(
+            "no authorization found, use --user/--pass or --authorized-keys or --no-auth or --auth-proxy",
+        ));
+    }
+
+    let dir_perms = parse_octal("dir-perms", &args.dir_perms)?;
+    let file_perms = parse_octal("file-perms", &args.file_perms)?;
+    let umask = match &args.umask {
+        Some(u) => parse_octal("umask", u)?,
+        None => process_umask(),
+    };
+    let override_perms = args.dir_perms != "0777" || args.file_perms != "0666";
+    let vfs = VfsOptions {
+        read_only: args.read_only,
+        no_modtime: args.no_modtime,
+        dir_perms,
+        file_perms,
+        umask,
+        override_perms,
+        uid: args.uid,
+        gid: args.gid,
+        default_uid: rustix::process::getuid().as_raw(),
+        default_gid: rustix::process::getgid().as_raw(),
+        ..VfsOptions::default()
+    };
+    Ok(ServeConfig {
+        root,
+        addr: args.addr.clone(),
+        auth,
+        key_files: args
+            .key
+            .iter()
+            .map(|k| expand_path(&k.to_string_lossy()))
+            .collect(),
+        cache_dir: args
+            .cache_dir
+            .as_deref()
+            .map(|p| expand_path(&p.to_string_lossy()))
+            .unwrap_or_else(default_cache_dir),
+        vfs,
+        warnings,
+    })
+}
+
+/// Turn `--addr` into something to bind: `:PORT` means every interface.
+pub fn bind_addr(addr: &str) -> anyhow::Result<String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| usage(format!("invalid --addr {addr:?}: want HOST:PORT or :PORT")))?;
+    if port.parse::<u16>().is_err() {
+        return Err(usage(format!("invalid port in --addr {addr:?}")));
+    }
+    Ok(if host.is_empty() {
+        format!("[::]:{port}")
+    } else {
+        addr.to_string()
+    })
+}
+
+/// The host key directory inside the cache.
+pub fn host_key_dir(cache: &Path) -> PathBuf {
+    cache.join("serve-sftp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal() {
+        assert_eq!(parse_octal("x", "0755").unwrap(), 0o755);
+        assert_eq!(parse_octal("x", "644").unwrap(), 0o644);
+        assert!(parse_octal("x", "999").is_err());
+        assert!(parse_octal("x", "77777").is_err());
+        let e = parse_octal("dir-perms", "rwx").unwrap_err().to_string();
+        assert!(e.contains("--dir-perms"), "{e}");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(bind_addr(":2022").unwrap(), "[::]:2022");
+        assert_eq!(bind_addr("127.0.0.1:22").unwrap(), "127.0.0.1:22");
+        assert!(bind_addr("localhost").is_err());
+        assert!(bind_addr("x:99999").is_err());
+    }
+
+    #[test]
+    fn expansion() {
+        std::env::set_var("FERRY_TEST_X", "abc");
+        assert_eq!(expand_path("/a/$FERRY_TEST_X/b"), PathBuf::from("/a/abc/b"));
+        assert_eq!(expand_path("/a/${FERRY_TEST_X}b"), PathBuf::from("/a/abcb"));
+        assert_eq!(expand_path("/a$"), PathBuf::from("/a$"));
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(expand_path("~/x"), PathBuf::from(format!("{home}/x")));
+    }
+}

@@ -1,0 +1,168 @@
+//! `ferry`: serve any storage over SFTP.
+//!
+//! # Layout
+//! - [`args`]: the clap command line.
+//! - [`config`]: flags to typed configuration, with one-line errors.
+//! - this file: logging, signals, and wiring the backend, VFS and server.
+//!
+//! This is the only crate that names concrete backends.
+
+mod args;
+mod config;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use ferry_backend_local::LocalBackend;
+use ferry_server::ssh::ServerConfig;
+use ferry_vfs::Vfs;
+use tokio::signal::unix::{signal, SignalKind};
+
+use args::{Cli, Command, Protocol, SftpArgs};
+use config::UsageError;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            if matches!(
+                e.kind(),
+                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: the first line of clap's message.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("ferry: {first} (see ferry --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<UsageError>().is_some() {
+                eprintln!("ferry: {e}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("ferry: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            protocol: Protocol::Sftp(args),
+        } => serve_sftp(args),
+    }
+}
+
+fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
+    let level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    // Our crates at the chosen level; russh's internals only at -vvv.
+    let filter = if args.verbose >= 3 {
+        "debug".to_string()
+    } else {
+        format!(
+            "warn,ferry={level},ferry_server={level},ferry_vfs={level},ferry_backend_local={level}"
+        )
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false);
+    match &args.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    UsageError(format!("cannot open --log-file {}: {e}", path.display()))
+                })?;
+            builder.with_ansi(false).with_writer(Arc::new(file)).init();
+        }
+        None => {
+            use std::io::IsTerminal as _;
+            let ansi = std::io::stderr().is_terminal();
+            builder.with_ansi(ansi).with_writer(std::io::stderr).init()
+        }
+    }
+    Ok(())
+}
+
+fn serve_sftp(args: SftpArgs) -> anyhow::Result<()> {
+    let cfg = config::serve_config(&args)?;
+    let bind = config::bind_addr(&cfg.addr)?;
+    init_logging(&args)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+
+    let host_keys = if cfg.key_files.is_empty() {
+        ferry_server::hostkeys::load_or_generate(&config::host_key_dir(&cfg.cache_dir))?
+    } else {
+        cfg.key_files
+            .iter()
+            .map(|p| ferry_server::hostkeys::load_key_file(p))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let backend = LocalBackend::open(&cfg.root)
+            .with_context(|| format!("cannot open {}", cfg.root.display()))?;
+        let describe = ferry_vfs::backend::Backend::describe(&backend);
+        let vfs = Vfs::new(Arc::new(backend), cfg.vfs.clone());
+        let listener = tokio::net::TcpListener::bind(&bind)
+            .await
+            .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?;
+        let local = listener.local_addr()?;
+        tracing::info!("serving {describe} over SFTP on {local}");
+        if args.verbose == 0 {
+            eprintln!("ferry: serving {describe} over SFTP on {local}");
+        }
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server_cfg = ServerConfig::new(cfg.auth, host_keys);
+        let server = tokio::spawn(ferry_server::ssh::serve(
+            listener,
+            server_cfg,
+            vfs.clone(),
+            stop_rx,
+        ));
+
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: no directory cache to flush in this version");
+                }
+            }
+        }
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        // Uploads still open are discarded: the files they replace stay intact.
+        vfs.discard_pending_uploads().await;
+        Ok(())
+    })
+}

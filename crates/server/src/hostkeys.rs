@@ -1,0 +1,212 @@
+//! Host keys: load them from files, or generate them once and cache them.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use russh::keys::ssh_key::private::{KeypairData, RsaKeypair};
+use russh::keys::ssh_key::{LineEnding, PrivateKey};
+use russh::keys::{Algorithm, EcdsaCurve};
+
+/// Why host keys could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum HostKeyError {
+    /// The file could not be read.
+    #[error("cannot read host key {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key is protected by a passphrase.
+    #[error("host key {0} is encrypted; Ferry needs an unencrypted host key")]
+    Encrypted(PathBuf),
+    /// The file is not a private key Ferry can read.
+    #[error("cannot parse host key {path}: {why}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Generating or saving a key failed.
+    #[error("cannot create host key {path}: {why}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Load one private key file (OpenSSH, PKCS#1, SEC1 or PKCS#8 PEM).
+pub fn load_key_file(path: &Path) -> Result<PrivateKey, HostKeyError> {
+    let text = fs::read_to_string(path).map_err(|source| HostKeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        match PrivateKey::from_openssh(text.as_bytes()) {
+            Ok(k) if k.is_encrypted() => return Err(HostKeyError::Encrypted(path.to_owned())),
+            Ok(k) => return Ok(k),
+            Err(e) => {
+                return Err(HostKeyError::Parse {
+                    path: path.to_owned(),
+                    why: e.to_string(),
+                })
+            }
+        }
+    }
+    if text.contains("ENCRYPTED") {
+        return Err(HostKeyError::Encrypted(path.to_owned()));
+    }
+    russh::keys::decode_secret_key(&text, None).map_err(|e| match e {
+        russh::keys::Error::KeyIsEncrypted => HostKeyError::Encrypted(path.to_owned()),
+        e => HostKeyError::Parse {
+            path: path.to_owned(),
+            why: e.to_string(),
+        },
+    })
+}
+
+/// The cached host keys in `dir` (`<cache-dir>/serve-sftp`): Ed25519,
+/// ECDSA P-256 and RSA-3072, generated on first use. The directory is made
+/// 0700 and each private key 0600, with its `.pub` beside it.
+pub fn load_or_generate(dir: &Path) -> Result<Vec<PrivateKey>, HostKeyError> {
+    let create_err = |why: String| HostKeyError::Create {
+        path: dir.to_owned(),
+        why,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| create_err(e.to_string()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| create_err(e.to_string()))?;
+    let kinds = [
+        ("id_ed25519", Kind::Ed25519),
+        ("id_ecdsa", Kind::Ecdsa),
+        ("id_rsa", Kind::Rsa),
+    ];
+    let mut keys = Vec::new();
+    for (name, kind) in kinds {
+        let path = dir.join(name);
+        if path.exists() {
+            keys.push(load_key_file(&path)?);
+        } else {
+            let key = generate(kind).map_err(|why| HostKeyError::Create {
+                path: path.clone(),
+                why,
+            })?;
+            save(&path, &key).map_err(|why| HostKeyError::Create {
+                path: path.clone(),
+                why,
+            })?;
+            tracing::info!("generated host key {}", path.display());
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Ed25519,
+    Ecdsa,
+    Rsa,
+}
+
+fn generate(kind: Kind) -> Result<PrivateKey, String> {
+    let mut rng = rand::rng();
+    match kind {
+        Kind::Ed25519 => {
+            PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(|e| e.to_string())
+        }
+        Kind::Ecdsa => PrivateKey::random(
+            &mut rng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .map_err(|e| e.to_string()),
+        Kind::Rsa => {
+            let kp = RsaKeypair::random(&mut rng, 3072).map_err(|e| e.to_string())?;
+            PrivateKey::new(KeypairData::Rsa(kp), "").map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Write the key 0600 (created exclusively, so a concurrent start cannot
+/// interleave) and its public half beside it.
+fn save(path: &Path, key: &PrivateKey) -> Result<(), String> {
+    let pem = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| e.to_string())?;
+    f.write_all(pem.as_bytes()).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    let public = key.public_key().to_openssh().map_err(|e| e.to_string())?;
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    fs::write(&pub_path, format!("{public}\n")).map_err(|e| e.to_string())?;
+    fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("serve-sftp");
+        let a = load_or_generate(&dir).unwrap();
+        assert_eq!(a.len(), 3);
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            let m = fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, 0o600, "{name}");
+            assert!(dir.join(format!("{name}.pub")).exists());
+        }
+        let b = load_or_generate(&dir).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.public_key().key_data(), y.public_key().key_data());
+        }
+    }
+
+    #[test]
+    fn bad_key_files_are_clear_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing");
+        assert!(matches!(
+            load_key_file(&missing),
+            Err(HostKeyError::Read { .. })
+        ));
+        let junk = tmp.path().join("junk");
+        fs::write(&junk, "not a key").unwrap();
+        let e = load_key_file(&junk).unwrap_err();
+        assert!(e.to_string().contains("cannot parse host key"), "{e}");
+        let enc = tmp.path().join("enc");
+        let key = generate(Kind::Ed25519).unwrap();
+        let encrypted = key.encrypt(&mut rand::rng(), "secret").unwrap();
+        fs::write(
+            &enc,
+            encrypted.to_openssh(LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            load_key_file(&enc),
+            Err(HostKeyError::Encrypted(_))
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! Ferry's server: the SSH layer (russh), authentication and the SFTP
+//! session.
+//!
+//! # Layout
+//! - [`sftp`]: the SFTP session over any byte transport: framing, dispatch,
+//!   handle table and one function per operation.
+//! - [`ssh`]: the russh server: accept loop, per-connection handler,
+//!   channels and subsystems.
+//! - [`auth`]: password and public-key checks, authorized_keys parsing.
+//! - [`hostkeys`]: loading and generating host keys.
+
+pub mod auth;
+pub mod hostkeys;
+pub mod sftp;
+pub mod ssh;

@@ -1,0 +1,412 @@
+//! The SFTP session: framing, the INIT handshake, concurrent dispatch and
+//! the response writer.
+//!
+//! Three parts run per session:
+//! - the **reader** (this module's [`serve`] loop) keeps draining the
+//!   transport, so the SSH layer never blocks on us and window adjustments
+//!   keep flowing. It frames packets, decodes them, registers handle
+//!   requests in their handle's [`handles::Sequencer`] in arrival order, and
+//!   spawns one task per request;
+//! - the **request tasks** run concurrently, at most
+//!   [`SftpOptions::max_in_flight`] at once, each one small function in
+//!   [`ops`];
+//! - the **writer** sends replies in completion order, batching small ones
+//!   into one channel write.
+//!
+//! Memory is bounded: a request holds a share of
+//! [`SftpOptions::max_queued_bytes`] from the moment it is read until its
+//! reply has been handed to the transport; only a client with more than
+//! that outstanding is slowed down (the reader waits).
+
+pub mod convert;
+pub mod handles;
+mod ops;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ferry_proto::{check_frame, Frame, Request, Response, StatusCode};
+use ferry_vfs::Vfs;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use handles::{Access, HandleTable, Sequencer, Ticket};
+
+/// Limits and settings of SFTP sessions.
+#[derive(Debug, Clone)]
+pub struct SftpOptions {
+    /// Largest packet accepted (the length field).
+    pub max_packet: u32,
+    /// Largest READ served (longer ones are answered short).
+    pub max_read: u32,
+    /// Largest WRITE advertised.
+    pub max_write: u32,
+    /// Open handles per session.
+    pub max_handles: usize,
+    /// Requests served at once per session.
+    pub max_in_flight: usize,
+    /// Bytes of requests and replies held per session before the reader
+    /// waits.
+    pub max_queued_bytes: usize,
+    /// Entries per READDIR reply.
+    pub readdir_page: usize,
+    /// The user name, for logs.
+    pub user: String,
+}
+
+impl Default for SftpOptions {
+    fn default() -> Self {
+        SftpOptions {
+            max_packet: ferry_proto::DEFAULT_MAX_PACKET,
+            max_read: 255 * 1024,
+            max_write: 255 * 1024,
+            max_handles: 1024,
+            max_in_flight: 128,
+            max_queued_bytes: 64 << 20,
+            readdir_page: 100,
+            user: String::new(),
+        }
+    }
+}
+
+/// Where a session's bytes come from.
+pub trait Input: Send {
+    /// The next chunk; `None` at end of input.
+    fn recv(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+}
+
+/// Where a session's replies go.
+pub trait Output: Send + 'static {
+    /// Send one chunk (one or more whole packets).
+    fn send(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Why a session ended other than by the client closing it.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The framing was broken: nothing after it can be trusted.
+    #[error("bad packet framing: {0}")]
+    Framing(#[from] ferry_proto::FrameError),
+    /// A request that cannot be answered arrived (before INIT, a second
+    /// INIT, or undecodable without an id).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// Units of [`SftpOptions::max_queued_bytes`] (KiB, so a semaphore count
+/// stays small).
+const QUEUE_UNIT: usize = 1024;
+
+/// One reply on its way to the writer, with the budget it holds.
+struct Outgoing {
+    data: Vec<u8>,
+    _queued: OwnedSemaphorePermit,
+}
+
+/// The shared state of one session.
+pub(crate) struct Ctx {
+    pub(crate) vfs: Vfs,
+    pub(crate) handles: HandleTable,
+    pub(crate) opts: Arc<SftpOptions>,
+}
+
+enum State {
+    AwaitInit,
+    Ready,
+}
+
+/// Serve one SFTP session over `input`/`output` until the client is done.
+/// Open files are closed (uploads in progress discarded) at the end.
+pub async fn serve<I: Input, O: Output>(
+    vfs: Vfs,
+    opts: Arc<SftpOptions>,
+    mut input: I,
+    output: O,
+) -> Result<(), SessionError> {
+    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+    let writer = tokio::spawn(write_loop(output, rx));
+    let ctx = Arc::new(Ctx {
+        handles: HandleTable::new(opts.max_handles),
+        vfs,
+        opts: opts.clone(),
+    });
+    let in_flight = Arc::new(Semaphore::new(opts.max_in_flight));
+    let queue_units = (opts.max_queued_bytes / QUEUE_UNIT).max(1);
+    let queue = Arc::new(Semaphore::new(queue_units));
+    let mut reader = Reader {
+        ctx: ctx.clone(),
+        tx,
+        in_flight: in_flight.clone(),
+        queue: queue.clone(),
+        queue_units,
+        state: State::AwaitInit,
+    };
+
+    let mut buf = BytesMut::new();
+    let result = 'outer: loop {
+        let Some(chunk) = input.recv().await else {
+            break Ok(());
+        };
+        // Whole packets in a fresh chunk are sliced out without a copy.
+        let mut chunk = chunk;
+        if buf.is_empty() {
+            loop {
+                match check_frame(&chunk, opts.max_packet) {
+                    Ok(Frame::Complete(n)) => {
+                        let packet = chunk.split_to(n);
+                        if let Err(e) = reader.packet(packet.slice(4..)).await {
+                            break 'outer Err(e);
+                        }
+                    }
+                    Ok(Frame::Incomplete) => break,
+                    Err(e) => break 'outer Err(e.into()),
+                }
+            }
+        }
+        buf.extend_from_slice(&chunk);
+        loop {
+            match check_frame(&buf, opts.max_packet) {
+                Ok(Frame::Complete(n)) => {
+                    let packet = buf.split_to(n).freeze();
+                    if let Err(e) = reader.packet(packet.slice(4..)).await {
+                        break 'outer Err(e);
+                    }
+                }
+                Ok(Frame::Incomplete) => break,
+                Err(e) => break 'outer Err(e.into()),
+            }
+        }
+    };
+
+    // Let running requests finish (their replies may still reach a client
+    // that only half-closed), then drop what is left open.
+    let _all = in_flight.acquire_many(opts.max_in_flight as u32).await.ok();
+    for entry in ctx.handles.drain() {
+        if let Some(file) = entry.file() {
+            file.abort().await;
+        }
+    }
+    drop(reader);
+    let _ = writer.await;
+    result
+}
+
+struct Reader {
+    ctx: Arc<Ctx>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    in_flight: Arc<Semaphore>,
+    queue: Arc<Semaphore>,
+    queue_units: usize,
+    state: State,
+}
+
+impl Reader {
+    async fn packet(&mut self, payload: Bytes) -> Result<(), SessionError> {
+        let units = (payload.len() / QUEUE_UNIT + 1).min(self.queue_units) as u32;
+        let Ok(queued) = self.queue.clone().acquire_many_owned(units).await else {
+            return Ok(());
+        };
+        let decoded = Request::decode(payload);
+        match self.state {
+            State::AwaitInit => match decoded {
+                Ok(Request::Init { version, .. }) => {
+                    tracing::debug!(client_version = version, "sftp: INIT");
+                    self.state = State::Ready;
+                    let reply = ops::version_reply(&self.ctx);
+                    self.send(reply, queued);
+                    Ok(())
+                }
+                Ok(other) => Err(SessionError::Protocol(format!(
+                    "{} before INIT",
+                    other.info().name
+                ))),
+                Err(e) => Err(SessionError::Protocol(format!("before INIT: {e}"))),
+            },
+            State::Ready => match decoded {
+                Ok(Request::Init { .. }) => Err(SessionError::Protocol("second INIT".into())),
+                Ok(req) => {
+                    self.dispatch(req, queued);
+                    Ok(())
+                }
+                Err(e) => match e.id {
+                    Some(id) => {
+                        tracing::debug!("sftp: {e}");
+                        let code = e.status_code();
+                        let msg = if code == StatusCode::OpUnsupported {
+                            "Operation unsupported".to_string()
+                        } else {
+                            format!("Bad message: {}", e.kind)
+                        };
+                        self.send(ops::status(id, code, &msg), queued);
+                        Ok(())
+                    }
+                    None => Err(SessionError::Protocol(e.to_string())),
+                },
+            },
+        }
+    }
+
+    fn send(&self, data: Vec<u8>, queued: OwnedSemaphorePermit) {
+        let _ = self.tx.send(Outgoing {
+            data,
+            _queued: queued,
+        });
+    }
+
+    /// Register handle requests in order, then run the request in a task.
+    fn dispatch(&mut self, req: Request, queued: OwnedSemaphorePermit) {
+        let id = req.id().unwrap_or(0);
+        if self.ctx.vfs.is_read_only() && req.writes() {
+            let reply = ops::status(id, StatusCode::PermissionDenied, "Read-only server");
+            ops::log(&req, &reply);
+            self.send(reply, queued);
+            return;
+        }
+        let tickets = match self.tickets(&req) {
+            Ok(t) => t,
+            Err(()) => {
+                let reply = ops::status(id, StatusCode::Failure, "Invalid handle");
+                ops::log(&req, &reply);
+                self.send(reply, queued);
+                return;
+            }
+        };
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = in_flight.acquire_owned().await else {
+                return;
+            };
+            let mut tickets = tickets;
+            for t in tickets.iter_mut() {
+                t.wait().await;
+            }
+            let reply = ops::run(&ctx, &req, &tickets).await;
+            drop(tickets);
+            ops::log(&req, &reply);
+            let _ = tx.send(Outgoing {
+                data: reply,
+                _queued: queued,
+            });
+        });
+    }
+
+    /// The handle tickets a request needs, registered now, in arrival order.
+    fn tickets(&self, req: &Request) -> Result<Vec<Ticket>, ()> {
+        use ferry_proto::ExtendedRequest as X;
+        let handles = &self.ctx.handles;
+        let one = |h: &Bytes, access: Access, remove: bool| {
+            let entry = if remove {
+                handles.remove(h)
+            } else {
+                handles.get(h)
+            };
+            entry
+                .map(|e| vec![Sequencer::register(&e, access)])
+                .ok_or(())
+        };
+        match req {
+            Request::Close { handle, .. } => one(handle, Access::Barrier, true),
+            Request::Read {
+                handle,
+                offset,
+                len,
+                ..
+            } => one(handle, Access::Read(*offset, *len as u64), false),
+            Request::Write {
+                handle,
+                offset,
+                data,
+                ..
+            } => one(handle, Access::Write(*offset, data.len() as u64), false),
+            Request::Fstat { handle, .. }
+            | Request::Fsetstat { handle, .. }
+            | Request::Readdir { handle, .. } => one(handle, Access::Barrier, false),
+            Request::Extended { request, .. } => match request {
+                X::Fsync { handle } | X::Fstatvfs { handle } => one(handle, Access::Barrier, false),
+                X::CopyData {
+                    read_handle,
+                    write_handle,
+                    ..
+                } => {
+                    let r = handles.get(read_handle).ok_or(())?;
+                    let w = handles.get(write_handle).ok_or(())?;
+                    let mut v = vec![Sequencer::register(&r, Access::Barrier)];
+                    if !Arc::ptr_eq(&r, &w) {
+                        v.push(Sequencer::register(&w, Access::Barrier));
+                    }
+                    Ok(v)
+                }
+                _ => Ok(Vec::new()),
+            },
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Replies smaller than this are gathered into one transport write.
+const SMALL_REPLY: usize = 16 * 1024;
+const BATCH_LIMIT: usize = 64 * 1024;
+
+async fn write_loop<O: Output>(mut out: O, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut failed = false;
+    while let Some(first) = rx.recv().await {
+        if failed {
+            continue; // drain, releasing budgets, until the session ends
+        }
+        let mut big = None;
+        // Budgets are released once their replies are handed over.
+        let mut held = vec![first._queued];
+        let data = if first.data.len() >= SMALL_REPLY {
+            first.data
+        } else {
+            let mut batch = first.data;
+            while batch.len() < BATCH_LIMIT {
+                match rx.try_recv() {
+                    Ok(m) if m.data.len() < SMALL_REPLY => {
+                        batch.extend_from_slice(&m.data);
+                        held.push(m._queued);
+                    }
+                    Ok(m) => {
+                        big = Some(m);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        if out.send(Bytes::from(data)).await.is_err() {
+            failed = true;
+            continue;
+        }
+        drop(held);
+        if let Some(m) = big {
+            if out.send(Bytes::from(m.data)).await.is_err() {
+                failed = true;
+            }
+        }
+    }
+}
+
+/// What a reply says, for logs: its status code, if it is a STATUS.
+pub(crate) fn reply_status(reply: &[u8]) -> Option<StatusCode> {
+    if reply.len() >= 13 && reply[4] == ferry_proto::packet_type::STATUS {
+        let code = u32::from_be_bytes([reply[9], reply[10], reply[11], reply[12]]);
+        StatusCode::from_u32(code)
+    } else {
+        None
+    }
+}
+
+/// Encode a reply.
+pub(crate) fn encode(resp: &Response) -> Vec<u8> {
+    let mut out = Vec::with_capacity(resp.encoded_len());
+    resp.encode(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests;

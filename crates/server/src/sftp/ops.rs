@@ -1,0 +1,474 @@
+//! One small function per SFTP operation.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferry_proto::{
+    data_header, ext_name, format_longname, ExtendedRequest, FileAttributes, Limits, NameEntry,
+    Request, Response, StatusCode, Statvfs, DATA_HEADER_LEN,
+};
+use ferry_vfs::backend::RelPath;
+use ferry_vfs::{OpenFlags, VfsError};
+
+use super::convert::{status_of, to_setattrs, to_wire};
+use super::handles::{DirCursor, HandleKind, Ticket};
+use super::{encode, reply_status, Ctx};
+
+type OpResult = Result<Vec<u8>, VfsError>;
+
+/// A STATUS reply.
+pub(crate) fn status(id: u32, code: StatusCode, message: &str) -> Vec<u8> {
+    encode(&Response::Status {
+        id,
+        code,
+        message: message.to_string(),
+    })
+}
+
+fn ok(id: u32) -> OpResult {
+    Ok(status(id, StatusCode::Ok, ""))
+}
+
+fn attrs(id: u32, attrs: FileAttributes) -> OpResult {
+    Ok(encode(&Response::Attrs { id, attrs }))
+}
+
+fn one_name(id: u32, name: Vec<u8>) -> OpResult {
+    Ok(encode(&Response::Name {
+        id,
+        entries: vec![NameEntry {
+            filename: Bytes::from(name),
+            longname: Bytes::new(),
+            attrs: FileAttributes::default(),
+        }],
+    }))
+}
+
+/// The VERSION reply: only extensions that work on this VFS are advertised.
+pub(crate) fn version_reply(ctx: &Ctx) -> Vec<u8> {
+    let caps = ctx.vfs.capabilities();
+    let mut ext: Vec<(&[u8], &[u8])> = vec![
+        (ext_name::POSIX_RENAME, b"1"),
+        (ext_name::FSYNC, b"1"),
+        (ext_name::LSETSTAT, b"1"),
+        (ext_name::LIMITS, b"1"),
+        (ext_name::EXPAND_PATH, b"1"),
+        (ext_name::HOME_DIRECTORY, b"1"),
+        (ext_name::COPY_DATA, b"1"),
+    ];
+    if caps.usage {
+        ext.push((ext_name::STATVFS, b"2"));
+        ext.push((ext_name::FSTATVFS, b"2"));
+    }
+    if caps.hard_links {
+        ext.push((ext_name::HARDLINK, b"1"));
+    }
+    encode(&Response::Version {
+        version: ferry_proto::SFTP_VERSION,
+        extensions: ext
+            .into_iter()
+            .map(|(n, v)| (Bytes::from_static(n), Bytes::from_static(v)))
+            .collect(),
+    })
+}
+
+/// Log a request and its outcome (`-vv`).
+pub(crate) fn log(req: &Request, reply: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let name = match req {
+        Request::Extended { request, .. } => {
+            String::from_utf8_lossy(request.wire_name()).into_owned()
+        }
+        _ => req.info().name.to_string(),
+    };
+    let path = match req {
+        Request::Open { path, .. }
+        | Request::Lstat { path, .. }
+        | Request::Setstat { path, .. }
+        | Request::Opendir { path, .. }
+        | Request::Remove { path, .. }
+        | Request::Mkdir { path, .. }
+        | Request::Rmdir { path, .. }
+        | Request::Realpath { path, .. }
+        | Request::Stat { path, .. }
+        | Request::Readlink { path, .. } => path.escape_ascii().to_string(),
+        Request::Rename { old, new, .. } => {
+            format!("{} -> {}", old.escape_ascii(), new.escape_ascii())
+        }
+        Request::Symlink {
+            linkpath,
+            targetpath,
+            ..
+        } => format!(
+            "{} -> {}",
+            linkpath.escape_ascii(),
+            targetpath.escape_ascii()
+        ),
+        _ => String::new(),
+    };
+    match reply_status(reply) {
+        Some(code) => tracing::debug!(op = %name, path = %path, status = ?code, "sftp"),
+        None => tracing::debug!(op = %name, path = %path, status = "reply", "sftp"),
+    }
+}
+
+/// Run one request (its tickets already waited for) and encode the reply.
+pub(crate) async fn run(ctx: &Ctx, req: &Request, tickets: &[Ticket]) -> Vec<u8> {
+    let id = req.id().unwrap_or(0);
+    match run_inner(ctx, req, tickets).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            let (code, msg) = status_of(&e);
+            status(id, code, &msg)
+        }
+    }
+}
+
+fn path(raw: &[u8]) -> Result<RelPath, VfsError> {
+    RelPath::resolve(&RelPath::root(), raw).map_err(|_| VfsError::InvalidName)
+}
+
+fn file(tickets: &[Ticket]) -> Result<&ferry_vfs::VfsFile, VfsError> {
+    tickets
+        .first()
+        .and_then(|t| t.entry().file())
+        .ok_or(VfsError::InvalidArgument("Not a file handle".into()))
+}
+
+async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Ticket]) -> OpResult {
+    match req {
+        Request::Init { .. } => Err(VfsError::InvalidArgument("unexpected INIT".into())),
+        Request::Open {
+            id,
+            path: p,
+            pflags,
+            attrs,
+        } => open(ctx, *id, p, *pflags, attrs).await,
+        Request::Close { id, .. } => close(*id, tickets).await,
+        Request::Read {
+            id, offset, len, ..
+        } => read(ctx, *id, tickets, *offset, *len).await,
+        Request::Write {
+            id, offset, data, ..
+        } => {
+            file(tickets)?.write_at(*offset, data.clone()).await?;
+            ok(*id)
+        }
+        Request::Lstat { id, path: p } => attrs(*id, to_wire(&ctx.vfs.lstat(&path(p)?).await?)),
+        Request::Stat { id, path: p } => attrs(*id, to_wire(&ctx.vfs.stat(&path(p)?).await?)),
+        Request::Fstat { id, .. } => attrs(*id, to_wire(&file(tickets)?.stat().await?)),
+        Request::Setstat {
+            id,
+            path: p,
+            attrs: a,
+        } => {
+            ctx.vfs.setstat(&path(p)?, &to_setattrs(a), true).await?;
+            ok(*id)
+        }
+        Request::Fsetstat { id, attrs: a, .. } => {
+            file(tickets)?.set_attrs(&to_setattrs(a)).await?;
+            ok(*id)
+        }
+        Request::Opendir { id, path: p } => opendir(ctx, *id, p).await,
+        Request::Readdir { id, .. } => readdir(ctx, *id, tickets),
+        Request::Remove { id, path: p } => {
+            ctx.vfs.remove(&path(p)?).await?;
+            ok(*id)
+        }
+        Request::Mkdir {
+            id,
+            path: p,
+            attrs: a,
+        } => {
+            ctx.vfs
+                .mkdir(&path(p)?, a.permissions.map(|m| m & 0o7777))
+                .await?;
+            ok(*id)
+        }
+        Request::Rmdir { id, path: p } => {
+            ctx.vfs.rmdir(&path(p)?).await?;
+            ok(*id)
+        }
+        Request::Realpath { id, path: p } => one_name(*id, path(p)?.to_absolute()),
+        Request::Rename { id, old, new } => {
+            ctx.vfs.rename(&path(old)?, &path(new)?, false).await?;
+            ok(*id)
+        }
+        Request::Readlink { id, path: p } => one_name(*id, ctx.vfs.readlink(&path(p)?).await?),
+        Request::Symlink {
+            id,
+            linkpath,
+            targetpath,
+        } => {
+            ctx.vfs.symlink(targetpath, &path(linkpath)?).await?;
+            ok(*id)
+        }
+        Request::Extended { id, request } => extended(ctx, *id, request, tickets).await,
+        _ => Err(VfsError::Unsupported("this request")),
+    }
+}
+
+fn open_flags(pflags: u32) -> OpenFlags {
+    use ferry_proto::pflags as P;
+    let mut f = OpenFlags {
+        read: pflags & P::READ != 0,
+        write: pflags & P::WRITE != 0,
+        append: pflags & P::APPEND != 0,
+        create: pflags & P::CREAT != 0,
+        truncate: pflags & P::TRUNC != 0,
+        exclusive: pflags & P::EXCL != 0,
+    };
+    if !f.read && !f.write && !f.append {
+        f.read = true;
+    }
+    f
+}
+
+async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> OpResult {
+    let rel = path(p)?;
+    let mode = a.permissions.map(|m| m & 0o7777);
+    let file = ctx.vfs.open(&rel, open_flags(pflags), mode).await?;
+    match ctx.handles.insert(HandleKind::File(file)) {
+        Ok(h) => Ok(encode(&Response::Handle {
+            id,
+            handle: Bytes::from(h),
+        })),
+        Err((_, HandleKind::File(f))) => {
+            f.abort().await;
+            Ok(status(id, StatusCode::Failure, "Too many open handles"))
+        }
+        Err(_) => Ok(status(id, StatusCode::Failure, "Too many open handles")),
+    }
+}
+
+async fn close(id: u32, tickets: &[Ticket]) -> OpResult {
+    let entry = tickets
+        .first()
+        .map(|t| t.entry())
+        .ok_or(VfsError::InvalidArgument("Invalid handle".into()))?;
+    if let Some(f) = entry.file() {
+        f.close().await?;
+    }
+    ok(id)
+}
+
+async fn read(ctx: &Ctx, id: u32, tickets: &[Ticket], offset: u64, len: u32) -> OpResult {
+    let f = file(tickets)?;
+    let len = len.min(ctx.opts.max_read) as usize;
+    let mut buf = Vec::with_capacity(DATA_HEADER_LEN + len);
+    buf.extend_from_slice(&[0u8; DATA_HEADER_LEN]);
+    let mut buf = f.read_at(offset, len, buf).await?;
+    let n = buf.len() - DATA_HEADER_LEN;
+    if n == 0 && len > 0 {
+        return Ok(status(id, StatusCode::Eof, "End of file"));
+    }
+    buf[..DATA_HEADER_LEN].copy_from_slice(&data_header(id, n as u32));
+    Ok(buf)
+}
+
+async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
+    let rel = path(p)?;
+    let entries = ctx.vfs.read_dir(&rel).await?;
+    let cursor = DirCursor {
+        path: rel,
+        entries,
+        pos: 0,
+    };
+    match ctx
+        .handles
+        .insert(HandleKind::Dir(std::sync::Mutex::new(cursor)))
+    {
+        Ok(h) => Ok(encode(&Response::Handle {
+            id,
+            handle: Bytes::from(h),
+        })),
+        Err(_) => Ok(status(id, StatusCode::Failure, "Too many open handles")),
+    }
+}
+
+fn readdir(ctx: &Ctx, id: u32, tickets: &[Ticket]) -> OpResult {
+    let entry = tickets
+        .first()
+        .map(|t| t.entry())
+        .ok_or(VfsError::InvalidArgument("Invalid handle".into()))?;
+    let HandleKind::Dir(cursor) = &entry.kind else {
+        return Err(VfsError::NotADirectory);
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u32::MAX as u64) as u32)
+        .unwrap_or(0);
+    let mut c = cursor.lock().unwrap_or_else(|p| p.into_inner());
+    if c.pos >= c.entries.len() {
+        return Ok(status(id, StatusCode::Eof, "End of directory"));
+    }
+    let end = (c.pos + ctx.opts.readdir_page).min(c.entries.len());
+    let entries = c.entries[c.pos..end]
+        .iter()
+        .map(|(name, a)| {
+            let wire = to_wire(a);
+            let longname =
+                format_longname(name, &wire, &a.uid.to_string(), &a.gid.to_string(), now);
+            NameEntry {
+                filename: Bytes::copy_from_slice(name),
+                longname,
+                attrs: wire,
+            }
+        })
+        .collect();
+    c.pos = end;
+    Ok(encode(&Response::Name { id, entries }))
+}
+
+async fn extended(ctx: &Ctx, id: u32, x: &ExtendedRequest, tickets: &[Ticket]) -> OpResult {
+    match x {
+        ExtendedRequest::PosixRename { old, new } => {
+            ctx.vfs.rename(&path(old)?, &path(new)?, true).await?;
+            ok(id)
+        }
+        ExtendedRequest::Statvfs { path: p } => {
+            ctx.vfs.stat(&path(p)?).await?;
+            statvfs(ctx, id).await
+        }
+        ExtendedRequest::Fstatvfs { .. } => statvfs(ctx, id).await,
+        ExtendedRequest::Hardlink { old, new } => {
+            ctx.vfs.hardlink(&path(old)?, &path(new)?).await?;
+            ok(id)
+        }
+        ExtendedRequest::Fsync { .. } => {
+            file(tickets)?.sync().await?;
+            ok(id)
+        }
+        ExtendedRequest::Lsetstat { path: p, attrs: a } => {
+            ctx.vfs.setstat(&path(p)?, &to_setattrs(a), false).await?;
+            ok(id)
+        }
+        ExtendedRequest::Limits => {
+            let limits = Limits {
+                max_packet_len: 256 * 1024,
+                max_read_len: ctx.opts.max_read as u64,
+                max_write_len: ctx.opts.max_write as u64,
+                max_open_handles: ctx.opts.max_handles as u64,
+            };
+            Ok(encode(&Response::ExtendedReply {
+                id,
+                data: limits.to_bytes(),
+            }))
+        }
+        ExtendedRequest::ExpandPath { path: p } => {
+            // The home directory is the root: `~` and `~user` expand to it.
+            let rest: &[u8] = if p.first() == Some(&b'~') {
+                match p.iter().position(|&b| b == b'/') {
+                    Some(i) => &p[i..],
+                    None => b"/",
+                }
+            } else {
+                p
+            };
+            one_name(id, path(rest)?.to_absolute())
+        }
+        ExtendedRequest::HomeDirectory { .. } => one_name(id, b"/".to_vec()),
+        ExtendedRequest::CopyData {
+            read_offset,
+            read_len,
+            write_offset,
+            ..
+        } => copy_data(ctx, id, tickets, *read_offset, *read_len, *write_offset).await,
+        _ => Ok(status(
+            id,
+            StatusCode::OpUnsupported,
+            "Unsupported extension",
+        )),
+    }
+}
+
+async fn statvfs(ctx: &Ctx, id: u32) -> OpResult {
+    let u = ctx.vfs.statfs().await?;
+    let frsize = u.block_size.filter(|&b| b > 0).unwrap_or(4096);
+    let total = u.total.unwrap_or(0);
+    let free = u.free.unwrap_or(0);
+    let used = u.used.unwrap_or(total.saturating_sub(free));
+    let mut flag = ferry_proto::ST_NOSUID;
+    if ctx.vfs.is_read_only() {
+        flag |= ferry_proto::ST_RDONLY;
+    }
+    let s = Statvfs {
+        bsize: frsize,
+        frsize,
+        blocks: total / frsize,
+        bfree: total.saturating_sub(used) / frsize,
+        bavail: free / frsize,
+        files: u.files.unwrap_or(0),
+        ffree: u.files_free.unwrap_or(0),
+        favail: u.files_free.unwrap_or(0),
+        fsid: 0,
+        flag,
+        namemax: u.name_max.unwrap_or(255),
+    };
+    Ok(encode(&Response::ExtendedReply {
+        id,
+        data: s.to_bytes(),
+    }))
+}
+
+/// `copy-data`: copy a byte range between two open handles inside the
+/// server; no data crosses the network.
+async fn copy_data(
+    ctx: &Ctx,
+    id: u32,
+    tickets: &[Ticket],
+    read_offset: u64,
+    read_len: u64,
+    write_offset: u64,
+) -> OpResult {
+    let src = tickets
+        .first()
+        .and_then(|t| t.entry().file())
+        .ok_or(VfsError::InvalidArgument("Not a file handle".into()))?;
+    let dst = match tickets.get(1) {
+        Some(t) => t
+            .entry()
+            .file()
+            .ok_or(VfsError::InvalidArgument("Not a file handle".into()))?,
+        None => {
+            // The same handle: overlapping ranges would read what was just
+            // written.
+            let end = read_offset.saturating_add(if read_len == 0 { u64::MAX } else { read_len });
+            if write_offset < end && read_offset < write_offset.saturating_add(end - read_offset) {
+                return Err(VfsError::InvalidArgument(
+                    "copy-data source and destination overlap".into(),
+                ));
+            }
+            src
+        }
+    };
+    const CHUNK: u64 = 256 * 1024;
+    let mut done = 0u64;
+    loop {
+        let want = if read_len == 0 {
+            CHUNK
+        } else {
+            (read_len - done).min(CHUNK)
+        };
+        if want == 0 {
+            break;
+        }
+        let buf = src
+            .read_at(
+                read_offset + done,
+                want as usize,
+                Vec::with_capacity(want as usize),
+            )
+            .await?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len() as u64;
+        dst.write_at(write_offset + done, Bytes::from(buf)).await?;
+        done += n;
+    }
+    let _ = ctx;
+    ok(id)
+}

@@ -1,0 +1,475 @@
+//! The SSH server: accept loop, per-connection handler, channels.
+//!
+//! One task per connection runs russh's session loop; each SFTP subsystem
+//! gets its own task ([`crate::sftp::serve`]) fed by a reader that keeps
+//! draining the channel (see the `sftp` module docs for why).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_vfs::Vfs;
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{cipher, kex, mac, Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Preferred};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::AuthConfig;
+use crate::sftp::{self, SftpOptions};
+
+/// Everything a server needs, typed.
+pub struct ServerConfig {
+    /// Who may log in.
+    pub auth: AuthConfig,
+    /// Host keys (at least one).
+    pub host_keys: Vec<PrivateKey>,
+    /// SFTP session limits.
+    pub sftp: SftpOptions,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time a connection has to authenticate.
+    pub login_grace: Duration,
+    /// Delay before a failed authentication is answered.
+    pub auth_rejection_time: Duration,
+    /// Authentication attempts per connection.
+    pub max_auth_attempts: usize,
+    /// Session channels per connection.
+    pub max_channels: usize,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but auth and keys.
+    pub fn new(auth: AuthConfig, host_keys: Vec<PrivateKey>) -> Self {
+        ServerConfig {
+            auth,
+            host_keys,
+            sftp: SftpOptions::default(),
+            max_connections: 1024,
+            login_grace: Duration::from_secs(120),
+            auth_rejection_time: Duration::from_secs(1),
+            max_auth_attempts: 6,
+            max_channels: 10,
+        }
+    }
+}
+
+/// Ciphers offered, in order: AES-GCM, chacha20-poly1305, AES-CTR.
+const CIPHERS: &[cipher::Name] = &[
+    cipher::AES_128_GCM,
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_128_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_256_CTR,
+];
+
+/// MACs (used only with CTR ciphers): encrypt-then-MAC first; the plain
+/// SHA-2 HMACs stay for clients without EtM (paramiko).
+const MACS: &[mac::Name] = &[
+    mac::HMAC_SHA256_ETM,
+    mac::HMAC_SHA512_ETM,
+    mac::HMAC_SHA256,
+    mac::HMAC_SHA512,
+];
+
+/// Key exchange: post-quantum hybrid and curve25519, a strong DH fallback,
+/// plus the ext-info and strict-kex (Terrapin) markers.
+const KEX: &[kex::Name] = &[
+    kex::MLKEM768X25519_SHA256,
+    kex::CURVE25519,
+    kex::CURVE25519_PRE_RFC_8731,
+    kex::DH_G16_SHA512,
+    kex::DH_G14_SHA256,
+    kex::EXTENSION_SUPPORT_AS_SERVER,
+    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+
+/// Host and user key algorithms: no SHA-1 `ssh-rsa` signatures.
+const KEY_ALGS: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256),
+    },
+];
+
+struct Shared {
+    russh: Arc<russh::server::Config>,
+    auth: AuthConfig,
+    vfs: Vfs,
+    sftp: Arc<SftpOptions>,
+    login_grace: Duration,
+    max_channels: usize,
+}
+
+fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
+    let mut methods = MethodSet::empty();
+    if cfg.auth.no_auth {
+        methods.push(MethodKind::None);
+    }
+    if !cfg.auth.keys.is_empty() {
+        methods.push(MethodKind::PublicKey);
+    }
+    if cfg.auth.password_enabled() {
+        methods.push(MethodKind::Password);
+    }
+    russh::server::Config {
+        server_id: russh::SshId::Standard(Cow::Owned(format!(
+            "SSH-2.0-ferry_{}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        methods,
+        auth_rejection_time: cfg.auth_rejection_time,
+        // OpenSSH clients probe with "none" first; that is no failure.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: cfg.host_keys.clone(),
+        window_size: 16 << 20,
+        maximum_packet_size: 64 * 1024,
+        channel_buffer_size: 256,
+        preferred: Preferred {
+            kex: Cow::Borrowed(KEX),
+            key: Cow::Borrowed(KEY_ALGS),
+            cipher: Cow::Borrowed(CIPHERS),
+            mac: Cow::Borrowed(MACS),
+            compression: Cow::Borrowed(&[russh::compression::NONE]),
+            ..Preferred::DEFAULT
+        },
+        max_auth_attempts: cfg.max_auth_attempts,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Serve SSH on `listener` until `shutdown` turns true. Connections already
+/// open keep running until their clients leave.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: ServerConfig,
+    vfs: Vfs,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared {
+        russh: Arc::new(russh_config(&cfg)),
+        sftp: Arc::new(cfg.sftp),
+        login_grace: cfg.login_grace,
+        max_channels: cfg.max_channels,
+        auth: cfg.auth,
+        vfs,
+    });
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            connection(shared, stream, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let authed = Arc::new(AtomicBool::new(false));
+    let handler = Conn {
+        shared: shared.clone(),
+        peer,
+        attempt: None,
+        user: String::new(),
+        channels: HashMap::new(),
+        open_channels: 0,
+        authed: authed.clone(),
+    };
+    let session = match russh::server::run_stream(shared.russh.clone(), stream, handler).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, "SSH handshake failed: {e}");
+            return;
+        }
+    };
+    let handle = session.handle();
+    let grace = shared.login_grace;
+    let watchdog = tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if !authed.load(Ordering::Acquire) {
+            tracing::info!(%peer, "no login within {grace:?}; disconnecting");
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    "login grace time exceeded".into(),
+                    String::new(),
+                )
+                .await;
+        }
+    });
+    if let Err(e) = session.await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+    watchdog.abort();
+}
+
+/// One connection's state.
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// The method of the authentication attempt in progress, for the log.
+    attempt: Option<&'static str>,
+    user: String,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    open_channels: usize,
+    authed: Arc<AtomicBool>,
+}
+
+impl Conn {
+    fn reject(&self, user: &str, method: &str) -> Auth {
+        tracing::info!(peer = %self.peer, "SSH login failed for {user:?} ({method})");
+        Auth::reject()
+    }
+
+    fn accept(&mut self, user: &str, method: &'static str) -> Auth {
+        self.user = user.to_string();
+        self.attempt = Some(method);
+        Auth::Accept
+    }
+
+    fn refuse_channel_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+        what: &str,
+    ) -> Result<(), russh::Error> {
+        tracing::debug!(peer = %self.peer, "refused {what} request");
+        self.channels.remove(&channel);
+        session.channel_success(channel)?;
+        let msg = format!("ferry: {what} is not available on this server (SFTP only)\n");
+        session.extended_data(channel, 1, Bytes::from(msg))?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)?;
+        Ok(())
+    }
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        if self.shared.auth.no_auth {
+            return Ok(self.accept(user, "none"));
+        }
+        // The usual first probe: not logged as a failure.
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.shared.auth.check_password(user, password) {
+            Ok(self.accept(user, "password"))
+        } else {
+            Ok(self.reject(user, "password"))
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if matches!(offer.algorithm, Algorithm::Rsa { hash: None }) {
+            return Ok(self.reject(user, "publickey ssh-rsa (SHA-1) refused"));
+        }
+        match self
+            .shared
+            .auth
+            .find_key(offer.public_key, Some(self.peer.ip()))
+        {
+            Some(_) => Ok(Auth::Accept),
+            None => Ok(Auth::reject()),
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if matches!(key.algorithm, Algorithm::Rsa { hash: None }) {
+            return Ok(self.reject(user, "publickey ssh-rsa (SHA-1) refused"));
+        }
+        match self
+            .shared
+            .auth
+            .find_key(key.public_key, Some(self.peer.ip()))
+        {
+            Some(_) => Ok(self.accept(user, "publickey")),
+            None => Ok(self.reject(user, "publickey")),
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.authed.store(true, Ordering::Release);
+        let client = String::from_utf8_lossy(session.remote_sshid()).into_owned();
+        tracing::info!(
+            "SSH login from {} using {} ({}, {})",
+            self.user,
+            client,
+            self.peer,
+            self.attempt.unwrap_or("?")
+        );
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.open_channels >= self.shared.max_channels {
+            reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
+            return Ok(());
+        }
+        self.open_channels += 1;
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        self.open_channels = self.open_channels.saturating_sub(1);
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name != "sftp" {
+            tracing::debug!(peer = %self.peer, "unknown subsystem {name:?}");
+            return session.channel_failure(channel);
+        }
+        let Some(ch) = self.channels.remove(&channel) else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let vfs = self.shared.vfs.clone();
+        let mut opts = (*self.shared.sftp).clone();
+        opts.user = self.user.clone();
+        let peer = self.peer;
+        tokio::spawn(async move {
+            let (read, write) = ch.split();
+            let input = ChannelInput { read };
+            let output = ChannelOutput {
+                write: Arc::new(write),
+            };
+            let closer = output.write.clone();
+            if let Err(e) = sftp::serve(vfs, Arc::new(opts), input, output).await {
+                tracing::info!(%peer, "SFTP session ended: {e}");
+            }
+            let _ = closer.exit_status(0).await;
+            let _ = closer.eof().await;
+            let _ = closer.close().await;
+        });
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_request(channel, session, "exec")
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_request(channel, session, "shell")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+}
+
+struct ChannelInput {
+    read: russh::ChannelReadHalf,
+}
+
+impl sftp::Input for ChannelInput {
+    async fn recv(&mut self) -> Option<Bytes> {
+        loop {
+            match self.read.wait().await? {
+                ChannelMsg::Data { data } => return Some(data),
+                ChannelMsg::Eof | ChannelMsg::Close => return None,
+                _ => continue,
+            }
+        }
+    }
+}
+
+struct ChannelOutput {
+    write: Arc<russh::ChannelWriteHalf<Msg>>,
+}
+
+impl sftp::Output for ChannelOutput {
+    async fn send(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.write
+            .data_bytes(data)
+            .await
+            .map_err(std::io::Error::other)
+    }
+}
