@@ -1,1 +1,398 @@
+//! The SFTP session fed raw bytes in process: framing, the INIT state
+//! machine, malformed input, concurrency and ordering.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_backend_local::LocalBackend;
+use ferry_proto::{pflags, FileAttributes, Request, Response, StatusCode};
+use ferry_vfs::{Vfs, VfsOptions};
+use tokio::sync::mpsc;
+
+use super::*;
+
+struct ChanIn(mpsc::Receiver<Bytes>);
+impl Input for ChanIn {
+    async fn recv(&mut self) -> Option<Bytes> {
+        self.0.recv().await
+    }
+}
+
+struct ChanOut(mpsc::UnboundedSender<Bytes>);
+impl Output for ChanOut {
+    async fn send(&mut self, data: Bytes) -> io::Result<()> {
+        self.0
+            .send(data)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// A client end of an in-process session.
+struct Client {
+    tx: Option<mpsc::Sender<Bytes>>,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    buf: Vec<u8>,
+    task: tokio::task::JoinHandle<Result<(), SessionError>>,
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+}
+
+impl Client {
+    fn start(opts: VfsOptions) -> Client {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let vfs = Vfs::new(Arc::new(LocalBackend::open(&root).unwrap()), opts);
+        let (tx, in_rx) = mpsc::channel(64);
+        let (out_tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(serve(
+            vfs,
+            Arc::new(SftpOptions::default()),
+            ChanIn(in_rx),
+            ChanOut(out_tx),
+        ));
+        Client {
+            tx: Some(tx),
+            rx,
+            buf: Vec::new(),
+            task,
+            _dir: dir,
+            root,
+        }
+    }
+
+    async fn raw(&self, bytes: &[u8]) {
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap();
+    }
+
+    async fn send(&self, req: Request) {
+        let mut out = Vec::new();
+        req.encode(&mut out);
+        self.raw(&out).await;
+    }
+
+    /// The next reply, or `None` when the session closed its output.
+    async fn recv(&mut self) -> Option<Response> {
+        loop {
+            if let Ok(ferry_proto::Frame::Complete(n)) =
+                ferry_proto::check_frame(&self.buf, u32::MAX)
+            {
+                let pkt: Vec<u8> = self.buf.drain(..n).collect();
+                return Some(Response::decode(Bytes::from(pkt).slice(4..)).unwrap());
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+                .await
+                .expect("reply within 10 s")?;
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    async fn init(&mut self) {
+        self.send(Request::Init {
+            version: 3,
+            extensions: vec![],
+        })
+        .await;
+        match self.recv().await {
+            Some(Response::Version { version: 3, .. }) => {}
+            other => panic!("no VERSION: {other:?}"),
+        }
+    }
+
+    async fn status(&mut self) -> (u32, StatusCode) {
+        match self.recv().await {
+            Some(Response::Status { id, code, .. }) => (id, code),
+            other => panic!("want STATUS, got {other:?}"),
+        }
+    }
+
+    async fn open(&mut self, id: u32, path: &str, flags: u32) -> Bytes {
+        self.send(Request::Open {
+            id,
+            path: Bytes::copy_from_slice(path.as_bytes()),
+            pflags: flags,
+            attrs: FileAttributes::default(),
+        })
+        .await;
+        match self.recv().await {
+            Some(Response::Handle { id: got, handle }) => {
+                assert_eq!(got, id);
+                handle
+            }
+            other => panic!("want HANDLE, got {other:?}"),
+        }
+    }
+
+    /// Close the input and wait for the session to end.
+    async fn finish(mut self) -> Result<(), SessionError> {
+        self.tx = None;
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("session ends")
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn request_before_init_ends_the_session() {
+    let mut c = Client::start(VfsOptions::default());
+    c.send(Request::Stat {
+        id: 1,
+        path: Bytes::from_static(b"/"),
+    })
+    .await;
+    assert!(c.recv().await.is_none());
+    assert!(matches!(c.finish().await, Err(SessionError::Protocol(_))));
+}
+
+#[tokio::test]
+async fn oversized_length_ends_the_session() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    c.raw(&[0xff, 0xff, 0xff, 0xff, 17]).await;
+    assert!(c.recv().await.is_none());
+    assert!(matches!(c.finish().await, Err(SessionError::Framing(_))));
+}
+
+#[tokio::test]
+async fn unknown_type_and_bad_body_get_statuses() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    // Type 77 with id 5.
+    c.raw(&[0, 0, 0, 5, 77, 0, 0, 0, 5]).await;
+    assert_eq!(c.status().await, (5, StatusCode::OpUnsupported));
+    // STAT with id 6 whose path length runs past the packet.
+    c.raw(&[0, 0, 0, 9, 17, 0, 0, 0, 6, 0, 0, 0, 99]).await;
+    assert_eq!(c.status().await, (6, StatusCode::BadMessage));
+    // A bad handle.
+    c.send(Request::Read {
+        id: 7,
+        handle: Bytes::from_static(b"nope"),
+        offset: 0,
+        len: 10,
+    })
+    .await;
+    assert_eq!(c.status().await, (7, StatusCode::Failure));
+    // The session still works.
+    c.send(Request::Stat {
+        id: 8,
+        path: Bytes::from_static(b"/"),
+    })
+    .await;
+    assert!(matches!(
+        c.recv().await,
+        Some(Response::Attrs { id: 8, .. })
+    ));
+    assert!(c.finish().await.is_ok());
+}
+
+#[tokio::test]
+async fn packets_split_and_joined_arbitrarily() {
+    let mut c = Client::start(VfsOptions::default());
+    let mut all = Vec::new();
+    Request::Init {
+        version: 3,
+        extensions: vec![],
+    }
+    .encode(&mut all);
+    for id in 1..=20 {
+        Request::Realpath {
+            id,
+            path: Bytes::from_static(b"/a/../b/."),
+        }
+        .encode(&mut all);
+    }
+    // Three bytes at a time.
+    for chunk in all.chunks(3) {
+        c.raw(chunk).await;
+    }
+    assert!(matches!(c.recv().await, Some(Response::Version { .. })));
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        match c.recv().await {
+            Some(Response::Name { id, entries }) => {
+                assert_eq!(&entries[0].filename[..], b"/b");
+                ids.push(id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn pipelined_writes_then_close_are_ordered() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    let h = c
+        .open(1, "/f", pflags::WRITE | pflags::CREAT | pflags::TRUNC)
+        .await;
+    // 64 out-of-order writes, then CLOSE, all without waiting.
+    let chunk = 4096usize;
+    let mut expected = vec![0u8; 64 * chunk];
+    let mut order: Vec<usize> = (0..64).collect();
+    order.reverse();
+    order.swap(3, 40);
+    for (n, i) in order.iter().enumerate() {
+        let data: Vec<u8> = (0..chunk).map(|k| (i * 7 + k) as u8).collect();
+        expected[i * chunk..(i + 1) * chunk].copy_from_slice(&data);
+        c.send(Request::Write {
+            id: 100 + n as u32,
+            handle: h.clone(),
+            offset: (i * chunk) as u64,
+            data: Bytes::from(data),
+        })
+        .await;
+    }
+    c.send(Request::Close {
+        id: 999,
+        handle: h.clone(),
+    })
+    .await;
+    let mut close_seen = false;
+    for _ in 0..65 {
+        let (id, code) = c.status().await;
+        assert_eq!(code, StatusCode::Ok, "id {id}");
+        if id == 999 {
+            close_seen = true;
+        } else {
+            assert!(!close_seen, "a write was answered after CLOSE");
+        }
+    }
+    assert_eq!(std::fs::read(c.root.join("f")).unwrap(), expected);
+    // The handle is gone.
+    c.send(Request::Close {
+        id: 1000,
+        handle: h,
+    })
+    .await;
+    assert_eq!(c.status().await, (1000, StatusCode::Failure));
+}
+
+#[tokio::test]
+async fn read_write_handle_reads_and_eof() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    std::fs::write(c.root.join("f"), b"0123456789").unwrap();
+    let h = c.open(1, "/f", pflags::READ | pflags::WRITE).await;
+    c.send(Request::Write {
+        id: 2,
+        handle: h.clone(),
+        offset: 3,
+        data: Bytes::from_static(b"abc"),
+    })
+    .await;
+    c.send(Request::Read {
+        id: 3,
+        handle: h.clone(),
+        offset: 0,
+        len: 100,
+    })
+    .await;
+    assert_eq!(c.status().await, (2, StatusCode::Ok));
+    match c.recv().await {
+        Some(Response::Data { id: 3, data }) => assert_eq!(&data[..], b"012abc6789"),
+        other => panic!("{other:?}"),
+    }
+    c.send(Request::Read {
+        id: 4,
+        handle: h,
+        offset: 10,
+        len: 100,
+    })
+    .await;
+    assert_eq!(c.status().await, (4, StatusCode::Eof));
+}
+
+#[tokio::test]
+async fn session_end_discards_unfinished_upload() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    std::fs::write(c.root.join("f"), b"old").unwrap();
+    let h = c
+        .open(1, "/f", pflags::WRITE | pflags::CREAT | pflags::TRUNC)
+        .await;
+    c.send(Request::Write {
+        id: 2,
+        handle: h,
+        offset: 0,
+        data: Bytes::from_static(b"new data"),
+    })
+    .await;
+    assert_eq!(c.status().await, (2, StatusCode::Ok));
+    let root = c.root.clone();
+    let dir = std::mem::replace(&mut c._dir, tempfile::tempdir().unwrap());
+    assert!(c.finish().await.is_ok());
+    assert_eq!(std::fs::read(root.join("f")).unwrap(), b"old");
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn read_only_refuses_writes_before_dispatch() {
+    let mut c = Client::start(VfsOptions {
+        read_only: true,
+        ..Default::default()
+    });
+    c.init().await;
+    c.send(Request::Mkdir {
+        id: 1,
+        path: Bytes::from_static(b"/d"),
+        attrs: FileAttributes::default(),
+    })
+    .await;
+    assert_eq!(c.status().await, (1, StatusCode::PermissionDenied));
+    c.send(Request::Open {
+        id: 2,
+        path: Bytes::from_static(b"/f"),
+        pflags: pflags::WRITE | pflags::CREAT,
+        attrs: FileAttributes::default(),
+    })
+    .await;
+    assert_eq!(c.status().await, (2, StatusCode::PermissionDenied));
+}
+
+#[tokio::test]
+async fn readdir_pages_through_large_directories() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    for i in 0..1234 {
+        std::fs::write(c.root.join(format!("f{i:05}")), b"").unwrap();
+    }
+    c.send(Request::Opendir {
+        id: 1,
+        path: Bytes::from_static(b"/"),
+    })
+    .await;
+    let Some(Response::Handle { handle, .. }) = c.recv().await else {
+        panic!("no handle")
+    };
+    let mut names = Vec::new();
+    let mut id = 2;
+    loop {
+        c.send(Request::Readdir {
+            id,
+            handle: handle.clone(),
+        })
+        .await;
+        match c.recv().await {
+            Some(Response::Name { entries, .. }) => {
+                assert!(entries.len() <= 100);
+                names.extend(entries.into_iter().map(|e| e.filename));
+            }
+            Some(Response::Status {
+                code: StatusCode::Eof,
+                ..
+            }) => break,
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    assert_eq!(names.len(), 1234);
+}
