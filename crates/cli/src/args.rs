@@ -23,6 +23,8 @@ pub enum Command {
         #[command(subcommand)]
         protocol: Protocol,
     },
+    /// Show the version (as `rclone version` does, for tools that probe it).
+    Version,
 }
 
 /// Protocols `serve` speaks.

@@ -62,6 +62,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             protocol: Protocol::Sftp(args),
         } => serve_sftp(args),
+        Command::Version => {
+            println!("ferry v{}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
     }
 }
 
