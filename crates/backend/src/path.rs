@@ -137,6 +137,21 @@ impl RelPath {
                 && (self.0.len() == other.0.len() || self.0[other.0.len()] == b'/'))
     }
 
+    /// If `self` is `from` or below it, the same path below `to` instead.
+    pub fn rebase(&self, from: &RelPath, to: &RelPath) -> Option<RelPath> {
+        if !self.starts_with(from) {
+            return None;
+        }
+        let rest = &self.0[from.0.len()..];
+        let rest = rest.strip_prefix(b"/").unwrap_or(rest);
+        let mut v = to.0.clone();
+        if !v.is_empty() && !rest.is_empty() {
+            v.push(b'/');
+        }
+        v.extend_from_slice(rest);
+        Some(RelPath(v))
+    }
+
     /// The path as the client sees it: `/` followed by the components.
     pub fn to_absolute(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.0.len() + 1);
@@ -226,5 +241,9 @@ mod tests {
         assert!(!r("a/bc").starts_with(&r("a/b")));
         assert!(p.starts_with(&RelPath::root()));
         assert_eq!(p.to_absolute(), b"/a/b/c");
+        assert_eq!(p.rebase(&r("a"), &r("x/y")).unwrap(), r("x/y/b/c"));
+        assert_eq!(p.rebase(&p, &r("z")).unwrap(), r("z"));
+        assert_eq!(p.rebase(&RelPath::root(), &r("q")).unwrap(), r("q/a/b/c"));
+        assert_eq!(p.rebase(&r("a/bc"), &r("z")), None);
     }
 }

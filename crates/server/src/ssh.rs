@@ -52,7 +52,9 @@ impl ServerConfig {
             max_connections: 1024,
             login_grace: Duration::from_secs(120),
             auth_rejection_time: Duration::from_secs(1),
-            max_auth_attempts: 6,
+            // Six tries of real credentials: russh also counts the "none"
+            // probe every OpenSSH client sends first.
+            max_auth_attempts: 7,
             max_channels: 10,
         }
     }
@@ -254,7 +256,16 @@ struct Conn {
 impl Conn {
     fn reject(&self, user: &str, method: &str) -> Auth {
         tracing::info!(peer = %self.peer, "SSH login failed for {user:?} ({method})");
-        Auth::reject()
+        self.retry()
+    }
+
+    /// A rejection that keeps every configured method on offer, so a
+    /// mistyped password can be tried again (up to the attempt limit).
+    fn retry(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(self.shared.russh.methods.clone()),
+            partial_success: false,
+        }
     }
 
     fn accept(&mut self, user: &str, method: &'static str) -> Auth {
@@ -289,7 +300,7 @@ impl russh::server::Handler for Conn {
             return Ok(self.accept(user, "none"));
         }
         // The usual first probe: not logged as a failure.
-        Ok(Auth::reject())
+        Ok(self.retry())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {

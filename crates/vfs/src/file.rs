@@ -7,6 +7,9 @@
 //! fails leaves the old file (or no file) intact, and the temporary file is
 //! removed. Opens without truncation (resume, in-place edits) write in
 //! place. Temporary names are hidden from listings.
+//!
+//! The session that uploads sees its upload in progress as the file; other
+//! sessions see the old file (or none) until the commit.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -79,14 +82,15 @@ pub struct VfsFile {
     path: RelPath,
     flags: OpenFlags,
     handle: Box<dyn FileHandle>,
-    /// The temporary file of an atomic upload.
-    upload: Option<RelPath>,
+    /// The id of an atomic upload in [`crate::uploads::Uploads`].
+    upload: Option<u64>,
     state: AtomicU8,
 }
 
 impl VfsFile {
     pub(crate) async fn open(
         inner: Arc<Inner>,
+        viewer: u64,
         path: &RelPath,
         flags: OpenFlags,
         mode: Option<u32>,
@@ -99,8 +103,15 @@ impl VfsFile {
         }
         let atomic = flags.truncate && (flags.write || flags.append);
         if !atomic {
+            // A file being uploaded is, to everyone else, the upload in
+            // progress (as STAT and READDIR show it): reads and in-place
+            // writes go to the upload's temporary file until it commits.
+            let target = inner
+                .uploads
+                .temp_for(viewer, path)
+                .unwrap_or_else(|| path.clone());
             let opts = inner.open_options(&flags, mode);
-            let handle = inner.backend.open_file(path, opts).await?;
+            let handle = inner.backend.open_file(&target, opts).await?;
             return Ok(VfsFile {
                 inner,
                 path: path.clone(),
@@ -140,15 +151,13 @@ impl VfsFile {
         opts.create_new = true;
         opts.truncate = false;
         let handle = inner.backend.open_file(&temp, opts).await?;
-        if let Ok(mut pending) = inner.pending.lock() {
-            pending.insert(path.clone(), temp.clone());
-        }
+        let upload = inner.uploads.register(viewer, path.clone(), temp);
         Ok(VfsFile {
             inner,
             path: path.clone(),
             flags,
             handle,
-            upload: Some(temp),
+            upload: Some(upload),
             state: AtomicU8::new(OPEN),
         })
     }
@@ -220,20 +229,24 @@ impl VfsFile {
     }
 
     /// Close the file. An atomic upload is committed here: its errors are
-    /// reported here, and on error the old file is left as it was.
+    /// reported here, and on error the old file is left as it was. An upload
+    /// whose file was removed meanwhile is discarded.
     pub async fn close(&self) -> Result<()> {
         if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
             return Ok(());
         }
-        let Some(temp) = &self.upload else {
+        let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
             return Ok(());
         };
-        self.unregister(temp);
+        let Some(target) = up.target else {
+            let _ = self.inner.backend.remove_file(&up.temp).await;
+            return Ok(());
+        };
         let replace = !self.flags.exclusive;
-        match self.inner.backend.rename(temp, &self.path, replace).await {
+        match self.inner.backend.rename(&up.temp, &target, replace).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                let _ = self.inner.backend.remove_file(temp).await;
+                let _ = self.inner.backend.remove_file(&up.temp).await;
                 Err(e.into())
             }
         }
@@ -244,18 +257,9 @@ impl VfsFile {
         if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
             return;
         }
-        if let Some(temp) = &self.upload {
-            self.unregister(temp);
-            if let Err(e) = self.inner.backend.remove_file(temp).await {
-                tracing::warn!("could not remove abandoned upload {temp}: {e}");
-            }
-        }
-    }
-
-    fn unregister(&self, temp: &RelPath) {
-        if let Ok(mut pending) = self.inner.pending.lock() {
-            if pending.get(&self.path) == Some(temp) {
-                pending.remove(&self.path);
+        if let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) {
+            if let Err(e) = self.inner.backend.remove_file(&up.temp).await {
+                tracing::warn!("could not remove abandoned upload {}: {e}", up.temp);
             }
         }
     }
@@ -268,14 +272,13 @@ impl Drop for VfsFile {
         if self.state.load(Ordering::Acquire) != OPEN {
             return;
         }
-        let Some(temp) = self.upload.take() else {
+        let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
             return;
         };
-        self.unregister(&temp);
         let backend = self.inner.backend.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = backend.remove_file(&temp).await;
+                let _ = backend.remove_file(&up.temp).await;
             });
         }
     }

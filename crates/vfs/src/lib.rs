@@ -19,9 +19,10 @@ pub mod attr;
 pub mod error;
 pub mod file;
 pub mod options;
+mod uploads;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ferry_backend::{Backend, ErrorKind, OpenOptions, RelPath, SetAttrs, Usage};
@@ -33,17 +34,23 @@ pub use file::{OpenFlags, VfsFile};
 pub use options::{CacheMode, VfsOptions};
 
 /// The file-system view of one backend. Cheap to clone; clones share state.
+///
+/// Each client session should work through its own [`Vfs::session`] view,
+/// so that it sees its own uploads in progress (see [`file`]).
 #[derive(Clone)]
 pub struct Vfs {
     inner: Arc<Inner>,
+    /// The session this view belongs to (0: none).
+    viewer: u64,
 }
 
 pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) opts: VfsOptions,
-    /// Uploads in progress: final path -> temporary path of the newest one.
-    /// Lock order: this is the only lock in the crate.
-    pub(crate) pending: Mutex<HashMap<RelPath, RelPath>>,
+    /// Uploads in progress. Its lock is the only one in the crate.
+    pub(crate) uploads: uploads::Uploads,
+    /// The last session view handed out.
+    pub(crate) sessions: std::sync::atomic::AtomicU64,
 }
 
 impl Vfs {
@@ -53,8 +60,24 @@ impl Vfs {
             inner: Arc::new(Inner {
                 backend,
                 opts,
-                pending: Mutex::new(HashMap::new()),
+                uploads: uploads::Uploads::default(),
+                sessions: std::sync::atomic::AtomicU64::new(0),
             }),
+            viewer: 0,
+        }
+    }
+
+    /// A view for one client session: it shares everything with `self`
+    /// but sees only its own uploads in progress.
+    pub fn session(&self) -> Vfs {
+        let id = self
+            .inner
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        Vfs {
+            inner: self.inner.clone(),
+            viewer: id,
         }
     }
 
@@ -83,7 +106,7 @@ impl Vfs {
 
     /// The temporary file an upload to `path` is being written to, if any.
     fn pending_for(&self, path: &RelPath) -> Option<RelPath> {
-        self.inner.pending.lock().ok()?.get(path).cloned()
+        self.inner.uploads.temp_for(self.viewer, path)
     }
 
     /// Attributes of `path`, following symbolic links. A file that is being
@@ -101,20 +124,28 @@ impl Vfs {
         Ok(self.inner.attr(&meta))
     }
 
-    /// The entries of directory `path`, sorted by name, without Ferry's own
-    /// temporary upload files.
+    /// The entries of directory `path`, sorted by name. Ferry's temporary
+    /// upload files are hidden; a file being uploaded is listed under its
+    /// own name with the upload's attributes, as [`Vfs::stat`] shows it.
     pub async fn read_dir(&self, path: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
         let entries = self.inner.backend.list(path).await?;
-        let mut out: Vec<(Vec<u8>, Attr)> = entries
-            .into_iter()
-            .filter(|e| !file::is_temp_name(&e.name))
-            .map(|e| {
-                let a = self.inner.attr(&e.meta);
-                (e.name, a)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        // Uploads in progress in this directory: temporary name -> final name.
+        let uploads: HashMap<Vec<u8>, Vec<u8>> = self.inner.uploads.in_dir(self.viewer, path);
+        let mut by_name: std::collections::BTreeMap<Vec<u8>, Attr> = Default::default();
+        let mut in_progress = Vec::new();
+        for e in entries {
+            if !file::is_temp_name(&e.name) {
+                by_name
+                    .entry(e.name)
+                    .or_insert_with(|| self.inner.attr(&e.meta));
+            } else if let Some(fin) = uploads.get(&e.name) {
+                in_progress.push((fin.clone(), self.inner.attr(&e.meta)));
+            }
+        }
+        for (name, attr) in in_progress {
+            by_name.insert(name, attr);
+        }
+        Ok(by_name.into_iter().collect())
     }
 
     /// Open a file. See [`OpenFlags`] for the semantics; a truncating open
@@ -132,7 +163,7 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::IsADirectory);
         }
-        VfsFile::open(self.inner.clone(), path, flags, mode).await
+        VfsFile::open(self.inner.clone(), self.viewer, path, flags, mode).await
     }
 
     /// Create directory `path`; fails when anything exists there.
@@ -154,13 +185,18 @@ impl Vfs {
         Ok(self.inner.backend.remove_dir(path).await?)
     }
 
-    /// Remove file or symbolic link `path`; a directory is refused.
+    /// Remove file or symbolic link `path`; a directory is refused. An
+    /// upload in progress to `path` is discarded when it is closed.
     pub async fn remove(&self, path: &RelPath) -> Result<()> {
         self.check_writable()?;
         if path.is_root() {
             return Err(VfsError::IsADirectory);
         }
-        Ok(self.inner.backend.remove_file(path).await?)
+        let had_upload = self.inner.uploads.unlink(self.viewer, path);
+        match self.inner.backend.remove_file(path).await {
+            Err(e) if had_upload && e.kind() == ErrorKind::NotFound => Ok(()),
+            r => Ok(r?),
+        }
     }
 
     /// Rename `from` to `to`. With `replace`, an existing file at `to` is
@@ -179,8 +215,17 @@ impl Vfs {
             // Replacing a directory (even an empty one) is not what a client
             // asking for posix-rename of a file means.
             if let Ok(m) = self.inner.backend.lstat(to).await {
-                let src = self.inner.backend.lstat(from).await?;
-                if m.is_dir() != src.is_dir() {
+                let src_is_dir = match self.inner.backend.lstat(from).await {
+                    Ok(src) => src.is_dir(),
+                    // Only an upload in progress: a file.
+                    Err(e)
+                        if e.kind() == ErrorKind::NotFound && self.pending_for(from).is_some() =>
+                    {
+                        false
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if m.is_dir() != src_is_dir {
                     return Err(if m.is_dir() {
                         VfsError::IsADirectory
                     } else {
@@ -189,7 +234,18 @@ impl Vfs {
                 }
             }
         }
-        Ok(self.inner.backend.rename(from, to, replace).await?)
+        let upload_moved = self.inner.uploads.rename(self.viewer, from, to);
+        match self.inner.backend.rename(from, to, replace).await {
+            // The file existed only as an upload in progress: moving the
+            // upload was the whole rename.
+            Err(e) if upload_moved && e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                // Undo, so uploads commit where the store still has them.
+                self.inner.uploads.rename(self.viewer, to, from);
+                Err(e.into())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// Copy file `from` to `to` on the backend.
@@ -256,11 +312,7 @@ impl Vfs {
     /// Remove the temporary files of every upload still in progress (at
     /// shutdown): the files they would have replaced stay as they were.
     pub async fn discard_pending_uploads(&self) {
-        let temps: Vec<RelPath> = match self.inner.pending.lock() {
-            Ok(mut p) => p.drain().map(|(_, t)| t).collect(),
-            Err(_) => return,
-        };
-        for t in temps {
+        for t in self.inner.uploads.drain().into_iter().map(|u| u.temp) {
             if let Err(e) = self.inner.backend.remove_file(&t).await {
                 tracing::warn!("could not remove unfinished upload {t}: {e}");
             }
@@ -301,7 +353,9 @@ impl Inner {
         let mode = mode.unwrap_or(self.opts.file_perms) & !self.opts.umask & 0o7777;
         OpenOptions {
             read: flags.read,
-            write: flags.write || flags.append,
+            // Creating or truncating needs write access to the file even
+            // when the handle itself is read-only.
+            write: flags.write || flags.append || flags.create || flags.truncate,
             create: flags.create,
             create_new: flags.exclusive,
             truncate: flags.truncate,

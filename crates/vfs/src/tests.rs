@@ -37,8 +37,38 @@ async fn upload_is_atomic_and_hidden_until_close() {
     );
     let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap();
     assert_eq!(names.len(), 1);
+    assert_eq!(names[0].0, b"f");
+    assert_eq!(names[0].1.size, 3);
     assert_eq!(vfs.stat(&p("f")).await.unwrap().size, 3);
+    // A new file being uploaded is listed under its own name.
+    let g = vfs.open(&p("g"), UPLOAD, None).await.unwrap();
+    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap();
+    assert_eq!(
+        names.iter().map(|n| n.0.clone()).collect::<Vec<_>>(),
+        vec![b"f".to_vec(), b"g".to_vec()]
+    );
+    g.abort().await;
+    // Another session sees the old file until the commit.
+    let other = vfs.session();
+    assert_eq!(other.stat(&p("f")).await.unwrap().size, 12);
+    let ro = OpenFlags {
+        read: true,
+        ..Default::default()
+    };
+    let o = other.open(&p("f"), ro, None).await.unwrap();
+    assert_eq!(
+        o.read_at(0, 100, Vec::new()).await.unwrap(),
+        b"old contents"
+    );
+    assert_eq!(
+        other.read_dir(&RelPath::root()).await.unwrap()[0].1.size,
+        12
+    );
+    // Another open by the uploading session sees the upload in progress.
+    let r = vfs.open(&p("f"), ro, None).await.unwrap();
+    assert_eq!(r.read_at(0, 100, Vec::new()).await.unwrap(), b"new");
     f.close().await.unwrap();
+    assert_eq!(r.read_at(0, 100, Vec::new()).await.unwrap(), b"new");
     assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"new");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
@@ -112,6 +142,20 @@ async fn open_flags_are_honoured() {
         std::fs::read(tmp.path().join("f")).unwrap(),
         b"01ab456789END"
     );
+    // CREAT|EXCL with neither READ nor WRITE creates the file.
+    let bare = OpenFlags {
+        read: true,
+        create: true,
+        exclusive: true,
+        ..Default::default()
+    };
+    vfs.open(&p("bare"), bare, None)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    assert!(tmp.path().join("bare").exists());
     // A read-only handle refuses writes; a write-only one refuses reads.
     let ro = OpenFlags {
         read: true,
@@ -292,4 +336,37 @@ async fn no_modtime_ignores_time_changes() {
     .await
     .unwrap();
     assert_eq!(vfs.stat(&p("f")).await.unwrap().mtime, before);
+}
+
+#[tokio::test]
+async fn rename_and_remove_follow_uploads_in_progress() {
+    let (tmp, vfs) = setup(VfsOptions::default());
+    // A new file renamed before its upload is closed (sshfs closes late).
+    let f = vfs.open(&p("a"), UPLOAD, None).await.unwrap();
+    f.write_at(0, Bytes::from_static(b"A")).await.unwrap();
+    vfs.rename(&p("a"), &p("b"), true).await.unwrap();
+    assert_eq!(vfs.stat(&p("b")).await.unwrap().size, 1);
+    assert!(matches!(vfs.stat(&p("a")).await, Err(VfsError::NotFound)));
+    f.close().await.unwrap();
+    assert_eq!(std::fs::read(tmp.path().join("b")).unwrap(), b"A");
+    assert!(!tmp.path().join("a").exists());
+
+    // An existing file being replaced, renamed into a directory, which is
+    // then renamed itself.
+    vfs.mkdir(&p("d"), None).await.unwrap();
+    let f = vfs.open(&p("b"), UPLOAD, None).await.unwrap();
+    f.write_at(0, Bytes::from_static(b"B2")).await.unwrap();
+    vfs.rename(&p("b"), &p("d/b"), true).await.unwrap();
+    vfs.rename(&p("d"), &p("e"), false).await.unwrap();
+    f.close().await.unwrap();
+    assert_eq!(std::fs::read(tmp.path().join("e/b")).unwrap(), b"B2");
+    assert_eq!(std::fs::read_dir(tmp.path().join("e")).unwrap().count(), 1);
+
+    // Removed before close: nothing appears.
+    let f = vfs.open(&p("gone"), UPLOAD, None).await.unwrap();
+    f.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+    vfs.remove(&p("gone")).await.unwrap();
+    f.close().await.unwrap();
+    assert!(!tmp.path().join("gone").exists());
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }

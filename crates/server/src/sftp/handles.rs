@@ -1,18 +1,25 @@
-//! The handle table and per-handle request ordering.
+//! The handle table and request ordering.
 //!
-//! Requests run concurrently, but requests on one handle keep the order the
-//! protocol needs. The session's reader registers every handle request here
-//! in arrival order ([`Sequencer::register`]); the request then waits only
-//! for earlier requests it conflicts with:
-//! - a READ waits for earlier overlapping WRITEs;
-//! - a WRITE waits for earlier overlapping READs and WRITEs;
-//! - a barrier (CLOSE, FSTAT, FSETSTAT, FSYNC, READDIR, copy-data) waits for
-//!   everything before it, and everything after it waits for it.
+//! Requests run concurrently, but keep the order the protocol and real
+//! clients need (sshfs sends OPEN and LSTAT of a new file together; OpenSSH
+//! sends a file's WRITEs, its CLOSE and a STAT without waiting). The
+//! session's reader registers every request in the session's [`Sequencer`]
+//! in arrival order; the request then waits only for the earlier requests it
+//! conflicts with:
+//! - on the same handle: a READ waits for earlier overlapping WRITEs; a
+//!   WRITE for earlier overlapping READs and WRITEs; a barrier (CLOSE,
+//!   FSTAT, FSETSTAT, FSYNC, READDIR, copy-data, and every WRITE of an
+//!   APPEND handle) waits for everything before it, and everything after it
+//!   waits for it;
+//! - otherwise, when the two touch the same path or one's path is inside the
+//!   other's (a handle touches the path it was opened at), and at least one
+//!   of them changes something.
 //!
 //! So reads of one file run in parallel, writes to distinct ranges run in
-//! parallel, and a CLOSE never overtakes the writes before it.
+//! parallel, requests on unrelated paths never wait for each other, and
+//! nothing overtakes an earlier change to the same file.
 //!
-//! Lock order: the table's map lock and a sequencer's lock are never held
+//! Lock order: the table's map lock and the sequencer's lock are never held
 //! together.
 
 use std::collections::HashMap;
@@ -53,14 +60,63 @@ fn overlaps(a: u64, al: u64, b: u64, bl: u64) -> bool {
     a < b_end && b < a_end
 }
 
+fn related(a: &RelPath, b: &RelPath) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A request, as the sequencer sees it.
+pub struct Op {
+    /// The handle it works on, if any.
+    pub handle: Option<Arc<HandleEntry>>,
+    /// A second handle (copy-data's destination).
+    pub other_handle: Option<Arc<HandleEntry>>,
+    /// The paths it names.
+    pub paths: Vec<RelPath>,
+    /// What it does to its handle.
+    pub access: Access,
+    /// Does it change anything?
+    pub mutates: bool,
+}
+
+impl Op {
+    fn all_paths(&self) -> impl Iterator<Item = &RelPath> {
+        self.paths
+            .iter()
+            .chain(self.handle.iter().map(|h| &h.path))
+            .chain(self.other_handle.iter().map(|h| &h.path))
+    }
+
+    fn same_handle(&self, earlier: &Op) -> bool {
+        let mine = self.handle.iter().chain(self.other_handle.iter());
+        let theirs: Vec<&Arc<HandleEntry>> = earlier
+            .handle
+            .iter()
+            .chain(earlier.other_handle.iter())
+            .collect();
+        mine.into_iter()
+            .any(|h| theirs.iter().any(|t| Arc::ptr_eq(h, t)))
+    }
+
+    fn conflicts(&self, earlier: &Op) -> bool {
+        if self.same_handle(earlier) {
+            return self.access.conflicts(earlier.access);
+        }
+        if !self.mutates && !earlier.mutates {
+            return false;
+        }
+        self.all_paths()
+            .any(|p| earlier.all_paths().any(|q| related(p, q)))
+    }
+}
+
 struct InFlight {
     seq: u64,
-    access: Access,
+    op: Op,
     /// Closed when the request is done; waiters acquire it to wait.
     done: Arc<Semaphore>,
 }
 
-/// Per-handle ordering of requests. See the module docs.
+/// The request ordering of one session. See the module docs.
 #[derive(Default)]
 pub struct Sequencer {
     state: Mutex<SeqState>,
@@ -77,32 +133,32 @@ pub struct Ticket {
     seq: u64,
     waits: Vec<Arc<Semaphore>>,
     done: Arc<Semaphore>,
-    owner: Arc<HandleEntry>,
+    owner: Arc<Sequencer>,
 }
 
 impl Sequencer {
     /// Register a request in arrival order.
-    pub fn register(entry: &Arc<HandleEntry>, access: Access) -> Ticket {
-        let mut st = entry.seq.state.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn register(self: &Arc<Self>, op: Op) -> Ticket {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let seq = st.next;
         st.next += 1;
         let waits = st
             .in_flight
             .iter()
-            .filter(|f| access.conflicts(f.access))
+            .filter(|f| op.conflicts(&f.op))
             .map(|f| f.done.clone())
             .collect();
         let done = Arc::new(Semaphore::new(0));
         st.in_flight.push(InFlight {
             seq,
-            access,
+            op,
             done: done.clone(),
         });
         Ticket {
             seq,
             waits,
             done,
-            owner: entry.clone(),
+            owner: self.clone(),
         }
     }
 }
@@ -117,21 +173,11 @@ impl Ticket {
             self.waits.pop();
         }
     }
-
-    /// The handle this ticket is for.
-    pub fn entry(&self) -> &Arc<HandleEntry> {
-        &self.owner
-    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut st = self
-            .owner
-            .seq
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = self.owner.state.lock().unwrap_or_else(|p| p.into_inner());
         st.in_flight.retain(|f| f.seq != self.seq);
         drop(st);
         self.done.close();
@@ -160,7 +206,8 @@ pub enum HandleKind {
 pub struct HandleEntry {
     /// The file or directory.
     pub kind: HandleKind,
-    seq: Sequencer,
+    /// The path it was opened at.
+    pub path: RelPath,
 }
 
 impl HandleEntry {
@@ -199,7 +246,11 @@ impl HandleTable {
     }
 
     /// Add a handle; returns its wire form.
-    pub fn insert(&self, kind: HandleKind) -> Result<Vec<u8>, (TooManyHandles, HandleKind)> {
+    pub fn insert(
+        &self,
+        kind: HandleKind,
+        path: RelPath,
+    ) -> Result<Vec<u8>, (TooManyHandles, HandleKind)> {
         let mut map = self.lock();
         if map.len() >= self.max {
             return Err((TooManyHandles, kind));
@@ -210,13 +261,7 @@ impl HandleTable {
                 break id;
             }
         };
-        map.insert(
-            id,
-            Arc::new(HandleEntry {
-                kind,
-                seq: Sequencer::default(),
-            }),
-        );
+        map.insert(id, Arc::new(HandleEntry { kind, path }));
         Ok(id.to_be_bytes().to_vec())
     }
 
@@ -253,6 +298,7 @@ impl HandleTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn dir_entry() -> HandleKind {
         HandleKind::Dir(Mutex::new(DirCursor {
@@ -262,8 +308,38 @@ mod tests {
         }))
     }
 
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    fn on_handle(h: &Arc<HandleEntry>, access: Access, mutates: bool) -> Op {
+        Op {
+            handle: Some(h.clone()),
+            other_handle: None,
+            paths: Vec::new(),
+            access,
+            mutates,
+        }
+    }
+
+    fn on_path(path: &str, mutates: bool) -> Op {
+        Op {
+            handle: None,
+            other_handle: None,
+            paths: vec![p(path)],
+            access: Access::Barrier,
+            mutates,
+        }
+    }
+
+    async fn blocked(t: &mut Ticket) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), t.wait())
+            .await
+            .is_err()
+    }
+
     #[test]
-    fn conflicts() {
+    fn access_conflicts() {
         use Access::*;
         assert!(!Read(0, 10).conflicts(Read(0, 10)));
         assert!(Read(0, 10).conflicts(Write(5, 10)));
@@ -278,10 +354,10 @@ mod tests {
     #[test]
     fn table_limits_and_lookup() {
         let t = HandleTable::new(2);
-        let a = t.insert(dir_entry()).ok().unwrap();
-        let b = t.insert(dir_entry()).ok().unwrap();
+        let a = t.insert(dir_entry(), RelPath::root()).ok().unwrap();
+        let b = t.insert(dir_entry(), RelPath::root()).ok().unwrap();
         assert_ne!(a, b);
-        assert!(t.insert(dir_entry()).is_err());
+        assert!(t.insert(dir_entry(), RelPath::root()).is_err());
         assert!(t.get(&a).is_some());
         assert!(t.get(b"bogus-handle").is_none());
         assert!(t.get(&[0, 0, 0, 0]).is_none());
@@ -295,30 +371,55 @@ mod tests {
     #[tokio::test]
     async fn barrier_waits_for_earlier_and_blocks_later() {
         let t = HandleTable::new(4);
-        let h = t.insert(dir_entry()).ok().unwrap();
+        let h = t.insert(dir_entry(), p("f")).ok().unwrap();
         let e = t.get(&h).unwrap();
-        let w1 = Sequencer::register(&e, Access::Write(0, 10));
-        let mut r_other = Sequencer::register(&e, Access::Read(100, 10));
-        let mut close = Sequencer::register(&e, Access::Barrier);
-        let mut late = Sequencer::register(&e, Access::Read(100, 10));
+        let seq = Arc::new(Sequencer::default());
+        let w1 = seq.register(on_handle(&e, Access::Write(0, 10), true));
+        let mut r_other = seq.register(on_handle(&e, Access::Read(100, 10), false));
+        let mut close = seq.register(on_handle(&e, Access::Barrier, true));
+        let mut late = seq.register(on_handle(&e, Access::Read(100, 10), false));
         // A read of another range does not wait for the write.
-        tokio::time::timeout(std::time::Duration::from_secs(1), r_other.wait())
-            .await
-            .unwrap();
+        assert!(!blocked(&mut r_other).await);
         drop(r_other);
-        // The barrier waits for the write.
-        let pending =
-            tokio::time::timeout(std::time::Duration::from_millis(50), close.wait()).await;
-        assert!(pending.is_err());
+        // The barrier waits for the write; the later read for the barrier.
+        assert!(blocked(&mut close).await);
         drop(w1);
         close.wait().await;
-        // The later read waits for the barrier.
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), late.wait())
-                .await
-                .is_err()
-        );
+        assert!(blocked(&mut late).await);
         drop(close);
         late.wait().await;
+    }
+
+    #[tokio::test]
+    async fn path_requests_are_ordered_with_related_changes() {
+        let t = HandleTable::new(4);
+        let h = t.insert(dir_entry(), p("d/f")).ok().unwrap();
+        let e = t.get(&h).unwrap();
+        let seq = Arc::new(Sequencer::default());
+        // OPEN d/f (creates) then LSTAT d/f: the stat waits.
+        let open = seq.register(on_path("d/f", true));
+        let mut stat = seq.register(on_path("d/f", false));
+        let mut unrelated = seq.register(on_path("e", false));
+        let mut other_change = seq.register(on_path("e/x", true));
+        assert!(blocked(&mut stat).await);
+        assert!(!blocked(&mut unrelated).await);
+        // A change inside e waits for the earlier read of e, not for d/f.
+        assert!(blocked(&mut other_change).await);
+        drop(unrelated);
+        assert!(!blocked(&mut other_change).await);
+        drop(open);
+        stat.wait().await;
+        // A WRITE on a handle of d/f, then a STAT of d (its parent): ordered.
+        let write = seq.register(on_handle(&e, Access::Write(0, 1), true));
+        let mut stat_dir = seq.register(on_path("d", false));
+        let mut read_other = seq.register(on_path("d/g", false));
+        assert!(blocked(&mut stat_dir).await);
+        assert!(!blocked(&mut read_other).await);
+        drop(write);
+        stat_dir.wait().await;
+        // Two reads of one path never wait.
+        let _a = seq.register(on_path("x", false));
+        let mut b = seq.register(on_path("x", false));
+        assert!(!blocked(&mut b).await);
     }
 }

@@ -31,7 +31,8 @@ use ferry_proto::{check_frame, Frame, Request, Response, StatusCode};
 use ferry_vfs::Vfs;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use handles::{Access, HandleTable, Sequencer, Ticket};
+use ferry_vfs::backend::RelPath;
+use handles::{Access, HandleEntry, HandleTable, Op, Sequencer};
 
 /// Limits and settings of SFTP sessions.
 #[derive(Debug, Clone)]
@@ -109,6 +110,7 @@ pub(crate) struct Ctx {
     pub(crate) vfs: Vfs,
     pub(crate) handles: HandleTable,
     pub(crate) opts: Arc<SftpOptions>,
+    pub(crate) seq: Arc<Sequencer>,
 }
 
 enum State {
@@ -128,8 +130,9 @@ pub async fn serve<I: Input, O: Output>(
     let writer = tokio::spawn(write_loop(output, rx));
     let ctx = Arc::new(Ctx {
         handles: HandleTable::new(opts.max_handles),
-        vfs,
+        vfs: vfs.session(),
         opts: opts.clone(),
+        seq: Arc::new(Sequencer::default()),
     });
     let in_flight = Arc::new(Semaphore::new(opts.max_in_flight));
     let queue_units = (opts.max_queued_bytes / QUEUE_UNIT).max(1);
@@ -263,28 +266,27 @@ impl Reader {
             self.send(reply, queued);
             return;
         }
-        let tickets = match self.tickets(&req) {
-            Ok(t) => t,
-            Err(()) => {
-                let reply = ops::status(id, StatusCode::Failure, "Invalid handle");
-                ops::log(&req, &reply);
-                self.send(reply, queued);
-                return;
-            }
+        let Ok((op, entries)) = self.op(&req) else {
+            let reply = ops::status(id, StatusCode::Failure, "Invalid handle");
+            ops::log(&req, &reply);
+            self.send(reply, queued);
+            return;
         };
+        let mut ticket = op.map(|op| self.ctx.seq.register(op));
         let ctx = self.ctx.clone();
         let tx = self.tx.clone();
         let in_flight = self.in_flight.clone();
         tokio::spawn(async move {
+            // Wait for earlier conflicting requests before taking a slot, so
+            // slots are only held by requests that can run.
+            if let Some(t) = ticket.as_mut() {
+                t.wait().await;
+            }
             let Ok(_slot) = in_flight.acquire_owned().await else {
                 return;
             };
-            let mut tickets = tickets;
-            for t in tickets.iter_mut() {
-                t.wait().await;
-            }
-            let reply = ops::run(&ctx, &req, &tickets).await;
-            drop(tickets);
+            let reply = ops::run(&ctx, &req, &entries).await;
+            drop(ticket);
             ops::log(&req, &reply);
             let _ = tx.send(Outgoing {
                 data: reply,
@@ -293,39 +295,90 @@ impl Reader {
         });
     }
 
-    /// The handle tickets a request needs, registered now, in arrival order.
-    fn tickets(&self, req: &Request) -> Result<Vec<Ticket>, ()> {
+    /// How a request is ordered, and the handles it works on. `Err` for a
+    /// handle that is not open.
+    #[allow(clippy::type_complexity)]
+    fn op(&self, req: &Request) -> Result<(Option<Op>, Vec<Arc<HandleEntry>>), ()> {
         use ferry_proto::ExtendedRequest as X;
         let handles = &self.ctx.handles;
-        let one = |h: &Bytes, access: Access, remove: bool| {
+        let on_handle = |h: &Bytes, access: Access, mutates: bool, remove: bool| {
             let entry = if remove {
                 handles.remove(h)
             } else {
                 handles.get(h)
+            }
+            .ok_or(())?;
+            let access = match (access, entry.file()) {
+                // Appends land at the end in the order they were sent.
+                (Access::Write(..), Some(f)) if f.flags().append => Access::Barrier,
+                _ => access,
             };
-            entry
-                .map(|e| vec![Sequencer::register(&e, access)])
-                .ok_or(())
+            let op = Op {
+                handle: Some(entry.clone()),
+                other_handle: None,
+                paths: Vec::new(),
+                access,
+                mutates,
+            };
+            Ok((Some(op), vec![entry]))
         };
+        let on_paths = |raw: &[&Bytes], mutates: bool| {
+            let paths = raw
+                .iter()
+                .filter_map(|p| RelPath::resolve(&RelPath::root(), p).ok())
+                .collect();
+            let op = Op {
+                handle: None,
+                other_handle: None,
+                paths,
+                access: Access::Barrier,
+                mutates,
+            };
+            Ok((Some(op), Vec::new()))
+        };
+        let writes = req.writes();
         match req {
-            Request::Close { handle, .. } => one(handle, Access::Barrier, true),
+            Request::Close { handle, .. } => on_handle(handle, Access::Barrier, true, true),
             Request::Read {
                 handle,
                 offset,
                 len,
                 ..
-            } => one(handle, Access::Read(*offset, *len as u64), false),
+            } => on_handle(handle, Access::Read(*offset, *len as u64), false, false),
             Request::Write {
                 handle,
                 offset,
                 data,
                 ..
-            } => one(handle, Access::Write(*offset, data.len() as u64), false),
-            Request::Fstat { handle, .. }
-            | Request::Fsetstat { handle, .. }
-            | Request::Readdir { handle, .. } => one(handle, Access::Barrier, false),
+            } => on_handle(
+                handle,
+                Access::Write(*offset, data.len() as u64),
+                true,
+                false,
+            ),
+            Request::Fstat { handle, .. } | Request::Readdir { handle, .. } => {
+                on_handle(handle, Access::Barrier, false, false)
+            }
+            Request::Fsetstat { handle, .. } => on_handle(handle, Access::Barrier, true, false),
+            Request::Open { path, .. }
+            | Request::Lstat { path, .. }
+            | Request::Stat { path, .. }
+            | Request::Setstat { path, .. }
+            | Request::Opendir { path, .. }
+            | Request::Remove { path, .. }
+            | Request::Mkdir { path, .. }
+            | Request::Rmdir { path, .. }
+            | Request::Readlink { path, .. } => on_paths(&[path], writes),
+            Request::Rename { old, new, .. } => on_paths(&[old, new], true),
+            Request::Symlink { linkpath, .. } => on_paths(&[linkpath], true),
             Request::Extended { request, .. } => match request {
-                X::Fsync { handle } | X::Fstatvfs { handle } => one(handle, Access::Barrier, false),
+                X::Fsync { handle } => on_handle(handle, Access::Barrier, true, false),
+                X::Fstatvfs { handle } => on_handle(handle, Access::Barrier, false, false),
+                X::PosixRename { old, new } | X::Hardlink { old, new } => {
+                    on_paths(&[old, new], true)
+                }
+                X::Lsetstat { path, .. } => on_paths(&[path], true),
+                X::Statvfs { path } => on_paths(&[path], false),
                 X::CopyData {
                     read_handle,
                     write_handle,
@@ -333,15 +386,20 @@ impl Reader {
                 } => {
                     let r = handles.get(read_handle).ok_or(())?;
                     let w = handles.get(write_handle).ok_or(())?;
-                    let mut v = vec![Sequencer::register(&r, Access::Barrier)];
-                    if !Arc::ptr_eq(&r, &w) {
-                        v.push(Sequencer::register(&w, Access::Barrier));
-                    }
-                    Ok(v)
+                    let same = Arc::ptr_eq(&r, &w);
+                    let op = Op {
+                        handle: Some(r.clone()),
+                        other_handle: (!same).then(|| w.clone()),
+                        paths: Vec::new(),
+                        access: Access::Barrier,
+                        mutates: true,
+                    };
+                    let entries = if same { vec![r] } else { vec![r, w] };
+                    Ok((Some(op), entries))
                 }
-                _ => Ok(Vec::new()),
+                _ => Ok((None, Vec::new())),
             },
-            _ => Ok(Vec::new()),
+            _ => Ok((None, Vec::new())),
         }
     }
 }

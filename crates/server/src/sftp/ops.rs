@@ -11,7 +11,9 @@ use ferry_vfs::backend::RelPath;
 use ferry_vfs::{OpenFlags, VfsError};
 
 use super::convert::{status_of, to_setattrs, to_wire};
-use super::handles::{DirCursor, HandleKind, Ticket};
+use std::sync::Arc;
+
+use super::handles::{DirCursor, HandleEntry, HandleKind};
 use super::{encode, reply_status, Ctx};
 
 type OpResult = Result<Vec<u8>, VfsError>;
@@ -115,7 +117,7 @@ pub(crate) fn log(req: &Request, reply: &[u8]) {
 }
 
 /// Run one request (its tickets already waited for) and encode the reply.
-pub(crate) async fn run(ctx: &Ctx, req: &Request, tickets: &[Ticket]) -> Vec<u8> {
+pub(crate) async fn run(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> Vec<u8> {
     let id = req.id().unwrap_or(0);
     match run_inner(ctx, req, tickets).await {
         Ok(reply) => reply,
@@ -130,14 +132,14 @@ fn path(raw: &[u8]) -> Result<RelPath, VfsError> {
     RelPath::resolve(&RelPath::root(), raw).map_err(|_| VfsError::InvalidName)
 }
 
-fn file(tickets: &[Ticket]) -> Result<&ferry_vfs::VfsFile, VfsError> {
+fn file(tickets: &[Arc<HandleEntry>]) -> Result<&ferry_vfs::VfsFile, VfsError> {
     tickets
         .first()
-        .and_then(|t| t.entry().file())
+        .and_then(|t| t.file())
         .ok_or(VfsError::InvalidArgument("Not a file handle".into()))
 }
 
-async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Ticket]) -> OpResult {
+async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> OpResult {
     match req {
         Request::Init { .. } => Err(VfsError::InvalidArgument("unexpected INIT".into())),
         Request::Open {
@@ -193,7 +195,9 @@ async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Ticket]) -> OpResult {
         }
         Request::Realpath { id, path: p } => one_name(*id, path(p)?.to_absolute()),
         Request::Rename { id, old, new } => {
-            ctx.vfs.rename(&path(old)?, &path(new)?, false).await?;
+            // Replaces an existing file atomically, as rclone's users rely on
+            // (see docs/design/rename.md).
+            ctx.vfs.rename(&path(old)?, &path(new)?, true).await?;
             ok(*id)
         }
         Request::Readlink { id, path: p } => one_name(*id, ctx.vfs.readlink(&path(p)?).await?),
@@ -230,7 +234,8 @@ async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> 
     let rel = path(p)?;
     let mode = a.permissions.map(|m| m & 0o7777);
     let file = ctx.vfs.open(&rel, open_flags(pflags), mode).await?;
-    match ctx.handles.insert(HandleKind::File(file)) {
+    let at = file.path().clone();
+    match ctx.handles.insert(HandleKind::File(file), at) {
         Ok(h) => Ok(encode(&Response::Handle {
             id,
             handle: Bytes::from(h),
@@ -243,10 +248,9 @@ async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> 
     }
 }
 
-async fn close(id: u32, tickets: &[Ticket]) -> OpResult {
+async fn close(id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
     let entry = tickets
         .first()
-        .map(|t| t.entry())
         .ok_or(VfsError::InvalidArgument("Invalid handle".into()))?;
     if let Some(f) = entry.file() {
         f.close().await?;
@@ -254,7 +258,7 @@ async fn close(id: u32, tickets: &[Ticket]) -> OpResult {
     ok(id)
 }
 
-async fn read(ctx: &Ctx, id: u32, tickets: &[Ticket], offset: u64, len: u32) -> OpResult {
+async fn read(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>], offset: u64, len: u32) -> OpResult {
     let f = file(tickets)?;
     let len = len.min(ctx.opts.max_read) as usize;
     let mut buf = Vec::with_capacity(DATA_HEADER_LEN + len);
@@ -272,13 +276,13 @@ async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
     let rel = path(p)?;
     let entries = ctx.vfs.read_dir(&rel).await?;
     let cursor = DirCursor {
-        path: rel,
+        path: rel.clone(),
         entries,
         pos: 0,
     };
     match ctx
         .handles
-        .insert(HandleKind::Dir(std::sync::Mutex::new(cursor)))
+        .insert(HandleKind::Dir(std::sync::Mutex::new(cursor)), rel)
     {
         Ok(h) => Ok(encode(&Response::Handle {
             id,
@@ -288,10 +292,9 @@ async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
     }
 }
 
-fn readdir(ctx: &Ctx, id: u32, tickets: &[Ticket]) -> OpResult {
+fn readdir(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
     let entry = tickets
         .first()
-        .map(|t| t.entry())
         .ok_or(VfsError::InvalidArgument("Invalid handle".into()))?;
     let HandleKind::Dir(cursor) = &entry.kind else {
         return Err(VfsError::NotADirectory);
@@ -322,7 +325,12 @@ fn readdir(ctx: &Ctx, id: u32, tickets: &[Ticket]) -> OpResult {
     Ok(encode(&Response::Name { id, entries }))
 }
 
-async fn extended(ctx: &Ctx, id: u32, x: &ExtendedRequest, tickets: &[Ticket]) -> OpResult {
+async fn extended(
+    ctx: &Ctx,
+    id: u32,
+    x: &ExtendedRequest,
+    tickets: &[Arc<HandleEntry>],
+) -> OpResult {
     match x {
         ExtendedRequest::PosixRename { old, new } => {
             ctx.vfs.rename(&path(old)?, &path(new)?, true).await?;
@@ -418,18 +426,17 @@ async fn statvfs(ctx: &Ctx, id: u32) -> OpResult {
 async fn copy_data(
     ctx: &Ctx,
     id: u32,
-    tickets: &[Ticket],
+    tickets: &[Arc<HandleEntry>],
     read_offset: u64,
     read_len: u64,
     write_offset: u64,
 ) -> OpResult {
     let src = tickets
         .first()
-        .and_then(|t| t.entry().file())
+        .and_then(|t| t.file())
         .ok_or(VfsError::InvalidArgument("Not a file handle".into()))?;
     let dst = match tickets.get(1) {
         Some(t) => t
-            .entry()
             .file()
             .ok_or(VfsError::InvalidArgument("Not a file handle".into()))?,
         None => {

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Install what Ferry's end-to-end tests (tests/e2e) need. Idempotent and
+# non-interactive: it installs only what is missing and says what it installs.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo -E"
+    else
+        echo "install-test-deps: not root and no sudo; cannot install system packages" >&2
+    fi
+fi
+
+# command -> Debian package
+declare -A PKG_FOR=(
+    [ssh]=openssh-client
+    [sftp]=openssh-client
+    [ssh-keygen]=openssh-client
+    [sshd]=openssh-server
+    [rclone]=rclone
+    [sshfs]=sshfs
+    [fusermount3]=fuse3
+)
+
+missing=()
+for cmd in "${!PKG_FOR[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
+        pkg="${PKG_FOR[$cmd]}"
+        case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
+    fi
+done
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    missing+=(python3-pip)
+fi
+# The benchmark harness (../shared/bench/sftp-bench) runs /usr/bin/python3,
+# which needs Debian's paramiko for its stat-rtt case.
+if [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import paramiko' >/dev/null 2>&1; then
+    missing+=(python3-paramiko)
+fi
+
+apt_run() {
+    # Retry while another apt/dpkg holds the lock.
+    local tries=0
+    until $SUDO "$@"; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 30 ]; then
+            echo "install-test-deps: '$*' kept failing" >&2
+            return 1
+        fi
+        echo "install-test-deps: apt busy or failed, retrying in 10 s ($tries/30)" >&2
+        sleep 10
+    done
+}
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-test-deps: installing ${missing[*]}"
+    apt_run apt-get update -q
+    apt_run apt-get install -y -q openssh-client openssh-server rclone sshfs fuse3 python3-pip python3-paramiko
+else
+    echo "install-test-deps: system packages already present"
+fi
+
+pip_missing=()
+python3 -c 'import paramiko' >/dev/null 2>&1 || pip_missing+=(paramiko)
+python3 -c 'import pytest' >/dev/null 2>&1 || pip_missing+=(pytest)
+if [ "${#pip_missing[@]}" -gt 0 ]; then
+    echo "install-test-deps: pip installing ${pip_missing[*]}"
+    if ! python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null; then
+        # Debian's externally-managed Python refuses plain pip installs.
+        python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+    fi
+else
+    echo "install-test-deps: python packages already present"
+fi
+echo "install-test-deps: done"
