@@ -15,6 +15,8 @@ pub struct Cli {
 }
 
 /// Top-level commands.
+// Parsed once at start-up: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a remote over a protocol.
@@ -84,7 +86,7 @@ pub struct SftpArgs {
     pub auth_proxy: Option<String>,
 
     /// SSH private host key file (can be repeated; generated if not given).
-    #[arg(long, env = "FERRY_KEY", value_delimiter = ',')]
+    #[arg(long, env = "FERRY_KEY")]
     pub key: Vec<PathBuf>,
 
     /// Directory for host keys and caches [default: $XDG_CACHE_HOME/ferry
