@@ -80,21 +80,16 @@ pub struct Op {
 
 impl Op {
     fn all_paths(&self) -> impl Iterator<Item = &RelPath> {
-        self.paths
-            .iter()
-            .chain(self.handle.iter().map(|h| &h.path))
-            .chain(self.other_handle.iter().map(|h| &h.path))
+        self.paths.iter().chain(self.handles().map(|h| &h.path))
+    }
+
+    fn handles(&self) -> impl Iterator<Item = &Arc<HandleEntry>> {
+        self.handle.iter().chain(self.other_handle.iter())
     }
 
     fn same_handle(&self, earlier: &Op) -> bool {
-        let mine = self.handle.iter().chain(self.other_handle.iter());
-        let theirs: Vec<&Arc<HandleEntry>> = earlier
-            .handle
-            .iter()
-            .chain(earlier.other_handle.iter())
-            .collect();
-        mine.into_iter()
-            .any(|h| theirs.iter().any(|t| Arc::ptr_eq(h, t)))
+        self.handles()
+            .any(|h| earlier.handles().any(|t| Arc::ptr_eq(h, t)))
     }
 
     fn conflicts(&self, earlier: &Op) -> bool {
