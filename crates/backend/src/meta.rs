@@ -73,10 +73,61 @@ pub struct Usage {
 /// A content hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub enum HashKind {
+    /// MD5.
     Md5,
+    /// SHA-1.
     Sha1,
+    /// SHA-256.
     Sha256,
+    /// SHA-512.
+    Sha512,
+    /// CRC-32 (IEEE).
     Crc32,
+    /// BLAKE3 (256 bits).
+    Blake3,
+    /// XXH3 (64 bits).
+    Xxh3,
+    /// XXH3 (128 bits).
+    Xxh128,
+    /// Whirlpool.
+    Whirlpool,
+}
+
+impl HashKind {
+    /// Every kind.
+    pub const ALL: &'static [HashKind] = &[
+        HashKind::Md5,
+        HashKind::Sha1,
+        HashKind::Sha256,
+        HashKind::Sha512,
+        HashKind::Crc32,
+        HashKind::Blake3,
+        HashKind::Xxh3,
+        HashKind::Xxh128,
+        HashKind::Whirlpool,
+    ];
+
+    /// rclone's name for the hash (`md5`, `sha1`, `xxh128`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            HashKind::Md5 => "md5",
+            HashKind::Sha1 => "sha1",
+            HashKind::Sha256 => "sha256",
+            HashKind::Sha512 => "sha512",
+            HashKind::Crc32 => "crc32",
+            HashKind::Blake3 => "blake3",
+            HashKind::Xxh3 => "xxh3",
+            HashKind::Xxh128 => "xxh128",
+            HashKind::Whirlpool => "whirlpool",
+        }
+    }
+
+    /// The kind rclone calls `name` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<HashKind> {
+        HashKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name().eq_ignore_ascii_case(name))
+    }
 }

@@ -94,6 +94,17 @@ pub struct SftpArgs {
     #[arg(long, env = "FERRY_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Speak SFTP on standard input and output (no SSH, no auth), for an
+    /// OpenSSH `Subsystem sftp` line, a `command=` in authorized_keys, or
+    /// `sftp -D`.
+    #[arg(long, env = "FERRY_STDIO")]
+    pub stdio: bool,
+
+    /// Don't compute or offer checksums (the md5sum/sha1sum exec commands
+    /// answer "not supported").
+    #[arg(long, env = "FERRY_NO_CHECKSUM")]
+    pub no_checksum: bool,
+
     /// Only allow read-only access.
     #[arg(long, env = "FERRY_READ_ONLY")]
     pub read_only: bool,

@@ -165,7 +165,12 @@ pub fn serve_config(args: &SftpArgs) -> anyhow::Result<ServeConfig> {
     }
 
     let mut warnings = Vec::new();
-    let keys = load_keys(args, &mut warnings)?;
+    // --stdio has no SSH layer: the caller (sshd) authenticates.
+    let keys = if args.stdio {
+        Vec::new()
+    } else {
+        load_keys(args, &mut warnings)?
+    };
     let auth = AuthConfig {
         user: Some(args.user.clone()).filter(|s| !s.is_empty()),
         pass: Some(args.pass.clone()).filter(|s| !s.is_empty()),
@@ -175,7 +180,7 @@ pub fn serve_config(args: &SftpArgs) -> anyhow::Result<ServeConfig> {
     if (auth.user.is_some() != auth.pass.is_some()) && !auth.any_method() {
         return Err(usage("--user and --pass must be given together"));
     }
-    if !auth.any_method() {
+    if !auth.any_method() && !args.stdio {
         return Err(usage(
             "no authorization found, use --user/--pass or --authorized-keys or --no-auth or --auth-proxy",
         ));
@@ -199,6 +204,7 @@ pub fn serve_config(args: &SftpArgs) -> anyhow::Result<ServeConfig> {
         gid: args.gid,
         default_uid: rustix::process::getuid().as_raw(),
         default_gid: rustix::process::getgid().as_raw(),
+        no_checksum: args.no_checksum,
         ..VfsOptions::default()
     };
     Ok(ServeConfig {

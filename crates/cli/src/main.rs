@@ -9,6 +9,7 @@
 
 mod args;
 mod config;
+mod stdio;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -69,7 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
+pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
     let level = match args.verbose {
         0 => "warn",
         1 => "info",
@@ -108,6 +109,9 @@ fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
 
 fn serve_sftp(args: SftpArgs) -> anyhow::Result<()> {
     let cfg = config::serve_config(&args)?;
+    if args.stdio {
+        return stdio::serve(&args, cfg);
+    }
     let bind = config::bind_addr(&cfg.addr)?;
     init_logging(&args)?;
     for w in &cfg.warnings {

@@ -7,9 +7,11 @@
 //! - [`ssh`]: the russh server: accept loop, per-connection handler,
 //!   channels and subsystems.
 //! - [`auth`]: password and public-key checks, authorized_keys parsing.
+//! - [`exec`]: the exec commands rclone's client runs (hashes, `df`).
 //! - [`hostkeys`]: loading and generating host keys.
 
 pub mod auth;
+pub mod exec;
 pub mod hostkeys;
 pub mod sftp;
 pub mod ssh;

@@ -426,10 +426,31 @@ impl russh::server::Handler for Conn {
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_channel_request(channel, session, "exec")
+        let Some(ch) = self.channels.remove(&channel) else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let line = String::from_utf8_lossy(data).into_owned();
+        tracing::debug!(peer = %self.peer, "exec {line:?}");
+        let vfs = self.shared.vfs.clone();
+        tokio::spawn(async move {
+            let cmd = crate::exec::parse(&line);
+            let out = crate::exec::run(&vfs, &cmd).await;
+            let (_read, write) = ch.split();
+            if !out.stdout.is_empty() {
+                let _ = write.data_bytes(out.stdout).await;
+            }
+            if !out.stderr.is_empty() {
+                let _ = write.extended_data_bytes(1, out.stderr).await;
+            }
+            let _ = write.exit_status(out.status).await;
+            let _ = write.eof().await;
+            let _ = write.close().await;
+        });
+        Ok(())
     }
 
     async fn shell_request(

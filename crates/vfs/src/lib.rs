@@ -18,6 +18,7 @@
 pub mod attr;
 pub mod error;
 pub mod file;
+pub mod hash;
 pub mod options;
 mod uploads;
 
@@ -51,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) uploads: uploads::Uploads,
     /// The last session view handed out.
     pub(crate) sessions: std::sync::atomic::AtomicU64,
+    /// Hashes already computed.
+    pub(crate) hashes: hash::HashCache,
 }
 
 impl Vfs {
@@ -62,6 +65,7 @@ impl Vfs {
                 opts,
                 uploads: uploads::Uploads::default(),
                 sessions: std::sync::atomic::AtomicU64::new(0),
+                hashes: hash::HashCache::new(100_000),
             }),
             viewer: 0,
         }
@@ -317,6 +321,73 @@ impl Vfs {
                 tracing::warn!("could not remove unfinished upload {t}: {e}");
             }
         }
+    }
+
+    /// The `kind` hash of file `path` as lower-case hex: the backend's
+    /// stored hash when it keeps one, else computed by streaming the file
+    /// (never holding it whole) and cached while the file's size and
+    /// modification time stay the same. This session's upload in progress
+    /// is hashed as it stands.
+    pub async fn hash(&self, path: &RelPath, kind: ferry_backend::HashKind) -> Result<String> {
+        if self.inner.opts.no_checksum {
+            return Err(VfsError::Unsupported("hashes (--no-checksum)"));
+        }
+        let target = self.pending_for(path).unwrap_or_else(|| path.clone());
+        let backend = &self.inner.backend;
+        let meta = backend.stat(&target).await?;
+        if meta.is_dir() {
+            return Err(VfsError::IsADirectory);
+        }
+        if backend.native_hashes().contains(&kind) {
+            if let Some(h) = backend.stored_hash(&target, kind).await? {
+                return Ok(h.to_ascii_lowercase());
+            }
+        }
+        let fp = hash::Fingerprint {
+            size: meta.size,
+            mtime: meta.mtime,
+        };
+        if let Some(h) = self.inner.hashes.get(&target, kind, &fp) {
+            return Ok(h);
+        }
+        const CHUNK: usize = 1 << 20;
+        let file = backend
+            .open_file(
+                &target,
+                OpenOptions {
+                    read: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut hasher = hash::Hasher::new(kind).ok_or(VfsError::Unsupported("this hash type"))?;
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut offset = 0u64;
+        loop {
+            buf.clear();
+            buf = file.read_at(offset, CHUNK, buf).await?;
+            if buf.is_empty() {
+                break;
+            }
+            offset += buf.len() as u64;
+            // Hashing is CPU work: keep it off the I/O threads.
+            let (h, b) = tokio::task::spawn_blocking(move || {
+                hasher.update(&buf);
+                (hasher, buf)
+            })
+            .await
+            .map_err(|e| VfsError::InvalidArgument(format!("hashing failed: {e}")))?;
+            hasher = h;
+            buf = b;
+        }
+        let hex = hasher.finish_hex();
+        // Cache only if the file did not change while it was read.
+        if let Ok(after) = backend.stat(&target).await {
+            if after.size == fp.size && after.mtime == fp.mtime && offset == fp.size {
+                self.inner.hashes.put(&target, kind, fp, hex.clone());
+            }
+        }
+        Ok(hex)
     }
 
     /// Space on the backend.

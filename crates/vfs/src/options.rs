@@ -70,6 +70,8 @@ pub struct VfsOptions {
     pub default_gid: u32,
     /// The file cache mode.
     pub cache_mode: CacheMode,
+    /// Never compute or offer content hashes (`--no-checksum`).
+    pub no_checksum: bool,
 }
 
 impl Default for VfsOptions {
@@ -86,6 +88,7 @@ impl Default for VfsOptions {
             default_uid: 0,
             default_gid: 0,
             cache_mode: CacheMode::Off,
+            no_checksum: false,
         }
     }
 }

@@ -1,0 +1,73 @@
+//! `--stdio`: one SFTP session on standard input and output, with no SSH
+//! layer. OpenSSH runs it as a subsystem or a forced command and does the
+//! authentication; `sftp -D` runs it directly.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::{Bytes, BytesMut};
+use ferry_backend_local::LocalBackend;
+use ferry_server::sftp::{self, SftpOptions};
+use ferry_vfs::Vfs;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::args::SftpArgs;
+use crate::config::{ServeConfig, UsageError};
+
+struct StdinInput {
+    stdin: tokio::io::Stdin,
+    buf: BytesMut,
+}
+
+impl sftp::Input for StdinInput {
+    async fn recv(&mut self) -> Option<Bytes> {
+        self.buf.reserve(256 * 1024);
+        match self.stdin.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(self.buf.split().freeze()),
+        }
+    }
+}
+
+struct StdoutOutput(tokio::io::Stdout);
+
+impl sftp::Output for StdoutOutput {
+    async fn send(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.0.write_all(&data).await?;
+        self.0.flush().await
+    }
+}
+
+/// Serve one session on stdin/stdout until stdin ends.
+pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
+    if std::io::stdin().is_terminal() || std::io::stdout().is_terminal() {
+        return Err(UsageError(
+            "--stdio speaks SFTP on standard input and output and refuses to run on a terminal; run it as an SSH subsystem or with sftp -D".into(),
+        )
+        .into());
+    }
+    crate::init_logging(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let backend = LocalBackend::open(&cfg.root)
+            .with_context(|| format!("cannot open {}", cfg.root.display()))?;
+        let vfs = Vfs::new(Arc::new(backend), cfg.vfs);
+        let input = StdinInput {
+            stdin: tokio::io::stdin(),
+            buf: BytesMut::new(),
+        };
+        let output = StdoutOutput(tokio::io::stdout());
+        let user = std::env::var("USER").unwrap_or_default();
+        let opts = SftpOptions {
+            user,
+            ..SftpOptions::default()
+        };
+        let result = sftp::serve(vfs.clone(), Arc::new(opts), input, output).await;
+        vfs.discard_pending_uploads().await;
+        result.map_err(|e| anyhow::anyhow!("SFTP session ended: {e}"))
+    })
+}
