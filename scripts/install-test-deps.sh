@@ -65,6 +65,8 @@ fi
 pip_missing=()
 python3 -c 'import paramiko' >/dev/null 2>&1 || pip_missing+=(paramiko)
 python3 -c 'import pytest' >/dev/null 2>&1 || pip_missing+=(pytest)
+python3 -c 'import blake3' >/dev/null 2>&1 || pip_missing+=(blake3)
+python3 -c 'import xxhash' >/dev/null 2>&1 || pip_missing+=(xxhash)
 if [ "${#pip_missing[@]}" -gt 0 ]; then
     echo "install-test-deps: pip installing ${pip_missing[*]}"
     if ! python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null; then

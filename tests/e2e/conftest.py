@@ -552,3 +552,177 @@ def temp_files(root):
 
 def mode_of(path):
     return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# --------------------------------------------------------------------------
+# exec commands (md5sum, df, echo, ...) and hashes
+# --------------------------------------------------------------------------
+
+class ExecResult:
+    """What one exec request produced: exit status and raw output bytes."""
+
+    def __init__(self, rc, out, err):
+        self.rc, self.out, self.err = rc, out, err
+
+    @property
+    def stdout(self):
+        return self.out.decode("utf-8", "replace")
+
+    @property
+    def stderr(self):
+        return self.err.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return f"ExecResult(rc={self.rc}, out={self.out[:2000]!r}, err={self.err[:2000]!r})"
+
+
+def exec_on(transport, command, *, stdin=b"", timeout=60):
+    """Run one exec request on an open paramiko Transport.
+
+    `command` goes on the wire byte for byte (str is sent as UTF-8). Raises
+    paramiko.SSHException if the server refuses the request."""
+    ch = transport.open_session(timeout=20)
+    try:
+        ch.settimeout(timeout)
+        ch.exec_command(command)
+        if stdin:
+            ch.sendall(stdin)
+        ch.shutdown_write()
+        out = ch.makefile("rb").read()
+        err = ch.makefile_stderr("rb").read()
+        rc = ch.recv_exit_status()
+        return ExecResult(rc, out, err)
+    finally:
+        ch.close()
+
+
+def ssh_exec(server, command, *, timeout=60, key=False, **kw):
+    """Log in (password, or the client key with key=True), run one exec
+    request, log out. Returns an ExecResult."""
+    if key:
+        kw["pkey"] = _KEYS["keys"].paramiko_key()
+    elif "pkey" not in kw:
+        kw.setdefault("password", PASSWORD)
+    t = connect_transport(server.port, **kw)
+    try:
+        return exec_on(t, command, timeout=timeout)
+    finally:
+        t.close()
+
+
+_RCLONE_UNSAFE = None
+
+
+def rclone_shell_escape(path):
+    """Escape a path the way rclone's sftp backend does before appending it
+    to `md5sum ` (backend/sftp quoteOrEscapeShellPath, unix shell): a
+    backslash before every character outside [A-Za-z0-9_.,:/@\\u0080-...\\n-],
+    then each newline becomes the three characters quote, newline, quote."""
+    import re
+    global _RCLONE_UNSAFE
+    if _RCLONE_UNSAFE is None:
+        _RCLONE_UNSAFE = re.compile("[^A-Za-z0-9_.,:/@\u0080-\U0010FFFF\n-]")
+    safe = _RCLONE_UNSAFE.sub(lambda m: "\\" + m.group(0), path)
+    return safe.replace("\n", "'\n'")
+
+
+def _need(module, pip_name):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pytest.fail(f"python package {pip_name} is missing: run scripts/install-test-deps.sh",
+                    pytrace=False)
+
+
+def _hasher(kind):
+    """A hashlib-like object (update/hexdigest) for a hash name as rclone
+    spells it."""
+    import zlib
+    if kind in ("md5", "sha1", "sha256", "sha512"):
+        return hashlib.new(kind)
+    if kind == "crc32":
+        class Crc32:
+            def __init__(self):
+                self.v = 0
+
+            def update(self, data):
+                self.v = zlib.crc32(data, self.v)
+
+            def hexdigest(self):
+                return format(self.v & 0xFFFFFFFF, "08x")
+        return Crc32()
+    if kind == "blake3":
+        return _need("blake3", "blake3").blake3()
+    if kind == "xxh3":
+        return _need("xxhash", "xxhash").xxh3_64()
+    if kind == "xxh128":
+        return _need("xxhash", "xxhash").xxh3_128()
+    if kind == "whirlpool":
+        return hashlib.new("whirlpool")   # ValueError where OpenSSL lacks it
+    raise ValueError(f"unknown hash kind {kind}")
+
+
+def hash_bytes(kind, data):
+    """Lower-hex digest of `data` (md5, sha1, sha256, sha512, crc32, blake3,
+    xxh3, xxh128)."""
+    h = _hasher(kind)
+    h.update(data)
+    return h.hexdigest()
+
+
+def hash_file(kind, path):
+    """Lower-hex digest of a local file, read in 1 MiB pieces."""
+    h = _hasher(kind)
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# rclone with shell detection and hashes on
+# --------------------------------------------------------------------------
+
+def rclone_sftp_remote(server, path="", *, user=USER, password=PASSWORD, key_file=None,
+                       extra=""):
+    """An on-the-fly `:sftp,...:` remote for `server` WITHOUT shell_type=none,
+    so rclone detects the shell with `echo` and the hash commands with
+    md5sum/sha1sum over exec. With key_file, the key replaces the password."""
+    opts = f"host={HOST},port={server.port},user={user}"
+    if key_file is not None:
+        opts += f",key_file={key_file}"
+    else:
+        opts += f",pass={rclone_obscure(password)}"
+    if extra:
+        opts += "," + extra
+    return f":sftp,{opts}:{path}"
+
+
+def rclone_hashed(*args, timeout=300, check=True):
+    """Like rclone(), but with the sftp backend's hash checks left on."""
+    cmd = ["rclone", "--config", "/dev/null",
+           "--low-level-retries", "1", "--retries", "1", "--contimeout", "20s",
+           "--timeout", "60s", *args]
+    p = run(cmd, timeout=timeout, env=clean_env())
+    if check:
+        assert p.returncode == 0, (
+            f"$ {' '.join(map(str, cmd))}\nexit {p.returncode}\n"
+            f"stdout:\n{p.stdout[-4000:]}\nstderr:\n{p.stderr[-4000:]}")
+    return p
+
+
+_RCLONE_HELP = {}
+
+
+def rclone_help(*topic):
+    """The text of `rclone help flags` / `rclone <cmd> --help` (cached), to
+    find out what this rclone version offers."""
+    key = tuple(topic)
+    if key not in _RCLONE_HELP:
+        p = run(["rclone", "--config", "/dev/null", *topic], timeout=60, env=clean_env())
+        _RCLONE_HELP[key] = (p.returncode, p.stdout + p.stderr)
+    return _RCLONE_HELP[key]

@@ -3,9 +3,10 @@
 //! ever starts a program or a shell.
 //!
 //! The command line is split at the first space into the command and its
-//! arguments. Arguments are unescaped the way the rclone client escapes
-//! paths: the four characters `'\n'` become a newline, then `\X` becomes
-//! `X`. Output formats follow the tools rclone expects (`md5sum`'s
+//! arguments (leading spaces trimmed from both). Arguments are unescaped
+//! the way the rclone client escapes paths: a newline arrives as
+//! quote-newline-quote (`'<LF>'`) and becomes a bare newline, then `\X`
+//! becomes `X`. Output formats follow the tools rclone expects (`md5sum`'s
 //! `<hex>  <name>`, `df`'s columns).
 
 use ferry_vfs::backend::{HashKind, RelPath};
@@ -82,7 +83,7 @@ fn opt(arg: String) -> Option<String> {
 pub fn parse(line: &str) -> Command {
     let line = line.trim_start();
     let (cmd, args) = match line.split_once(' ') {
-        Some((c, a)) => (c, a),
+        Some((c, a)) => (c, a.trim_start()),
         None => (line, ""),
     };
     if let Some((kind, arg)) = hash_command(cmd, args) {
@@ -146,10 +147,10 @@ fn unquote(s: &str) -> String {
     s.to_string()
 }
 
-/// Undo the rclone client's path escaping: `'\n'` is a newline, then `\X`
-/// is `X`.
+/// Undo the rclone client's path escaping: quote-newline-quote is a
+/// newline, then `\X` is `X`.
 pub fn unescape(arg: &str) -> String {
-    let s = arg.replace("'\\n'", "\n");
+    let s = arg.replace("'\n'", "\n");
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -301,6 +302,13 @@ mod tests {
         );
         assert_eq!(parse("df -k /x"), Command::Df);
         assert_eq!(
+            parse("md5sum    big.bin"),
+            Command::Hash {
+                kind: HashKind::Md5,
+                arg: Some("big.bin".into())
+            }
+        );
+        assert_eq!(
             parse("echo 'abc' | md5sum"),
             Command::EchoHash {
                 kind: HashKind::Md5,
@@ -318,7 +326,8 @@ mod tests {
     #[test]
     fn unescaping() {
         assert_eq!(unescape("a\\ b"), "a b");
-        assert_eq!(unescape("x'\\n'y"), "x\ny");
+        assert_eq!(unescape("x'\n'y"), "x\ny");
+        assert_eq!(unescape("x\\n"), "xn");
         assert_eq!(unescape("q\\'s"), "q's");
         assert_eq!(unescape("back\\\\slash"), "back\\slash");
         assert_eq!(unescape("caf\u{e9}"), "caf\u{e9}");

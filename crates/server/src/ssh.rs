@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,7 +210,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         attempt: None,
         user: String::new(),
         channels: HashMap::new(),
-        open_channels: 0,
+        open_channels: Arc::new(AtomicUsize::new(0)),
         authed: authed.clone(),
     };
     let session = match russh::server::run_stream(shared.russh.clone(), stream, handler).await {
@@ -248,9 +248,22 @@ struct Conn {
     /// The method of the authentication attempt in progress, for the log.
     attempt: Option<&'static str>,
     user: String,
+    /// Session channels opened but not yet given a subsystem or command.
     channels: HashMap<ChannelId, Channel<Msg>>,
-    open_channels: usize,
+    /// Session channels open now: counted at open, released when an
+    /// unused channel closes or when its subsystem or command ends.
+    open_channels: Arc<AtomicUsize>,
     authed: Arc<AtomicBool>,
+}
+
+/// Releases one channel slot when dropped (at the end of the channel's
+/// task, however it ends).
+struct ChannelSlot(Arc<AtomicUsize>);
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Conn {
@@ -274,6 +287,11 @@ impl Conn {
         Auth::Accept
     }
 
+    /// The slot of a channel taken out of `channels` to be used.
+    fn slot(&self) -> ChannelSlot {
+        ChannelSlot(self.open_channels.clone())
+    }
+
     fn refuse_channel_request(
         &mut self,
         channel: ChannelId,
@@ -281,7 +299,9 @@ impl Conn {
         what: &str,
     ) -> Result<(), russh::Error> {
         tracing::debug!(peer = %self.peer, "refused {what} request");
-        self.channels.remove(&channel);
+        if self.channels.remove(&channel).is_some() {
+            drop(self.slot());
+        }
         session.channel_success(channel)?;
         let msg = format!("ferry: {what} is not available on this server (SFTP only)\n");
         session.extended_data(channel, 1, Bytes::from(msg))?;
@@ -366,13 +386,13 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.open_channels >= self.shared.max_channels {
+        if self.open_channels.load(Ordering::Acquire) >= self.shared.max_channels {
             reply
                 .reject(russh::ChannelOpenFailure::ResourceShortage)
                 .await;
             return Ok(());
         }
-        self.open_channels += 1;
+        self.open_channels.fetch_add(1, Ordering::AcqRel);
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -383,8 +403,11 @@ impl russh::server::Handler for Conn {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.remove(&channel);
-        self.open_channels = self.open_channels.saturating_sub(1);
+        // A channel closed before it was used; used ones release their slot
+        // when their task ends.
+        if self.channels.remove(&channel).is_some() {
+            drop(self.slot());
+        }
         Ok(())
     }
 
@@ -406,7 +429,9 @@ impl russh::server::Handler for Conn {
         let mut opts = (*self.shared.sftp).clone();
         opts.user = self.user.clone();
         let peer = self.peer;
+        let slot = self.slot();
         tokio::spawn(async move {
+            let _slot = slot;
             let (read, write) = ch.split();
             let input = ChannelInput { read };
             let output = ChannelOutput {
@@ -436,7 +461,9 @@ impl russh::server::Handler for Conn {
         let line = String::from_utf8_lossy(data).into_owned();
         tracing::debug!(peer = %self.peer, "exec {line:?}");
         let vfs = self.shared.vfs.clone();
+        let slot = self.slot();
         tokio::spawn(async move {
+            let _slot = slot;
             let cmd = crate::exec::parse(&line);
             let out = crate::exec::run(&vfs, &cmd).await;
             let (_read, write) = ch.split();
