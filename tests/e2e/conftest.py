@@ -488,9 +488,11 @@ def rclone_remote(server, path="", user=USER, password=PASSWORD):
     return f":sftp,{opts}:{path}"
 
 
-def rclone(*args, timeout=300, check=True):
-    """Run rclone with no config file. Returns the CompletedProcess."""
-    cmd = ["rclone", "--config", "/dev/null", "--sftp-disable-hashcheck",
+def rclone(*args, timeout=300, check=True, hashcheck=False):
+    """Run rclone with no config file. Returns the CompletedProcess. The sftp
+    backend's hash checks are off unless `hashcheck`."""
+    cmd = ["rclone", "--config", "/dev/null",
+           *([] if hashcheck else ["--sftp-disable-hashcheck"]),
            "--low-level-retries", "1", "--retries", "1", "--contimeout", "20s",
            "--timeout", "60s", *args]
     p = run(cmd, timeout=timeout, env=clean_env())
@@ -704,15 +706,7 @@ def rclone_sftp_remote(server, path="", *, user=USER, password=PASSWORD, key_fil
 
 def rclone_hashed(*args, timeout=300, check=True):
     """Like rclone(), but with the sftp backend's hash checks left on."""
-    cmd = ["rclone", "--config", "/dev/null",
-           "--low-level-retries", "1", "--retries", "1", "--contimeout", "20s",
-           "--timeout", "60s", *args]
-    p = run(cmd, timeout=timeout, env=clean_env())
-    if check:
-        assert p.returncode == 0, (
-            f"$ {' '.join(map(str, cmd))}\nexit {p.returncode}\n"
-            f"stdout:\n{p.stdout[-4000:]}\nstderr:\n{p.stderr[-4000:]}")
-    return p
+    return rclone(*args, timeout=timeout, check=check, hashcheck=True)
 
 
 _RCLONE_HELP = {}

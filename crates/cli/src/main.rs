@@ -70,6 +70,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The multi-threaded runtime every mode runs on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// The backend and VFS for the configured root, and the backend's
+/// description for logs. The only place that names a concrete backend.
+pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String)> {
+    let backend = LocalBackend::open(&cfg.root)
+        .with_context(|| format!("cannot open {}", cfg.root.display()))?;
+    let describe = ferry_vfs::backend::Backend::describe(&backend);
+    Ok((Vfs::new(Arc::new(backend), cfg.vfs.clone()), describe))
+}
+
 pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
     let level = match args.verbose {
         0 => "warn",
@@ -127,15 +144,8 @@ fn serve_sftp(args: SftpArgs) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, _>>()?
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async move {
-        let backend = LocalBackend::open(&cfg.root)
-            .with_context(|| format!("cannot open {}", cfg.root.display()))?;
-        let describe = ferry_vfs::backend::Backend::describe(&backend);
-        let vfs = Vfs::new(Arc::new(backend), cfg.vfs.clone());
+    runtime()?.block_on(async move {
+        let (vfs, describe) = open_vfs(&cfg)?;
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
             .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?;

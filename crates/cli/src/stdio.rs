@@ -5,11 +5,8 @@
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
-use ferry_backend_local::LocalBackend;
 use ferry_server::sftp::{self, SftpOptions};
-use ferry_vfs::Vfs;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::args::SftpArgs;
@@ -48,14 +45,8 @@ pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
         .into());
     }
     crate::init_logging(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async move {
-        let backend = LocalBackend::open(&cfg.root)
-            .with_context(|| format!("cannot open {}", cfg.root.display()))?;
-        let vfs = Vfs::new(Arc::new(backend), cfg.vfs);
+    crate::runtime()?.block_on(async move {
+        let (vfs, _) = crate::open_vfs(&cfg)?;
         let input = StdinInput {
             stdin: tokio::io::stdin(),
             buf: BytesMut::new(),
