@@ -12,6 +12,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Config file (rclone.conf format) [default: $FERRY_CONFIG, else
+    /// ~/.config/ferry/ferry.conf, else ~/.config/rclone/rclone.conf].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Top-level commands.
@@ -27,6 +32,34 @@ pub enum Command {
     },
     /// Show the version (as `rclone version` does, for tools that probe it).
     Version,
+    /// Obscure a password for use in the config file or a connection string.
+    Obscure {
+        /// The password; `-` reads one line from standard input.
+        password: String,
+    },
+    /// Reveal an obscured password.
+    Reveal {
+        /// The obscured value.
+        obscured: String,
+    },
+    /// List the remotes of the config file and the environment.
+    Listremotes,
+    /// Inspect the configuration.
+    Config {
+        /// What to show.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `ferry config` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the configuration (all remotes, or one), secrets redacted.
+    Show {
+        /// The remote to show.
+        remote: Option<String>,
+    },
 }
 
 /// Protocols `serve` speaks.
@@ -53,8 +86,9 @@ Connect with: sftp -P 2022 USER@localhost";
 /// `ferry serve sftp` flags; names, defaults and meanings as rclone's.
 #[derive(Debug, Args)]
 pub struct SftpArgs {
-    /// The directory to serve.
-    #[arg(value_name = "PATH")]
+    /// What to serve: a local directory, `REMOTE:PATH` from the config
+    /// file, or an on-the-fly `:TYPE,key=value:PATH`.
+    #[arg(value_name = "REMOTE:PATH")]
     pub path: String,
 
     /// IPaddress:Port or :Port to bind the server to.

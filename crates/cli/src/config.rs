@@ -24,10 +24,19 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
+/// The storage to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A local directory.
+    Local(PathBuf),
+    /// A fresh in-memory store (rclone's `memory` remote).
+    Memory,
+}
+
 /// The typed `serve sftp` configuration.
 pub struct ServeConfig {
-    /// The directory served.
-    pub root: PathBuf,
+    /// What is served.
+    pub target: Target,
     /// Where to listen.
     pub addr: String,
     /// Who may log in.
@@ -145,26 +154,20 @@ fn load_keys(
 }
 
 /// Check and type the `serve sftp` flags.
-pub fn serve_config(args: &SftpArgs) -> anyhow::Result<ServeConfig> {
+pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Result<ServeConfig> {
     if args.auth_proxy.is_some() {
         return Err(usage("--auth-proxy is not supported yet"));
     }
-    let looks_remote =
-        args.path.contains(':') && !args.path.starts_with('/') && !args.path.starts_with('.');
-    if looks_remote {
-        return Err(usage(format!(
-            "{:?} looks like a remote; only local paths are supported yet (write ./{} for a local name with a colon)",
-            args.path, args.path
-        )));
-    }
-    let root = expand_path(&args.path);
-    match std::fs::metadata(&root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(usage(format!("{} is not a directory", root.display()))),
-        Err(e) => return Err(usage(format!("cannot serve {}: {e}", root.display()))),
+    let mut warnings = Vec::new();
+    let target = serve_target(&args.path, config_flag, &mut warnings)?;
+    if let Target::Local(root) = &target {
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(usage(format!("{} is not a directory", root.display()))),
+            Err(e) => return Err(usage(format!("cannot serve {}: {e}", root.display()))),
+        }
     }
 
-    let mut warnings = Vec::new();
     // --stdio has no SSH layer: the caller (sshd) authenticates.
     let keys = if args.stdio {
         Vec::new()
@@ -208,7 +211,7 @@ pub fn serve_config(args: &SftpArgs) -> anyhow::Result<ServeConfig> {
         ..VfsOptions::default()
     };
     Ok(ServeConfig {
-        root,
+        target,
         addr: args.addr.clone(),
         auth,
         key_files: args
@@ -224,6 +227,71 @@ pub fn serve_config(args: &SftpArgs) -> anyhow::Result<ServeConfig> {
         vfs,
         warnings,
     })
+}
+
+/// The config file: `--config`, else `$FERRY_CONFIG`, else
+/// `~/.config/ferry/ferry.conf`, else `~/.config/rclone/rclone.conf`; an
+/// empty configuration when there is none.
+pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<ferry_config::Config> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let path = ferry_config::default_path(
+        explicit,
+        &|k| std::env::var(k).ok(),
+        home.as_deref(),
+        &|p| p.is_file(),
+    );
+    match path {
+        Some(p) => ferry_config::Config::load(&p).map_err(|e| usage(e.to_string())),
+        None => Ok(ferry_config::Config::empty()),
+    }
+}
+
+/// Resolve `REMOTE:PATH` (or a plain local path) to what is served.
+pub fn serve_target(
+    spec: &str,
+    config_flag: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Target> {
+    use ferry_config::RemoteKind;
+    let spec = ferry_config::parse_remote(spec).map_err(|e| usage(e.to_string()))?;
+    if matches!(spec.kind, RemoteKind::Local) {
+        return Ok(Target::Local(local_root(&spec.path)));
+    }
+    let cfg = load_config(config_flag)?;
+    let remote = ferry_config::resolve(&spec, &cfg, &ferry_config::Env::from_os())
+        .map_err(|e| usage(e.to_string()))?;
+    match remote.type_.as_str() {
+        "local" => {
+            for key in remote.options.keys() {
+                warnings.push(format!(
+                    "remote {}: option {key:?} of the local backend is not supported yet; ignored",
+                    remote.name
+                ));
+            }
+            Ok(Target::Local(local_root(&remote.path)))
+        }
+        "memory" => {
+            if !remote.path.trim_matches('/').is_empty() {
+                return Err(usage(format!(
+                    "remote {}: a path inside a memory remote is not supported yet; serve {}: itself",
+                    remote.name, remote.name
+                )));
+            }
+            Ok(Target::Memory)
+        }
+        other => Err(usage(format!(
+            "remote {}: backend type {other:?} is not supported yet (this version serves local and memory remotes)",
+            remote.name
+        ))),
+    }
+}
+
+fn local_root(path: &str) -> PathBuf {
+    if path.is_empty() {
+        PathBuf::from(".")
+    } else {
+        expand_path(path)
+    }
 }
 
 /// Turn `--addr` into something to bind: `:PORT` means every interface.
@@ -258,6 +326,46 @@ mod tests {
         assert!(parse_octal("x", "77777").is_err());
         let e = parse_octal("dir-perms", "rwx").unwrap_err().to_string();
         assert!(e.contains("--dir-perms"), "{e}");
+    }
+
+    #[test]
+    fn targets() {
+        let mut w = Vec::new();
+        assert_eq!(
+            serve_target("/srv/x:y", None, &mut w).unwrap(),
+            Target::Local(PathBuf::from("/srv/x:y"))
+        );
+        let dir = std::env::temp_dir().join(format!("ferry-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("ferry.conf");
+        std::fs::write(
+            &conf,
+            "[disk]\ntype = local\ncopy_links = true\n\n[mem]\ntype = memory\n\n[bucket]\ntype = s3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            serve_target("disk:/data", Some(&conf), &mut w).unwrap(),
+            Target::Local(PathBuf::from("/data"))
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(
+            serve_target("mem:", Some(&conf), &mut w).unwrap(),
+            Target::Memory
+        );
+        assert_eq!(
+            serve_target(":memory:", Some(&conf), &mut w).unwrap(),
+            Target::Memory
+        );
+        let e = serve_target("bucket:b", Some(&conf), &mut w)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+        let e = serve_target("nope:x", Some(&conf), &mut w)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+        assert!(serve_target("mem:sub", Some(&conf), &mut w).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -21,7 +21,7 @@ use ferry_server::ssh::ServerConfig;
 use ferry_vfs::Vfs;
 use tokio::signal::unix::{signal, SignalKind};
 
-use args::{Cli, Command, Protocol, SftpArgs};
+use args::{Cli, Command, ConfigAction, Protocol, SftpArgs};
 use config::UsageError;
 
 fn main() -> ExitCode {
@@ -59,12 +59,62 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_flag = cli.config.as_deref();
     match cli.command {
         Command::Serve {
             protocol: Protocol::Sftp(args),
-        } => serve_sftp(args),
+        } => serve_sftp(args, config_flag),
         Command::Version => {
             println!("ferry v{}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Obscure { password } => {
+            let password = if password == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\n', '\r']).to_string()
+            } else {
+                password
+            };
+            println!("{}", ferry_config::obscure(&password));
+            Ok(())
+        }
+        Command::Reveal { obscured } => {
+            let plain = ferry_config::reveal(&obscured).map_err(|e| UsageError(e.to_string()))?;
+            println!("{plain}");
+            Ok(())
+        }
+        Command::Listremotes => {
+            let cfg = config::load_config(config_flag)?;
+            let mut names: Vec<String> = cfg.remotes().iter().map(|s| s.to_string()).collect();
+            for (name, _) in ferry_config::Env::from_os().remotes() {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            for name in names {
+                println!("{name}:");
+            }
+            Ok(())
+        }
+        Command::Config {
+            action: ConfigAction::Show { remote },
+        } => {
+            let cfg = config::load_config(config_flag)?;
+            match remote {
+                Some(name) => {
+                    let name = name.trim_end_matches(':');
+                    let section = cfg.remote(name).ok_or_else(|| {
+                        UsageError(format!("remote {name:?} is not in the config file"))
+                    })?;
+                    print!("{}", section.display_redacted());
+                }
+                None => {
+                    for section in cfg.sections() {
+                        println!("{}", section.display_redacted());
+                    }
+                }
+            }
             Ok(())
         }
     }
@@ -81,10 +131,14 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The backend and VFS for the configured root, and the backend's
 /// description for logs. The only place that names a concrete backend.
 pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String)> {
-    let backend = LocalBackend::open(&cfg.root)
-        .with_context(|| format!("cannot open {}", cfg.root.display()))?;
-    let describe = ferry_vfs::backend::Backend::describe(&backend);
-    Ok((Vfs::new(Arc::new(backend), cfg.vfs.clone()), describe))
+    let backend: Arc<dyn ferry_vfs::backend::Backend> = match &cfg.target {
+        config::Target::Local(root) => Arc::new(
+            LocalBackend::open(root).with_context(|| format!("cannot open {}", root.display()))?,
+        ),
+        config::Target::Memory => Arc::new(ferry_backend_memory::MemoryBackend::new()),
+    };
+    let describe = backend.describe();
+    Ok((Vfs::new(backend, cfg.vfs.clone()), describe))
 }
 
 pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
@@ -124,8 +178,8 @@ pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve_sftp(args: SftpArgs) -> anyhow::Result<()> {
-    let cfg = config::serve_config(&args)?;
+fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cfg = config::serve_config(&args, config_flag)?;
     if args.stdio {
         return stdio::serve(&args, cfg);
     }
