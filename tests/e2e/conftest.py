@@ -310,15 +310,17 @@ class FerryFactory:
                           "RUST_BACKTRACE": "1", **(extra or {})})
 
     def __call__(self, *extra, root=None, cache_dir=None, auth=True, host_key=True,
-                 env=None, wait=True, port=None, verbosity=None):
+                 env=None, wait=True, port=None, verbosity=None, target=None):
+        """`target` replaces the served path argument (a remote such as
+        `:memory:`); `root` is then only a scratch directory."""
         self.count += 1
         n = self.count
         root = Path(root) if root is not None else self.tmp / f"root{n}"
         root.mkdir(parents=True, exist_ok=True)
         cache_dir = Path(cache_dir) if cache_dir is not None else self.tmp / f"cache{n}"
         port = port or free_port()
-        args = self.command(root, port, cache_dir, auth=auth, host_key=host_key, extra=extra,
-                            verbosity=verbosity)
+        args = self.command(target if target is not None else root, port, cache_dir,
+                            auth=auth, host_key=host_key, extra=extra, verbosity=verbosity)
         srv = FerryServer(args, root, cache_dir, port, self.tmp / f"ferry{n}.log",
                           self.env(env))
         self.servers.append(srv)
