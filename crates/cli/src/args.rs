@@ -35,11 +35,13 @@ pub enum Command {
     /// Obscure a password for use in the config file or a connection string.
     Obscure {
         /// The password; `-` reads one line from standard input.
+        #[arg(allow_hyphen_values = true)]
         password: String,
     },
     /// Reveal an obscured password.
     Reveal {
-        /// The obscured value.
+        /// The obscured value (base64url, so it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         obscured: String,
     },
     /// List the remotes of the config file and the environment.
@@ -138,6 +140,10 @@ pub struct SftpArgs {
     /// answer "not supported").
     #[arg(long, env = "FERRY_NO_CHECKSUM")]
     pub no_checksum: bool,
+
+    /// Number of low level retries of temporary backend failures.
+    #[arg(long, env = "FERRY_LOW_LEVEL_RETRIES", default_value_t = 10)]
+    pub low_level_retries: u32,
 
     /// Only allow read-only access.
     #[arg(long, env = "FERRY_READ_ONLY")]

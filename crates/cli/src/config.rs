@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub cache_dir: PathBuf,
     /// VFS policy.
     pub vfs: VfsOptions,
+    /// Low-level retries of the backend.
+    pub retry: ferry_layers::RetryOptions,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
 }
@@ -211,6 +213,10 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         ..VfsOptions::default()
     };
     Ok(ServeConfig {
+        retry: ferry_layers::RetryOptions {
+            attempts: args.low_level_retries,
+            ..Default::default()
+        },
         target,
         addr: args.addr.clone(),
         auth,

@@ -131,11 +131,16 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The backend and VFS for the configured root, and the backend's
 /// description for logs. The only place that names a concrete backend.
 pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String)> {
+    use ferry_layers::Retry;
     let backend: Arc<dyn ferry_vfs::backend::Backend> = match &cfg.target {
-        config::Target::Local(root) => Arc::new(
+        config::Target::Local(root) => Arc::new(Retry::new(
             LocalBackend::open(root).with_context(|| format!("cannot open {}", root.display()))?,
-        ),
-        config::Target::Memory => Arc::new(ferry_backend_memory::MemoryBackend::new()),
+            cfg.retry,
+        )),
+        config::Target::Memory => Arc::new(Retry::new(
+            ferry_backend_memory::MemoryBackend::new(),
+            cfg.retry,
+        )),
     };
     let describe = backend.describe();
     Ok((Vfs::new(backend, cfg.vfs.clone()), describe))

@@ -1,0 +1,232 @@
+//! Low-level retries: an operation that fails with a temporary error
+//! ([`ErrorKind::Temporary`] or [`ErrorKind::RateLimited`]) is tried again
+//! after a delay that doubles from [`RetryOptions::min_delay`] up to
+//! [`RetryOptions::max_delay`], at most [`RetryOptions::attempts`] times in
+//! all. Every other error is returned at once.
+//!
+//! Only idempotent operations are retried: reads, stats, listings,
+//! positional writes (the same bytes at the same offset), attribute
+//! changes, copies and usage. Operations whose retry could report a false
+//! failure or do something twice after an ambiguous error (creating or
+//! removing a directory, removing a file, rename, links, an exclusive
+//! create) are tried once, and the caller sees the temporary error.
+//!
+//! Only this layer reads "temporary"; backends just classify their errors.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_backend::{
+    Backend, Capabilities, DirEntry, FileHandle, HashKind, Metadata, OpenOptions, RelPath, Result,
+    SetAttrs, Usage,
+};
+use std::sync::Arc;
+
+/// How hard to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOptions {
+    /// Tries in all, the first included (`--low-level-retries`, default 10;
+    /// 0 or 1 means no retry).
+    pub attempts: u32,
+    /// Delay before the first retry.
+    pub min_delay: Duration,
+    /// The longest delay between two tries.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions {
+            attempts: 10,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryOptions {
+    /// Run `op` until it succeeds, fails permanently, or the tries run out.
+    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut delay = self.min_delay;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if e.is_temporary() && attempt < self.attempts => {
+                    tracing::debug!(
+                        "{what}: temporary failure (try {attempt}/{}), retrying in {delay:?}: {e}",
+                        self.attempts
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.max_delay);
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+/// A backend whose idempotent operations are retried. See the module docs.
+pub struct Retry<B> {
+    inner: Arc<B>,
+    opts: RetryOptions,
+}
+
+impl<B: Backend> Retry<B> {
+    /// Wrap `inner`.
+    pub fn new(inner: B, opts: RetryOptions) -> Self {
+        Retry {
+            inner: Arc::new(inner),
+            opts,
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Retry<B> {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Metadata> {
+        self.opts.run("stat", || self.inner.stat(path)).await
+    }
+
+    async fn lstat(&self, path: &RelPath) -> Result<Metadata> {
+        self.opts.run("lstat", || self.inner.lstat(path)).await
+    }
+
+    async fn list(&self, path: &RelPath) -> Result<Vec<DirEntry>> {
+        self.opts.run("list", || self.inner.list(path)).await
+    }
+
+    async fn open_file(&self, path: &RelPath, opts: OpenOptions) -> Result<Box<dyn FileHandle>> {
+        let handle = if opts.create_new {
+            self.inner.open_file(path, opts).await?
+        } else {
+            self.opts
+                .run("open", || self.inner.open_file(path, opts))
+                .await?
+        };
+        Ok(Box::new(RetryFile {
+            inner: handle,
+            opts: self.opts,
+        }))
+    }
+
+    async fn remove_file(&self, path: &RelPath) -> Result<()> {
+        self.inner.remove_file(path).await
+    }
+
+    async fn create_dir(&self, path: &RelPath, mode: Option<u32>) -> Result<()> {
+        self.inner.create_dir(path, mode).await
+    }
+
+    async fn remove_dir(&self, path: &RelPath) -> Result<()> {
+        self.inner.remove_dir(path).await
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<()> {
+        self.inner.rename(from, to, overwrite).await
+    }
+
+    async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+        self.opts.run("copy", || self.inner.copy(from, to)).await
+    }
+
+    async fn set_attrs(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
+        self.opts
+            .run("set_attrs", || self.inner.set_attrs(path, attrs))
+            .await
+    }
+
+    async fn set_attrs_nofollow(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
+        self.opts
+            .run("set_attrs", || self.inner.set_attrs_nofollow(path, attrs))
+            .await
+    }
+
+    async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
+        self.inner.symlink(target, link).await
+    }
+
+    async fn read_link(&self, path: &RelPath) -> Result<Vec<u8>> {
+        self.opts
+            .run("read_link", || self.inner.read_link(path))
+            .await
+    }
+
+    async fn hard_link(&self, existing: &RelPath, link: &RelPath) -> Result<()> {
+        self.inner.hard_link(existing, link).await
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        self.opts.run("usage", || self.inner.usage()).await
+    }
+
+    fn native_hashes(&self) -> &'static [HashKind] {
+        self.inner.native_hashes()
+    }
+
+    async fn stored_hash(&self, path: &RelPath, kind: HashKind) -> Result<Option<String>> {
+        self.opts
+            .run("stored_hash", || self.inner.stored_hash(path, kind))
+            .await
+    }
+}
+
+/// An open file whose operations are retried (all of them are idempotent).
+struct RetryFile {
+    inner: Box<dyn FileHandle>,
+    opts: RetryOptions,
+}
+
+#[async_trait]
+impl FileHandle for RetryFile {
+    async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
+        // The buffer moves into each try and a failed try hands nothing
+        // back, so keep the caller's prefix (a reply header, a few bytes) to
+        // start again from.
+        let head = buf.clone();
+        let mut spare = Some(buf);
+        self.opts
+            .run("read", || {
+                let b = spare.take().unwrap_or_else(|| head.clone());
+                self.inner.read_at(offset, len, b)
+            })
+            .await
+    }
+
+    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
+        self.opts
+            .run("write", || self.inner.write_at(offset, data.clone()))
+            .await
+    }
+
+    async fn stat(&self) -> Result<Metadata> {
+        self.opts.run("fstat", || self.inner.stat()).await
+    }
+
+    async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()> {
+        self.opts
+            .run("fsetstat", || self.inner.set_attrs(attrs))
+            .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.opts.run("fsync", || self.inner.sync()).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
