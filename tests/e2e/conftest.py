@@ -87,14 +87,7 @@ def free_port():
 
 
 def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(1 << 20)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_file("sha256", path)
 
 
 def make_random_file(path, size):
