@@ -32,6 +32,11 @@ pub struct Metadata {
     pub permissions: Option<u32>,
     /// Owner and group ids, when the store keeps them.
     pub owner: Option<(u32, u32)>,
+    /// An opaque value that changes whenever the content may have changed
+    /// and that clients cannot set (inode and change time on a local disk),
+    /// when the store has one. Caches keyed on size and modification time
+    /// also check it, since a client can set a modification time back.
+    pub change: Option<u64>,
 }
 
 impl Metadata {

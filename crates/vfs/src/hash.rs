@@ -102,6 +102,7 @@ fn hex(bytes: &[u8]) -> String {
 pub(crate) struct Fingerprint {
     pub(crate) size: u64,
     pub(crate) mtime: Option<SystemTime>,
+    pub(crate) change: Option<u64>,
 }
 
 /// Hashes already computed, by path and kind, valid while the file's
@@ -183,11 +184,20 @@ mod tests {
         let fp = Fingerprint {
             size: 1,
             mtime: Some(SystemTime::UNIX_EPOCH),
+            change: Some(7),
         };
         c.put(&p, HashKind::Md5, fp.clone(), "h".into());
         assert_eq!(c.get(&p, HashKind::Md5, &fp), Some("h".into()));
         assert_eq!(c.get(&p, HashKind::Sha1, &fp), None);
-        let changed = Fingerprint { size: 2, ..fp };
+        let changed = Fingerprint {
+            size: 2,
+            ..fp.clone()
+        };
         assert_eq!(c.get(&p, HashKind::Md5, &changed), None);
+        let touched = Fingerprint {
+            change: Some(8),
+            ..fp
+        };
+        assert_eq!(c.get(&p, HashKind::Md5, &touched), None);
     }
 }

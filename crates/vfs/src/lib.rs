@@ -325,8 +325,8 @@ impl Vfs {
 
     /// The `kind` hash of file `path` as lower-case hex: the backend's
     /// stored hash when it keeps one, else computed by streaming the file
-    /// (never holding it whole) and cached while the file's size and
-    /// modification time stay the same. This session's upload in progress
+    /// (never holding it whole) and cached while the file's size,
+    /// modification time and change marker stay the same. This session's upload in progress
     /// is hashed as it stands.
     pub async fn hash(&self, path: &RelPath, kind: ferry_backend::HashKind) -> Result<String> {
         if self.inner.opts.no_checksum {
@@ -346,6 +346,7 @@ impl Vfs {
         let fp = hash::Fingerprint {
             size: meta.size,
             mtime: meta.mtime,
+            change: meta.change,
         };
         if let Some(h) = self.inner.hashes.get(&target, kind, &fp) {
             return Ok(h);
@@ -383,7 +384,12 @@ impl Vfs {
         let hex = hasher.finish_hex();
         // Cache only if the file did not change while it was read.
         if let Ok(after) = backend.stat(&target).await {
-            if after.size == fp.size && after.mtime == fp.mtime && offset == fp.size {
+            let unchanged = hash::Fingerprint {
+                size: after.size,
+                mtime: after.mtime,
+                change: after.change,
+            } == fp;
+            if unchanged && offset == fp.size {
                 self.inner.hashes.put(&target, kind, fp, hex.clone());
             }
         }

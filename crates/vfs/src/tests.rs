@@ -370,3 +370,35 @@ async fn rename_and_remove_follow_uploads_in_progress() {
     assert!(!tmp.path().join("gone").exists());
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
+
+#[tokio::test]
+async fn hash_cache_sees_content_changes_behind_a_restored_mtime() {
+    use ferry_backend::HashKind;
+    let (tmp, vfs) = setup(VfsOptions::default());
+    let f = tmp.path().join("f");
+    std::fs::write(&f, b"aaaa").unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    let set = |path: &std::path::Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap()
+    };
+    set(&f);
+    let first = vfs.hash(&p("f"), HashKind::Md5).await.unwrap();
+    // Same size, same modification time, other content: a file replaced
+    // by one whose mtime was set to the old one (as rclone does after an
+    // upload). The new inode tells them apart.
+    let g = tmp.path().join("g");
+    std::fs::write(&g, b"bbbb").unwrap();
+    set(&g);
+    std::fs::rename(&g, &f).unwrap();
+    let second = vfs.hash(&p("f"), HashKind::Md5).await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(
+        second,
+        crate::hash::hash_bytes(HashKind::Md5, b"bbbb").unwrap()
+    );
+}

@@ -111,7 +111,17 @@ fn to_meta(m: &cap_std::fs::Metadata) -> Metadata {
         atime: m.accessed().ok().map(|t| t.into_std()),
         permissions: Some(m.mode() & 0o7777),
         owner: Some((m.uid(), m.gid())),
+        change: Some(change_id(m.ino(), m.ctime(), m.ctime_nsec())),
     }
+}
+
+/// Inode and change time folded into one value: a replaced file (new
+/// inode) or a changed one (new ctime, which no client can set) differs.
+fn change_id(ino: u64, ctime: i64, ctime_nsec: i64) -> u64 {
+    let t = (ctime as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ctime_nsec as u64);
+    ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ t
 }
 
 fn std_meta(m: &std::fs::Metadata) -> Metadata {
@@ -131,6 +141,7 @@ fn std_meta(m: &std::fs::Metadata) -> Metadata {
         atime: m.accessed().ok(),
         permissions: Some(m.mode() & 0o7777),
         owner: Some((m.uid(), m.gid())),
+        change: Some(change_id(m.ino(), m.ctime(), m.ctime_nsec())),
     }
 }
 

@@ -210,6 +210,7 @@ fn meta(file_type: FileType, size: u64, attrs: &Attrs) -> Metadata {
         atime: Some(attrs.atime),
         permissions: Some(attrs.mode),
         owner: None,
+        change: None,
     }
 }
 
