@@ -24,7 +24,6 @@ mod uploads;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use ferry_backend::{Backend, ErrorKind, OpenOptions, RelPath, SetAttrs, Usage};
 
@@ -454,20 +453,6 @@ fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
         return b".".to_vec();
     }
     parts.join(&b'/')
-}
-
-/// The current time, for callers that stamp files.
-pub fn now() -> SystemTime {
-    SystemTime::now()
-}
-
-impl From<ErrorKind> for VfsError {
-    fn from(kind: ErrorKind) -> Self {
-        VfsError::from(ferry_backend::BackendError::new(
-            kind,
-            ferry_backend::Operation::Stat,
-        ))
-    }
 }
 
 #[cfg(test)]
