@@ -57,6 +57,10 @@ pub struct Capabilities {
     pub ownership: bool,
     /// [`Backend::usage`] reports real numbers.
     pub usage: bool,
+    /// New files can be written front to back with
+    /// [`Backend::create_upload`] (object stores, where nothing appears
+    /// until the upload completes).
+    pub streaming_upload: bool,
 }
 
 /// How to open a file for random access with [`Backend::open_file`].
@@ -112,6 +116,32 @@ pub trait FileHandle: Send + Sync {
     async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()>;
     /// Flush written data to stable storage.
     async fn sync(&self) -> Result<()>;
+}
+
+/// Options for [`Backend::create_upload`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// The modification time to record, when the caller knows it already.
+    pub mtime: Option<SystemTime>,
+    /// Fail with [`ErrorKind::AlreadyExists`] when the object exists at
+    /// commit (where the store can check that atomically; otherwise the
+    /// caller checks first).
+    pub if_not_exists: bool,
+}
+
+/// A new file being written front to back, invisible until
+/// [`Upload::finish`] commits it. Dropping an unfinished upload abandons it
+/// (call [`Upload::abort`] to clean up what the store keeps meanwhile, such
+/// as multipart parts).
+#[async_trait]
+pub trait Upload: Send + Sync {
+    /// Append `data`.
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Commit the file, recording `mtime` as its modification time when
+    /// given (the store's own time otherwise). Nothing is visible before.
+    async fn finish(&mut self, mtime: Option<SystemTime>) -> Result<Metadata>;
+    /// Abandon the upload and release what the store holds for it.
+    async fn abort(&mut self) -> Result<()>;
 }
 
 /// A storage backend. See the crate docs.
@@ -189,6 +219,15 @@ pub trait Backend: Send + Sync + 'static {
     ///
     /// Requires [`Capabilities::usage`].
     async fn usage(&self) -> Result<Usage>;
+
+    /// Start writing a new file at `path`, front to back; it replaces any
+    /// file there when [`Upload::finish`] commits it.
+    ///
+    /// Requires [`Capabilities::streaming_upload`].
+    async fn create_upload(&self, path: &RelPath, opts: UploadOptions) -> Result<Box<dyn Upload>> {
+        let _ = opts;
+        Err(BackendError::new(ErrorKind::Unsupported, Operation::Write).with_path(path))
+    }
 
     /// The hashes this backend can give without reading the file.
     fn native_hashes(&self) -> &'static [HashKind] {

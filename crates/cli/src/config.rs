@@ -31,6 +31,37 @@ pub enum Target {
     Local(PathBuf),
     /// A fresh in-memory store (rclone's `memory` remote).
     Memory,
+    /// A remote of another type (s3, webdav, sftp, ...), with its options
+    /// by rclone's names and obscured secrets revealed.
+    Remote(RemoteTarget),
+}
+
+/// A remote served through one of the network backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTarget {
+    /// The remote's name as the user wrote it (empty for on-the-fly).
+    pub name: String,
+    /// rclone's type name.
+    pub type_: String,
+    /// Options, secrets revealed.
+    pub options: std::collections::BTreeMap<String, String>,
+    /// The path inside the remote.
+    pub path: String,
+}
+
+/// Options rclone stores obscured, by remote type.
+fn obscured_keys(type_: &str) -> &'static [&'static str] {
+    match type_ {
+        "sftp" => &["pass", "key_file_pass"],
+        "webdav" => &["pass"],
+        "ftp" => &["pass"],
+        _ => &[],
+    }
+}
+
+/// The remote types served besides local and memory.
+pub fn network_type(type_: &str) -> bool {
+    type_ == "sftp" || ferry_backend_opendal::config::supports(type_)
 }
 
 /// The typed `serve sftp` configuration.
@@ -285,8 +316,25 @@ pub fn serve_target(
             }
             Ok(Target::Memory)
         }
+        t if network_type(t) => {
+            let mut options = remote.options.clone();
+            for key in obscured_keys(t) {
+                if let Some(v) = remote
+                    .reveal_option(key)
+                    .map_err(|e| usage(e.to_string()))?
+                {
+                    options.insert(key.to_string(), v);
+                }
+            }
+            Ok(Target::Remote(RemoteTarget {
+                name: remote.name.clone(),
+                type_: t.to_string(),
+                options,
+                path: remote.path.clone(),
+            }))
+        }
         other => Err(usage(format!(
-            "remote {}: backend type {other:?} is not supported yet (this version serves local and memory remotes)",
+            "remote {}: backend type {other:?} is not supported yet (Ferry serves local, memory, sftp, s3, webdav, http, gcs and azureblob remotes)",
             remote.name
         ))),
     }
@@ -346,7 +394,7 @@ mod tests {
         let conf = dir.join("ferry.conf");
         std::fs::write(
             &conf,
-            "[disk]\ntype = local\ncopy_links = true\n\n[mem]\ntype = memory\n\n[bucket]\ntype = s3\n",
+            "[disk]\ntype = local\ncopy_links = true\n\n[mem]\ntype = memory\n\n[bucket]\ntype = s3\n\n[box]\ntype = dropbox\n\n[dav]\ntype = webdav\nurl = http://h/\npass = bm90IG9ic2N1cmVk\n",
         )
         .unwrap();
         assert_eq!(
@@ -362,10 +410,19 @@ mod tests {
             serve_target(":memory:", Some(&conf), &mut w).unwrap(),
             Target::Memory
         );
-        let e = serve_target("bucket:b", Some(&conf), &mut w)
+        match serve_target("bucket:b/p", Some(&conf), &mut w).unwrap() {
+            Target::Remote(r) => assert_eq!((r.type_.as_str(), r.path.as_str()), ("s3", "b/p")),
+            t => panic!("{t:?}"),
+        }
+        let e = serve_target("box:x", Some(&conf), &mut w)
             .unwrap_err()
             .to_string();
         assert!(e.contains("not supported yet"), "{e}");
+        // A webdav password that is not obscured is refused, naming the key.
+        let e = serve_target("dav:", Some(&conf), &mut w)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pass"), "{e}");
         let e = serve_target("nope:x", Some(&conf), &mut w)
             .unwrap_err()
             .to_string();

@@ -141,6 +141,20 @@ pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String
             ferry_backend_memory::MemoryBackend::new(),
             cfg.retry,
         )),
+        config::Target::Remote(r) => {
+            let spec = ferry_backend_opendal::config::RemoteSpec {
+                name: &r.name,
+                type_: &r.type_,
+                options: &r.options,
+                path: &r.path,
+                read_only: cfg.vfs.read_only,
+            };
+            let opened = ferry_backend_opendal::config::open(&spec).map_err(config::UsageError)?;
+            for w in &opened.warnings {
+                tracing::warn!("{w}");
+            }
+            Arc::new(Retry::new(opened.backend, cfg.retry))
+        }
     };
     let describe = backend.describe();
     Ok((Vfs::new(backend, cfg.vfs.clone()), describe))

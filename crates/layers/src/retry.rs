@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_backend::{
     Backend, Capabilities, DirEntry, FileHandle, HashKind, Metadata, OpenOptions, RelPath, Result,
-    SetAttrs, Usage,
+    SetAttrs, Upload, UploadOptions, Usage,
 };
 use std::sync::Arc;
 
@@ -182,6 +182,12 @@ impl<B: Backend> Backend for Retry<B> {
         self.opts
             .run("stored_hash", || self.inner.stored_hash(path, kind))
             .await
+    }
+
+    /// Not retried as a whole: the data already sent cannot be replayed.
+    /// Stores retry their own parts (multipart uploads) where they can.
+    async fn create_upload(&self, path: &RelPath, opts: UploadOptions) -> Result<Box<dyn Upload>> {
+        self.inner.create_upload(path, opts).await
     }
 }
 

@@ -15,6 +15,12 @@ pub const S_IFREG: u32 = 0o100000;
 /// Symbolic link.
 pub const S_IFLNK: u32 = 0o120000;
 
+/// When this process started serving (the first time it was asked).
+fn started() -> SystemTime {
+    static START: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
+    *START.get_or_init(SystemTime::now)
+}
+
 /// Attributes after the serving policy is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -52,7 +58,10 @@ impl Attr {
             _ => synthetic,
         } & 0o7777;
         let (uid, gid) = meta.owner.unwrap_or((opts.default_uid, opts.default_gid));
-        let mtime = meta.mtime.unwrap_or(SystemTime::UNIX_EPOCH);
+        // A store that keeps no time for an entry (a directory on an object
+        // store): the time this server started, steady across requests,
+        // rather than 1970.
+        let mtime = meta.mtime.unwrap_or_else(started);
         Attr {
             file_type: meta.file_type,
             size: meta.size,

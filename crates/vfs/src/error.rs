@@ -37,6 +37,9 @@ pub enum VfsError {
     /// The backend or this server cannot do it.
     #[error("operation not supported: {0}")]
     Unsupported(&'static str),
+    /// This remote cannot do what was asked, with the details.
+    #[error("operation not supported: {0}")]
+    UnsupportedHere(String),
     /// The name is not allowed.
     #[error("invalid file name")]
     InvalidName,

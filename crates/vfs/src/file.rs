@@ -13,11 +13,13 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use ferry_backend::{FileHandle, RelPath, SetAttrs};
+use ferry_backend::{FileHandle, FileType, Metadata, RelPath, SetAttrs, UploadOptions};
 use rand::RngExt as _;
 
+use crate::stream::StreamWriter;
 use crate::{Attr, Inner, Result, VfsError};
 
 /// How to open a file (the SFTP `pflags`, typed).
@@ -76,12 +78,20 @@ fn temp_name(name: &[u8]) -> Vec<u8> {
 const OPEN: u8 = 0;
 const CLOSED: u8 = 1;
 
+/// What an open file reads and writes through.
+enum Body {
+    /// A positional handle on the backend.
+    Handle(Box<dyn FileHandle>),
+    /// A front-to-back upload (stores without random-access writes).
+    Stream(Arc<StreamWriter>),
+}
+
 /// An open file.
 pub struct VfsFile {
     inner: Arc<Inner>,
     path: RelPath,
     flags: OpenFlags,
-    handle: Box<dyn FileHandle>,
+    body: Body,
     /// The id of an atomic upload in [`crate::uploads::Uploads`].
     upload: Option<u64>,
     state: AtomicU8,
@@ -97,9 +107,7 @@ impl VfsFile {
     ) -> Result<VfsFile> {
         let caps = inner.backend.capabilities();
         if flags.writes() && !caps.random_access_write {
-            return Err(VfsError::Unsupported(
-                "writing to this remote without --vfs-cache-mode writes",
-            ));
+            return Self::open_stream(inner, path, flags).await;
         }
         let atomic = flags.truncate && (flags.write || flags.append);
         if !atomic {
@@ -116,7 +124,7 @@ impl VfsFile {
                 inner,
                 path: path.clone(),
                 flags,
-                handle,
+                body: Body::Handle(handle),
                 upload: None,
                 state: AtomicU8::new(OPEN),
             });
@@ -156,8 +164,58 @@ impl VfsFile {
             inner,
             path: path.clone(),
             flags,
-            handle,
+            body: Body::Handle(handle),
             upload: Some(upload),
+            state: AtomicU8::new(OPEN),
+        })
+    }
+
+    /// A writing open on a store that takes files only whole, front to
+    /// back: the new content streams into an upload that replaces the file
+    /// on CLOSE. Only what such a store can honour is accepted: creating or
+    /// replacing a whole file. Changing part of an existing file, appending
+    /// and seeking back need the file cache (`--vfs-cache-mode writes`).
+    async fn open_stream(inner: Arc<Inner>, path: &RelPath, flags: OpenFlags) -> Result<VfsFile> {
+        if !inner.backend.capabilities().streaming_upload {
+            return Err(VfsError::Unsupported(
+                "writing to this remote without --vfs-cache-mode writes",
+            ));
+        }
+        if flags.append {
+            return Err(VfsError::Unsupported(
+                "appending to a file on this remote (it stores whole files; use --vfs-cache-mode writes)",
+            ));
+        }
+        let existing = inner.stat_entry(path).await?;
+        match &existing {
+            Some(m) if m.is_dir() => return Err(VfsError::IsADirectory),
+            Some(_) if flags.exclusive => return Err(VfsError::AlreadyExists),
+            Some(m) if !flags.truncate && m.size > 0 => {
+                return Err(VfsError::Unsupported(
+                    "changing part of an existing file on this remote (it stores whole files: \
+                     replace it, or use --vfs-cache-mode writes)",
+                ))
+            }
+            None if !flags.create => return Err(VfsError::NotFound),
+            None => inner.check_parent_dir(path).await?,
+            _ => {}
+        }
+        let upload = inner
+            .backend
+            .create_upload(
+                path,
+                UploadOptions {
+                    mtime: None,
+                    if_not_exists: flags.exclusive,
+                },
+            )
+            .await?;
+        Ok(VfsFile {
+            inner,
+            path: path.clone(),
+            flags,
+            body: Body::Stream(Arc::new(StreamWriter::new(upload))),
+            upload: None,
             state: AtomicU8::new(OPEN),
         })
     }
@@ -187,7 +245,12 @@ impl VfsFile {
         if !self.flags.read {
             return Err(VfsError::BadHandleMode("reading"));
         }
-        Ok(self.handle.read_at(offset, len, buf).await?)
+        match &self.body {
+            Body::Handle(h) => Ok(h.read_at(offset, len, buf).await?),
+            Body::Stream(_) => Err(VfsError::Unsupported(
+                "reading a file while it is being uploaded to this remote",
+            )),
+        }
     }
 
     /// Write `data` at `offset` (at the end, for an append open).
@@ -196,13 +259,27 @@ impl VfsFile {
         if !(self.flags.write || self.flags.append) {
             return Err(VfsError::BadHandleMode("writing"));
         }
-        Ok(self.handle.write_at(offset, data).await?)
+        match &self.body {
+            Body::Handle(h) => Ok(h.write_at(offset, data).await?),
+            Body::Stream(s) => s.write(offset, data).await,
+        }
     }
 
     /// Attributes of the open file.
     pub async fn stat(&self) -> Result<Attr> {
         self.check_open()?;
-        let meta = self.handle.stat().await?;
+        let meta = match &self.body {
+            Body::Handle(h) => h.stat().await?,
+            Body::Stream(s) => Metadata {
+                file_type: FileType::File,
+                size: s.size(),
+                mtime: Some(s.mtime().unwrap_or_else(SystemTime::now)),
+                atime: None,
+                permissions: None,
+                owner: None,
+                change: None,
+            },
+        };
         Ok(self.inner.attr(&meta))
     }
 
@@ -219,13 +296,31 @@ impl VfsFile {
         if attrs.size.is_some() && !(self.flags.write || self.flags.append) {
             return Err(VfsError::BadHandleMode("writing"));
         }
-        Ok(self.handle.set_attrs(&attrs).await?)
+        match &self.body {
+            Body::Handle(h) => Ok(h.set_attrs(&attrs).await?),
+            Body::Stream(s) => {
+                if let Some(size) = attrs.size {
+                    s.truncate(size).await?;
+                }
+                if let Some((_, mtime)) = attrs.times {
+                    s.set_mtime(mtime);
+                }
+                // Permissions and owners: the store keeps none (the
+                // filter above already dropped them).
+                Ok(())
+            }
+        }
     }
 
-    /// Flush to stable storage.
+    /// Flush to stable storage. An upload to a store that takes whole files
+    /// is durable only when CLOSE commits it; until then there is nothing to
+    /// flush.
     pub async fn sync(&self) -> Result<()> {
         self.check_open()?;
-        Ok(self.handle.sync().await?)
+        match &self.body {
+            Body::Handle(h) => Ok(h.sync().await?),
+            Body::Stream(_) => Ok(()),
+        }
     }
 
     /// Close the file. An atomic upload is committed here: its errors are
@@ -233,6 +328,11 @@ impl VfsFile {
     /// whose file was removed meanwhile is discarded.
     pub async fn close(&self) -> Result<()> {
         if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
+            return Ok(());
+        }
+        if let Body::Stream(s) = &self.body {
+            s.finish().await?;
+            self.inner.landed(&self.path);
             return Ok(());
         }
         let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
@@ -257,6 +357,10 @@ impl VfsFile {
         if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
             return;
         }
+        if let Body::Stream(s) = &self.body {
+            s.abort().await;
+            return;
+        }
         if let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) {
             if let Err(e) = self.inner.backend.remove_file(&up.temp).await {
                 tracing::warn!("could not remove abandoned upload {}: {e}", up.temp);
@@ -270,6 +374,13 @@ impl Drop for VfsFile {
         // A handle dropped without close or abort (a vanished client): the
         // upload is discarded in the background.
         if self.state.load(Ordering::Acquire) != OPEN {
+            return;
+        }
+        if let Body::Stream(s) = &self.body {
+            let s = s.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { s.abort().await });
+            }
             return;
         }
         let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {

@@ -20,12 +20,16 @@ pub mod error;
 pub mod file;
 pub mod hash;
 pub mod options;
+mod stream;
 mod uploads;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use ferry_backend::{Backend, ErrorKind, OpenOptions, RelPath, SetAttrs, Usage};
+use ferry_backend::{
+    Backend, ErrorKind, FileType, Metadata, OpenOptions, RelPath, SetAttrs, Usage,
+};
 
 pub use attr::Attr;
 pub use error::{Result, VfsError};
@@ -53,6 +57,11 @@ pub(crate) struct Inner {
     pub(crate) sessions: std::sync::atomic::AtomicU64,
     /// Hashes already computed.
     pub(crate) hashes: hash::HashCache,
+    /// Directories made by clients on a store without real directories,
+    /// with when they were made. Such a directory exists in Ferry's view
+    /// until it is removed or a file lands in it (the store then shows it
+    /// as the prefix of that file).
+    pub(crate) virtual_dirs: Mutex<BTreeMap<RelPath, SystemTime>>,
 }
 
 impl Vfs {
@@ -65,6 +74,7 @@ impl Vfs {
                 uploads: uploads::Uploads::default(),
                 sessions: std::sync::atomic::AtomicU64::new(0),
                 hashes: hash::HashCache::new(100_000),
+                virtual_dirs: Mutex::new(BTreeMap::new()),
             }),
             viewer: 0,
         }
@@ -116,14 +126,20 @@ impl Vfs {
     /// uploaded shows its upload in progress.
     pub async fn stat(&self, path: &RelPath) -> Result<Attr> {
         let target = self.pending_for(path).unwrap_or_else(|| path.clone());
-        let meta = self.inner.backend.stat(&target).await?;
+        let meta = match self.inner.backend.stat(&target).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => self.inner.virtual_dir(path).ok_or(e)?,
+            r => r?,
+        };
         Ok(self.inner.attr(&meta))
     }
 
     /// Attributes of `path` itself.
     pub async fn lstat(&self, path: &RelPath) -> Result<Attr> {
         let target = self.pending_for(path).unwrap_or_else(|| path.clone());
-        let meta = self.inner.backend.lstat(&target).await?;
+        let meta = match self.inner.backend.lstat(&target).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => self.inner.virtual_dir(path).ok_or(e)?,
+            r => r?,
+        };
         Ok(self.inner.attr(&meta))
     }
 
@@ -131,7 +147,18 @@ impl Vfs {
     /// upload files are hidden; a file being uploaded is listed under its
     /// own name with the upload's attributes, as [`Vfs::stat`] shows it.
     pub async fn read_dir(&self, path: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
-        let entries = self.inner.backend.list(path).await?;
+        let mut entries = match self.inner.backend.list(path).await {
+            Err(e) if e.kind() == ErrorKind::NotFound && self.inner.virtual_dir(path).is_some() => {
+                Vec::new()
+            }
+            r => r?,
+        };
+        // Directories made here that the store does not show (yet).
+        for (name, meta) in self.inner.virtual_children(path) {
+            if !entries.iter().any(|e| e.name == name) {
+                entries.push(ferry_backend::DirEntry { name, meta });
+            }
+        }
         // Uploads in progress in this directory: temporary name -> final name.
         let uploads: HashMap<Vec<u8>, Vec<u8>> = self.inner.uploads.in_dir(self.viewer, path);
         let mut by_name: std::collections::BTreeMap<Vec<u8>, Attr> = Default::default();
@@ -176,7 +203,19 @@ impl Vfs {
             return Err(VfsError::AlreadyExists);
         }
         let mode = mode.unwrap_or(self.inner.opts.dir_perms) & !self.inner.opts.umask & 0o7777;
-        Ok(self.inner.backend.create_dir(path, Some(mode)).await?)
+        if self.capabilities().real_directories {
+            return Ok(self.inner.backend.create_dir(path, Some(mode)).await?);
+        }
+        // The store has only prefixes of objects: the directory lives in
+        // Ferry's view until a file lands in it.
+        if self.inner.stat_entry(path).await?.is_some() {
+            return Err(VfsError::AlreadyExists);
+        }
+        self.inner.check_parent_dir(path).await?;
+        self.inner
+            .lock_vdirs()
+            .insert(path.clone(), SystemTime::now());
+        Ok(())
     }
 
     /// Remove the empty directory `path`; a file is refused.
@@ -185,7 +224,23 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::PermissionDenied);
         }
-        Ok(self.inner.backend.remove_dir(path).await?)
+        if self.capabilities().real_directories {
+            return Ok(self.inner.backend.remove_dir(path).await?);
+        }
+        let listed = match self.inner.backend.list(path).await {
+            Ok(entries) => !entries.is_empty(),
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(e.into()),
+        };
+        if listed || !self.inner.virtual_children(path).is_empty() {
+            return Err(VfsError::NotEmpty);
+        }
+        let was_virtual = self.inner.lock_vdirs().remove(path).is_some();
+        match self.inner.backend.remove_dir(path).await {
+            // A directory only Ferry knew of.
+            Err(e) if was_virtual && e.kind() == ErrorKind::NotFound => Ok(()),
+            r => Ok(r?),
+        }
     }
 
     /// Remove file or symbolic link `path`; a directory is refused. An
@@ -235,6 +290,34 @@ impl Vfs {
                         VfsError::NotADirectory
                     });
                 }
+            }
+        }
+        if !self.capabilities().real_directories && self.inner.virtual_dir(from).is_some() {
+            // A directory only Ferry knows of, unless files landed in it.
+            let on_store = match self.inner.backend.list(from).await {
+                Ok(entries) => !entries.is_empty(),
+                Err(e) if e.kind() == ErrorKind::NotFound => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !on_store {
+                if self.inner.stat_entry(to).await?.is_some() {
+                    return Err(VfsError::AlreadyExists);
+                }
+                self.inner.check_parent_dir(to).await?;
+                let mut vdirs = self.inner.lock_vdirs();
+                let moved: Vec<RelPath> = vdirs
+                    .keys()
+                    .filter(|p| p.starts_with(from))
+                    .cloned()
+                    .collect();
+                for p in moved {
+                    if let Some(t) = vdirs.remove(&p) {
+                        if let Some(dest) = p.rebase(from, to) {
+                            vdirs.insert(dest, t);
+                        }
+                    }
+                }
+                return Ok(());
             }
         }
         let upload_moved = self.inner.uploads.rename(self.viewer, from, to);
@@ -405,6 +488,80 @@ impl Vfs {
 }
 
 impl Inner {
+    fn lock_vdirs(&self) -> std::sync::MutexGuard<'_, BTreeMap<RelPath, SystemTime>> {
+        self.virtual_dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The metadata of a directory only Ferry knows of.
+    pub(crate) fn virtual_dir(&self, path: &RelPath) -> Option<Metadata> {
+        if self.backend.capabilities().real_directories {
+            return None;
+        }
+        let t = *self.lock_vdirs().get(path)?;
+        Some(dir_meta(t))
+    }
+
+    /// Directories only Ferry knows of directly inside `dir`.
+    pub(crate) fn virtual_children(&self, dir: &RelPath) -> Vec<(Vec<u8>, Metadata)> {
+        if self.backend.capabilities().real_directories {
+            return Vec::new();
+        }
+        self.lock_vdirs()
+            .iter()
+            .filter(|(p, _)| p.parent().as_ref() == Some(dir))
+            .filter_map(|(p, t)| Some((p.file_name()?.to_vec(), dir_meta(*t))))
+            .collect()
+    }
+
+    /// What is at `path`, if anything (directories only Ferry knows of
+    /// included).
+    pub(crate) async fn stat_entry(&self, path: &RelPath) -> Result<Option<Metadata>> {
+        match self.backend.stat(path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(self.virtual_dir(path)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// On a store without real directories, check that the directory a new
+    /// entry goes into exists (the store itself would accept any prefix).
+    pub(crate) async fn check_parent_dir(&self, path: &RelPath) -> Result<()> {
+        if self.backend.capabilities().real_directories {
+            return Ok(());
+        }
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if parent.is_root() {
+            return Ok(());
+        }
+        match self.stat_entry(&parent).await? {
+            Some(m) if m.is_dir() => Ok(()),
+            Some(_) => Err(VfsError::NotADirectory),
+            None => Err(VfsError::NotFound),
+        }
+    }
+
+    /// A file was committed at `path`: the directories above it now exist
+    /// on the store, so Ferry stops keeping them.
+    pub(crate) fn landed(&self, path: &RelPath) {
+        if self.backend.capabilities().real_directories {
+            return;
+        }
+        let mut vdirs = self.lock_vdirs();
+        if vdirs.is_empty() {
+            return;
+        }
+        let mut p = path.parent();
+        while let Some(dir) = p {
+            if dir.is_root() {
+                break;
+            }
+            vdirs.remove(&dir);
+            p = dir.parent();
+        }
+    }
+
     pub(crate) fn attr(&self, meta: &ferry_backend::Metadata) -> Attr {
         Attr::from_meta(meta, &self.opts, self.backend.capabilities())
     }
@@ -441,6 +598,18 @@ impl Inner {
     }
 }
 
+fn dir_meta(mtime: SystemTime) -> Metadata {
+    Metadata {
+        file_type: FileType::Dir,
+        size: 0,
+        mtime: Some(mtime),
+        atime: None,
+        permissions: None,
+        owner: None,
+        change: None,
+    }
+}
+
 /// `target` (resolved beneath the root) as a path relative to `dir`.
 fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
     let d: Vec<&[u8]> = dir.components().collect();
@@ -457,3 +626,5 @@ fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_object;

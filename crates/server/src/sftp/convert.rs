@@ -52,7 +52,7 @@ pub fn status_of(e: &VfsError) -> (StatusCode, String) {
         | VfsError::ReadOnly
         | VfsError::OutsideRoot
         | VfsError::BadHandleMode(_) => S::PermissionDenied,
-        VfsError::Unsupported(_) => S::OpUnsupported,
+        VfsError::Unsupported(_) | VfsError::UnsupportedHere(_) => S::OpUnsupported,
         VfsError::AlreadyExists
         | VfsError::NotADirectory
         | VfsError::IsADirectory

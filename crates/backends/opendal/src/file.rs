@@ -1,0 +1,304 @@
+//! Reading objects ([`ObjectFile`]) and writing new ones
+//! ([`ObjectUpload`]).
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_backend::{
+    BackendError, ErrorKind, FileHandle, Metadata, Operation, RelPath, Result, SetAttrs, Upload,
+    UploadOptions,
+};
+use opendal::{Buffer, Reader, Writer};
+
+use crate::{map_err, mtime_metadata, ObjectBackend};
+
+/// The first ranged request of a handle asks for this much...
+const MIN_FETCH: usize = 256 << 10;
+/// ...and sequential reading doubles it up to this.
+const MAX_FETCH: usize = 8 << 20;
+/// Fetched ranges kept per handle (clients keep many reads in flight,
+/// slightly out of order).
+const KEEP_RANGES: usize = 4;
+
+/// An object open for reading. Reads are served from ranges fetched ahead
+/// of them: a client's 32-256 KiB READs do not each become a request, and
+/// sequential reading grows the ranges. The object is pinned to the entity
+/// tag it had at open where the store can check it, so a file replaced
+/// while it is read fails the read instead of mixing two versions.
+pub struct ObjectFile {
+    reader: Reader,
+    meta: Metadata,
+    path: RelPath,
+    cache: tokio::sync::Mutex<RangeCache>,
+}
+
+#[derive(Default)]
+struct RangeCache {
+    /// Fetched ranges, most recent last.
+    ranges: VecDeque<(u64, Bytes)>,
+    /// The end of the last fetch, to tell sequential reading.
+    last_end: u64,
+    /// The next fetch size.
+    fetch: usize,
+}
+
+impl RangeCache {
+    fn find(&self, offset: u64) -> Option<&(u64, Bytes)> {
+        self.ranges
+            .iter()
+            .rev()
+            .find(|(at, b)| *at <= offset && offset < *at + b.len() as u64)
+    }
+}
+
+impl ObjectFile {
+    pub(crate) async fn open(backend: &ObjectBackend, key: String, path: &RelPath) -> Result<Self> {
+        let err = |e| map_err(e, Operation::Open, path);
+        let m = match backend.op.stat(&key).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                // A directory (a prefix) or nothing.
+                let meta = ferry_backend::Backend::stat(backend, path).await?;
+                let kind = if meta.is_dir() {
+                    ErrorKind::IsADirectory
+                } else {
+                    ErrorKind::NotFound
+                };
+                return Err(BackendError::new(kind, Operation::Open).with_path(path));
+            }
+            Err(e) => return Err(err(e)),
+        };
+        if m.is_dir() {
+            return Err(BackendError::new(ErrorKind::IsADirectory, Operation::Open).with_path(path));
+        }
+        let full = backend.op.info().capability();
+        let mut r = backend
+            .op
+            .reader_with(&key)
+            .content_length_hint(m.content_length());
+        if let Some(tag) = m.etag().filter(|_| full.read_with_if_match) {
+            r = r.if_match(tag);
+        }
+        let reader = r.await.map_err(err)?;
+        Ok(ObjectFile {
+            reader,
+            meta: backend.file_meta(&m),
+            path: path.clone(),
+            cache: tokio::sync::Mutex::new(RangeCache {
+                fetch: MIN_FETCH,
+                ..Default::default()
+            }),
+        })
+    }
+}
+
+#[async_trait]
+impl FileHandle for ObjectFile {
+    async fn read_at(&self, offset: u64, len: usize, mut buf: Vec<u8>) -> Result<Vec<u8>> {
+        let size = self.meta.size;
+        if offset >= size || len == 0 {
+            return Ok(buf);
+        }
+        let want = (len as u64).min(size - offset) as usize;
+        buf.reserve(want);
+        let mut at = offset;
+        let end = offset + want as u64;
+        let mut cache = self.cache.lock().await;
+        while at < end {
+            if let Some((start, bytes)) = cache.find(at) {
+                let from = (at - start) as usize;
+                let to = bytes.len().min(from + (end - at) as usize);
+                buf.extend_from_slice(&bytes[from..to]);
+                at += (to - from) as u64;
+                continue;
+            }
+            // Sequential reading grows the fetch size; a jump starts over.
+            let fetch = if at == cache.last_end {
+                (cache.fetch * 2).min(MAX_FETCH)
+            } else {
+                MIN_FETCH
+            };
+            cache.fetch = fetch;
+            let n = (fetch as u64).max(end - at).min(size - at);
+            let data = self
+                .reader
+                .read(at..at + n)
+                .await
+                .map_err(|e| map_err(e, Operation::Read, &self.path))?
+                .to_bytes();
+            if data.is_empty() {
+                // The object is shorter than it was: it changed.
+                return Err(BackendError::new(ErrorKind::Other, Operation::Read)
+                    .with_path(&self.path)
+                    .with_source("the object became shorter while it was read"));
+            }
+            cache.last_end = at + data.len() as u64;
+            if cache.ranges.len() >= KEEP_RANGES {
+                cache.ranges.pop_front();
+            }
+            cache.ranges.push_back((at, data));
+        }
+        Ok(buf)
+    }
+
+    async fn write_at(&self, _offset: u64, _data: Bytes) -> Result<()> {
+        Err(BackendError::new(ErrorKind::Unsupported, Operation::Write).with_path(&self.path))
+    }
+
+    async fn stat(&self) -> Result<Metadata> {
+        Ok(self.meta.clone())
+    }
+
+    async fn set_attrs(&self, _attrs: &SetAttrs) -> Result<()> {
+        Err(BackendError::new(ErrorKind::Unsupported, Operation::SetAttrs).with_path(&self.path))
+    }
+
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A new object written front to back. The first part is held until it
+/// is full (or the upload finishes): a small file then goes in one request,
+/// with its modification time in its metadata, and its entity tag stays
+/// its MD5. A larger one becomes a multipart upload of `chunk_size` parts,
+/// `upload_concurrency` at a time; nothing is visible until it completes.
+pub struct ObjectUpload {
+    backend: ObjectBackend,
+    key: String,
+    path: RelPath,
+    opts: UploadOptions,
+    /// Data held before the multipart upload starts.
+    held: Vec<Bytes>,
+    held_len: usize,
+    writer: Option<Writer>,
+    /// The time recorded when the multipart upload started.
+    started_with: Option<SystemTime>,
+    done: bool,
+}
+
+impl ObjectUpload {
+    pub(crate) fn new(
+        backend: ObjectBackend,
+        key: String,
+        path: RelPath,
+        opts: UploadOptions,
+    ) -> Self {
+        ObjectUpload {
+            backend,
+            key,
+            path,
+            opts,
+            held: Vec::new(),
+            held_len: 0,
+            writer: None,
+            started_with: None,
+            done: false,
+        }
+    }
+
+    fn err(&self, e: opendal::Error) -> BackendError {
+        map_err(e, Operation::Write, &self.path)
+    }
+
+    async fn start_multipart(&mut self) -> Result<()> {
+        let mtime = self.opts.mtime.unwrap_or_else(SystemTime::now);
+        let o = &self.backend.opts;
+        let mut w = self
+            .backend
+            .op
+            .writer_with(&self.key)
+            .chunk(o.chunk_size)
+            .concurrent(o.upload_concurrency.max(1));
+        if o.mtime_metadata {
+            w = w.user_metadata(mtime_metadata(mtime));
+        }
+        if self.opts.if_not_exists && self.backend.op.info().capability().write_with_if_not_exists {
+            w = w.if_not_exists(true);
+        }
+        let mut writer = w.await.map_err(|e| self.err(e))?;
+        let held = Buffer::from(std::mem::take(&mut self.held));
+        self.held_len = 0;
+        if let Err(e) = writer.write(held).await {
+            let _ = writer.abort().await;
+            return Err(self.err(e));
+        }
+        self.writer = Some(writer);
+        self.started_with = Some(mtime);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Upload for ObjectUpload {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.done {
+            return Err(BackendError::new(ErrorKind::Other, Operation::Write)
+                .with_path(&self.path)
+                .with_source("the upload is finished"));
+        }
+        if let Some(w) = self.writer.as_mut() {
+            return w
+                .write(data)
+                .await
+                .map_err(|e| map_err(e, Operation::Write, &self.path));
+        }
+        self.held_len += data.len();
+        self.held.push(data);
+        if self.held_len >= self.backend.opts.chunk_size {
+            self.start_multipart().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, mtime: Option<SystemTime>) -> Result<Metadata> {
+        if self.done {
+            return Err(BackendError::new(ErrorKind::Other, Operation::Write)
+                .with_path(&self.path)
+                .with_source("the upload is finished"));
+        }
+        self.done = true;
+        let mtime = mtime.or(self.opts.mtime);
+        let b = &self.backend;
+        match self.writer.take() {
+            None => {
+                let t = mtime.unwrap_or_else(SystemTime::now);
+                let data = Buffer::from(std::mem::take(&mut self.held));
+                let mut w = b.op.write_with(&self.key, data);
+                if b.opts.mtime_metadata {
+                    w = w.user_metadata(mtime_metadata(t));
+                }
+                if self.opts.if_not_exists && b.op.info().capability().write_with_if_not_exists {
+                    w = w.if_not_exists(true);
+                }
+                w.await.map_err(|e| self.err(e))?;
+            }
+            Some(mut w) => {
+                w.close().await.map_err(|e| self.err(e))?;
+                if let Some(t) = mtime {
+                    if Some(t) != self.started_with && b.capabilities_set_mtime() {
+                        b.rewrite_mtime(&self.key, t, &self.path).await?;
+                    }
+                }
+            }
+        }
+        ferry_backend::Backend::stat(b, &self.path).await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.done = true;
+        self.held.clear();
+        if let Some(mut w) = self.writer.take() {
+            w.abort().await.map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}
+
+impl ObjectBackend {
+    fn capabilities_set_mtime(&self) -> bool {
+        ferry_backend::Backend::capabilities(self).set_mtime
+    }
+}
