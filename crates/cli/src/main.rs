@@ -148,6 +148,7 @@ pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String
                 options: &r.options,
                 path: &r.path,
                 read_only: cfg.vfs.read_only,
+                spool_dir: Some(cfg.cache_dir.join("spool")),
             };
             let opened = ferry_backend_opendal::config::open(&spec).map_err(config::UsageError)?;
             for w in &opened.warnings {

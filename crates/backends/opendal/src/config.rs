@@ -40,6 +40,8 @@ pub struct RemoteSpec<'a> {
     pub path: &'a str,
     /// Refuse every change.
     pub read_only: bool,
+    /// Where large uploads to one-request stores are spooled.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 /// A remote opened: the backend, and what the user should be told.
@@ -211,6 +213,7 @@ fn common(
         upload_concurrency: o.count("upload_concurrency", 4)?,
         read_only: spec.read_only,
         describe,
+        spool_dir: spec.spool_dir.clone(),
     })
 }
 
@@ -530,6 +533,7 @@ mod tests {
             options: opts,
             path,
             read_only: false,
+            spool_dir: None,
         }
     }
 

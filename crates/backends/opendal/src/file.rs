@@ -176,6 +176,9 @@ pub struct ObjectUpload {
     writer: Option<Writer>,
     /// The time recorded when the multipart upload started.
     started_with: Option<SystemTime>,
+    /// For stores that take a file in one request: the file the upload is
+    /// spooled to once it outgrows one part, and its length.
+    spool: Option<(std::fs::File, u64)>,
     done: bool,
 }
 
@@ -195,8 +198,71 @@ impl ObjectUpload {
             held_len: 0,
             writer: None,
             started_with: None,
+            spool: None,
             done: false,
         }
+    }
+
+    /// Can the store take this upload in parts?
+    fn multipart(&self) -> bool {
+        self.backend.op.info().capability().write_can_multi
+    }
+
+    /// Append what is held in memory to the spool file (creating it).
+    async fn spill(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        self.held_len = 0;
+        let spool = self.spool.take();
+        let dir = self
+            .backend
+            .opts
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let path = self.path.clone();
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+            use std::io::Write as _;
+            let (mut f, mut len) = match spool {
+                Some(s) => s,
+                None => {
+                    std::fs::create_dir_all(&dir)?;
+                    // Unlinked at once: nothing is left behind, whatever
+                    // happens to the process.
+                    (tempfile::tempfile_in(&dir)?, 0)
+                }
+            };
+            for b in held {
+                f.write_all(&b)?;
+                len += b.len() as u64;
+            }
+            Ok((f, len))
+        })
+        .await
+        .map_err(|e| {
+            BackendError::new(ErrorKind::Other, Operation::Write)
+                .with_path(&path)
+                .with_source(e.to_string())
+        })?;
+        match r {
+            Ok(s) => {
+                self.spool = Some(s);
+                Ok(())
+            }
+            Err(e) => Err(BackendError::from_io(Operation::Write, e).with_path(&self.path)),
+        }
+    }
+
+    /// The spooled upload as one buffer, mapped from its file rather than
+    /// read into memory.
+    async fn spooled(&mut self) -> Result<Buffer> {
+        self.spill().await?;
+        let (file, len) = self.spool.take().expect("spill leaves a spool");
+        if len == 0 {
+            return Ok(Buffer::new());
+        }
+        let map = map_file(&file)
+            .map_err(|e| BackendError::from_io(Operation::Write, e).with_path(&self.path))?;
+        Ok(Buffer::from(Bytes::from_owner(map)))
     }
 
     fn err(&self, e: opendal::Error) -> BackendError {
@@ -248,7 +314,12 @@ impl Upload for ObjectUpload {
         self.held_len += data.len();
         self.held.push(data);
         if self.held_len >= self.backend.opts.chunk_size {
-            self.start_multipart().await?;
+            if self.multipart() {
+                self.start_multipart().await?;
+            } else {
+                // One request at the end: keep memory bounded meanwhile.
+                self.spill().await?;
+            }
         }
         Ok(())
     }
@@ -261,11 +332,15 @@ impl Upload for ObjectUpload {
         }
         self.done = true;
         let mtime = mtime.or(self.opts.mtime);
-        let b = &self.backend;
+        let b = self.backend.clone();
         match self.writer.take() {
             None => {
                 let t = mtime.unwrap_or_else(SystemTime::now);
-                let data = Buffer::from(std::mem::take(&mut self.held));
+                let data = if self.spool.is_some() {
+                    self.spooled().await?
+                } else {
+                    Buffer::from(std::mem::take(&mut self.held))
+                };
                 let mut w = b.op.write_with(&self.key, data);
                 if b.opts.mtime_metadata {
                     w = w.user_metadata(mtime_metadata(t));
@@ -284,12 +359,13 @@ impl Upload for ObjectUpload {
                 }
             }
         }
-        ferry_backend::Backend::stat(b, &self.path).await
+        ferry_backend::Backend::stat(&b, &self.path).await
     }
 
     async fn abort(&mut self) -> Result<()> {
         self.done = true;
         self.held.clear();
+        self.spool = None;
         if let Some(mut w) = self.writer.take() {
             w.abort().await.map_err(|e| self.err(e))?;
         }
@@ -301,4 +377,13 @@ impl ObjectBackend {
     fn capabilities_set_mtime(&self) -> bool {
         ferry_backend::Backend::capabilities(self).set_mtime
     }
+}
+
+/// Map a spool file into memory.
+#[allow(unsafe_code)]
+fn map_file(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the file is an unlinked temporary file this upload created
+    // and alone holds; nothing writes to or truncates it once it is
+    // mapped, so the mapping cannot change under the reader.
+    unsafe { memmap2::Mmap::map(file) }
 }

@@ -83,6 +83,10 @@ pub struct ObjectOptions {
     pub read_only: bool,
     /// How the remote is described in logs (`s3:bucket/prefix`).
     pub describe: String,
+    /// Where uploads to stores that take a file in one request (WebDAV)
+    /// are spooled once they outgrow one part; the system's temporary
+    /// directory when unset.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ObjectOptions {
@@ -95,6 +99,7 @@ impl Default for ObjectOptions {
             upload_concurrency: 4,
             read_only: false,
             describe: "object store".into(),
+            spool_dir: None,
         }
     }
 }
