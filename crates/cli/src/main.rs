@@ -161,6 +161,18 @@ pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String
     Ok((Vfs::new(backend, cfg.vfs.clone()), describe))
 }
 
+/// Try listing the root of a network remote once at start, so a wrong
+/// bucket, address or credential shows in the log at once rather than at
+/// the first client. A failure is a warning: the store may come back.
+async fn probe_remote(vfs: &Vfs, describe: &str) {
+    let root = ferry_vfs::backend::RelPath::root();
+    match tokio::time::timeout(std::time::Duration::from_secs(20), vfs.read_dir(&root)).await {
+        Ok(Ok(_)) => tracing::debug!("{describe}: reachable"),
+        Ok(Err(e)) => tracing::warn!("{describe}: cannot list the served path yet: {e}"),
+        Err(_) => tracing::warn!("{describe}: no answer within 20 s to a first listing"),
+    }
+}
+
 pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
     let level = match args.verbose {
         0 => "warn",
@@ -172,7 +184,8 @@ pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
         "debug".to_string()
     } else {
         format!(
-            "warn,ferry={level},ferry_server={level},ferry_vfs={level},ferry_backend_local={level}"
+            "warn,ferry={level},ferry_server={level},ferry_vfs={level},ferry_backend_local={level},\
+             ferry_backend_opendal={level},ferry_backend_sftp={level},ferry_layers={level}"
         )
     };
     let builder = tracing_subscriber::fmt()
@@ -220,6 +233,9 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
 
     runtime()?.block_on(async move {
         let (vfs, describe) = open_vfs(&cfg)?;
+        if matches!(cfg.target, config::Target::Remote(_)) {
+            probe_remote(&vfs, &describe).await;
+        }
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
             .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?;
