@@ -76,4 +76,23 @@ if [ "${#pip_missing[@]}" -gt 0 ]; then
 else
     echo "install-test-deps: python packages already present"
 fi
+# Garage, a real S3-compatible server for the backend tests
+# (tests/e2e/backends.py finds it at $FERRY_TOOLS_DIR/garage/bin/garage).
+# A test tool only, never linked into Ferry. Built once (about 8 minutes on
+# 2 cores) and reused.
+FERRY_TOOLS_DIR="${FERRY_TOOLS_DIR:-$HOME/.cache/ferry-test-tools}"
+export FERRY_TOOLS_DIR
+GARAGE_VERSION="2.5.0"
+if [ -x "$FERRY_TOOLS_DIR/garage/bin/garage" ]; then
+    echo "install-test-deps: garage already present"
+else
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "install-test-deps: cargo is needed to build garage (the S3 test server)" >&2
+        exit 1
+    fi
+    echo "install-test-deps: building garage $GARAGE_VERSION into $FERRY_TOOLS_DIR/garage (takes minutes)"
+    mkdir -p "$FERRY_TOOLS_DIR"
+    cargo install garage --version "$GARAGE_VERSION" --locked --quiet \
+        --root "$FERRY_TOOLS_DIR/garage"
+fi
 echo "install-test-deps: done"

@@ -38,4 +38,8 @@ else
 fi
 
 step "end-to-end tests with real clients"
-FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest tests/e2e -q
+# The backend tests' servers (Garage, sshd, rclone serve webdav) must be there:
+# a missing one fails the run instead of skipping.
+FERRY_BIN="$PWD/target/debug/ferry" FERRY_E2E_REQUIRE_BACKENDS=1 \
+    FERRY_TOOLS_DIR="${FERRY_TOOLS_DIR:-$HOME/.cache/ferry-test-tools}" \
+    python3 -m pytest tests/e2e -q

@@ -715,3 +715,9 @@ def rclone_help(*topic):
         p = run(["rclone", "--config", "/dev/null", *topic], timeout=60, env=clean_env())
         _RCLONE_HELP[key] = (p.returncode, p.stdout + p.stderr)
     return _RCLONE_HELP[key]
+
+
+# Real storage servers for the backend tests (Garage, rclone serve webdav,
+# sshd): defined in backends.py, imported here so every test can use them.
+from backends import (backends_conf, s3_server, sshd_server,  # noqa: E402,F401
+                      webdav_server)

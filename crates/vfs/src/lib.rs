@@ -253,7 +253,11 @@ impl Vfs {
         let had_upload = self.inner.uploads.unlink(self.viewer, path);
         match self.inner.backend.remove_file(path).await {
             Err(e) if had_upload && e.kind() == ErrorKind::NotFound => Ok(()),
-            r => Ok(r?),
+            r => {
+                r?;
+                self.inner.emptied(path);
+                Ok(())
+            }
         }
     }
 
@@ -330,7 +334,11 @@ impl Vfs {
                 self.inner.uploads.rename(self.viewer, to, from);
                 Err(e.into())
             }
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.inner.emptied(from);
+                self.inner.landed(to);
+                Ok(())
+            }
         }
     }
 
@@ -559,6 +567,24 @@ impl Inner {
             }
             vdirs.remove(&dir);
             p = dir.parent();
+        }
+    }
+
+    /// `path` left its directory. On a store without real directories the
+    /// directory would vanish with its last file; a client that emptied it
+    /// still expects it (to remove it, or to put more in it), so Ferry keeps
+    /// it in its view until it is removed.
+    pub(crate) fn emptied(&self, path: &RelPath) {
+        if self.backend.capabilities().real_directories {
+            return;
+        }
+        // The directories above it may have had nothing else either.
+        let now = SystemTime::now();
+        let mut vdirs = self.lock_vdirs();
+        let mut p = path.parent();
+        while let Some(dir) = p.filter(|d| !d.is_root()) {
+            p = dir.parent();
+            vdirs.entry(dir).or_insert(now);
         }
     }
 

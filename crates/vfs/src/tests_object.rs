@@ -184,7 +184,13 @@ async fn directories_live_in_the_view_until_a_file_lands() {
         Err(VfsError::NotEmpty)
     ));
     vfs.remove(&p("c/b/f")).await.unwrap();
-    // With its last file gone, the prefix is gone from the store too.
+    // With its last file gone the prefix is gone from the store, but the
+    // client that emptied the directory still sees it, and can remove it.
+    assert!(vfs.stat(&p("c/b")).await.unwrap().is_dir());
+    assert!(vfs.read_dir(&p("c/b")).await.unwrap().is_empty());
+    assert!(vfs.stat(&p("c")).await.unwrap().is_dir());
+    vfs.rmdir(&p("c/b")).await.unwrap();
+    vfs.rmdir(&p("c")).await.unwrap();
     assert!(matches!(vfs.stat(&p("c")).await, Err(VfsError::NotFound)));
     vfs.mkdir(&p("e"), None).await.unwrap();
     vfs.rmdir(&p("e")).await.unwrap();
