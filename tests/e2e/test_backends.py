@@ -442,3 +442,45 @@ def test_df(store, srv, clients):
         assert [ln for ln in out.splitlines() if not ln.startswith("sftp>")], out
     assert_server_healthy(srv, clients)
     assert store.files() == {}
+
+
+# --------------------------------------------------------------------------
+# http: a read-only remote without listings
+# --------------------------------------------------------------------------
+
+def test_http_remote_serves_named_files_read_only(ferry_factory, tmp_path, clients):
+    from backends import Daemon
+    from conftest import free_port
+    served = tmp_path / "web"
+    (served / "sub").mkdir(parents=True)
+    (served / "sub" / "a.txt").write_bytes(b"hello over http\n")
+    big = os.urandom(3_000_001)
+    (served / "b.bin").write_bytes(big)
+    port = free_port()
+    web = Daemon("rclone serve http",
+                 ["rclone", "--config", "/dev/null", "serve", "http", served,
+                  "--addr", f"127.0.0.1:{port}"], tmp_path / "http.log")
+    try:
+        web.wait_port(port)
+        conf = tmp_path / "http.conf"
+        conf.write_text(f"[web]\ntype = http\nurl = http://127.0.0.1:{port}/\n")
+        srv = ferry_factory("--config", conf, target="web:")
+        c = paramiko_sftp(clients, srv)
+        with c.open("sub/a.txt", "rb") as f:
+            assert f.read() == b"hello over http\n"
+        with c.open("b.bin", "rb") as f:
+            f.prefetch()
+            assert f.read() == big
+        assert c.stat("b.bin").st_size == len(big)
+        with pytest.raises(FileNotFoundError):
+            c.stat("missing.txt")
+        # Writes are refused as on a read-only server, listings as
+        # unsupported; nothing reaches the HTTP server's directory.
+        with pytest.raises(PermissionError):
+            c.open("new.txt", "wb")
+        with pytest.raises(IOError):
+            c.listdir("/")
+        assert sorted(os.listdir(served)) == ["b.bin", "sub"]
+        assert "read-only" in srv.log() and "cannot list" in srv.log()
+    finally:
+        web.stop()

@@ -229,8 +229,10 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         None => process_umask(),
     };
     let override_perms = args.dir_perms != "0777" || args.file_perms != "0666";
+    // An HTTP server takes no writes: say so as a read-only server does.
+    let read_only_store = matches!(&target, Target::Remote(r) if r.type_ == "http");
     let vfs = VfsOptions {
-        read_only: args.read_only,
+        read_only: args.read_only || read_only_store,
         no_modtime: args.no_modtime,
         dir_perms,
         file_perms,

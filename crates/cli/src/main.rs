@@ -168,6 +168,8 @@ async fn probe_remote(vfs: &Vfs, describe: &str) {
     let root = ferry_vfs::backend::RelPath::root();
     match tokio::time::timeout(std::time::Duration::from_secs(20), vfs.read_dir(&root)).await {
         Ok(Ok(_)) => tracing::debug!("{describe}: reachable"),
+        // A store without listings (plain HTTP) has already been warned about.
+        Ok(Err(ferry_vfs::VfsError::Unsupported(_))) => {}
         Ok(Err(e)) => tracing::warn!("{describe}: cannot list the served path yet: {e}"),
         Err(_) => tracing::warn!("{describe}: no answer within 20 s to a first listing"),
     }
