@@ -1,0 +1,900 @@
+//! Tests against a real, private OpenSSH sshd on 127.0.0.1 (its own host
+//! key, a generated client key, `internal-sftp`). Skipped, with a message,
+//! when /usr/sbin/sshd is missing, unless `FERRY_REQUIRE_SSHD` is set.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use ferry_backend::OpenOptions;
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+struct Sshd {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    user: String,
+    /// Served directory (the backend's root in most tests).
+    data: PathBuf,
+    client_key: PathBuf,
+    host_pub: String,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sshd {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn config(&self) -> SftpConfig {
+        let mut cfg = SftpConfig::new("127.0.0.1", self.user.clone());
+        cfg.port = self.port;
+        cfg.key_file = Some(self.client_key.clone());
+        cfg.root = self.data.as_os_str().as_encoded_bytes().to_vec();
+        cfg
+    }
+
+    async fn backend(&self) -> SftpBackend {
+        match SftpBackend::connect(self.config()).await {
+            Ok(b) => b,
+            Err(e) => panic!("connect failed: {e}\nsshd log:\n{}", self.log()),
+        }
+    }
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(st.success(), "ssh-keygen failed");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running sshd, or `None` when the test should be skipped.
+fn sshd() -> Option<Sshd> {
+    if !Path::new(SSHD).exists() {
+        if std::env::var_os("FERRY_REQUIRE_SSHD").is_some() {
+            panic!("{SSHD} is missing and FERRY_REQUIRE_SSHD is set");
+        }
+        eprintln!("skipped: {SSHD} is not installed (scripts/install-test-deps.sh installs it)");
+        return None;
+    }
+    let mut dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    keygen(&d.join("host_key"));
+    keygen(&d.join("client_key"));
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+    let data = d.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    if rustix_is_root() {
+        let _ = std::fs::create_dir_all("/run/sshd");
+    }
+    let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+    for _attempt in 0..3 {
+        let port = free_port();
+        let cfg = d.join("sshd_config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\n\
+                 AuthorizedKeysFile {ak}\nPubkeyAuthentication yes\nPasswordAuthentication yes\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n\
+                 UseDNS no\nPrintMotd no\nPrintLastLog no\nX11Forwarding no\nMaxStartups 100\n\
+                 LogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
+                hk = d.join("host_key").display(),
+                pid = d.join("sshd.pid").display(),
+                ak = d.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sshd starts");
+        let mut s = Sshd {
+            child,
+            dir,
+            port,
+            user: user.clone(),
+            data: data.clone(),
+            client_key: d.join("client_key"),
+            host_pub: host_pub.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(s);
+            }
+            if let Ok(Some(_)) = s.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("sshd did not start on port {port}:\n{}", s.log());
+        // Take the directory back for the next attempt.
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+        dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    }
+    panic!("sshd would not start");
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+macro_rules! sshd_or_skip {
+    () => {
+        match sshd() {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes().to_vec()).unwrap()
+}
+
+fn rw() -> OpenOptions {
+    OpenOptions {
+        read: true,
+        write: true,
+        create: true,
+        ..Default::default()
+    }
+}
+
+fn ro() -> OpenOptions {
+    OpenOptions {
+        read: true,
+        ..Default::default()
+    }
+}
+
+async fn put(be: &SftpBackend, path: &str, data: &[u8]) {
+    let h = be
+        .open_file(
+            &p(path),
+            OpenOptions {
+                truncate: true,
+                ..rw()
+            },
+        )
+        .await
+        .unwrap();
+    h.write_at(0, Bytes::copy_from_slice(data)).await.unwrap();
+}
+
+async fn get(be: &SftpBackend, path: &str) -> Vec<u8> {
+    let h = be.open_file(&p(path), ro()).await.unwrap();
+    let size = h.stat().await.unwrap().size as usize;
+    h.read_at(0, size + 10, Vec::new()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_read_write_stat_list() {
+    let s = sshd_or_skip!();
+    let be = s.backend().await;
+    let caps = be.capabilities();
+    assert!(caps.random_access_write && caps.real_directories && caps.symlinks);
+    assert!(caps.rename_noreplace && caps.permissions && caps.ownership);
+    assert!(be.describe().starts_with("sftp:"), "{}", be.describe());
+    // OpenSSH's extensions are seen and its limits used.
+    let c = be.conn(Operation::Stat).await.unwrap();
+    eprintln!(
+        "extensions {:?}, read {} write {}",
+        c.sftp.ext, c.sftp.max_read, c.sftp.max_write
+    );
+    assert!(c.sftp.ext.posix_rename && c.sftp.ext.statvfs && c.sftp.ext.fsync);
+    assert!(c.sftp.ext.hardlink && c.sftp.ext.lsetstat && c.sftp.ext.limits);
+    assert!(c.sftp.max_read > 32 * 1024 && c.sftp.max_write > 32 * 1024);
+    drop(c);
+
+    let h = be.open_file(&p("a.txt"), rw()).await.unwrap();
+    h.write_at(0, Bytes::from_static(b"hello world"))
+        .await
+        .unwrap();
+    h.write_at(6, Bytes::from_static(b"WORLD")).await.unwrap();
+    // A write past the end leaves a hole of zeros.
+    h.write_at(13, Bytes::from_static(b"!")).await.unwrap();
+    let buf = h.read_at(0, 100, b"HDR".to_vec()).await.unwrap();
+    assert_eq!(buf, b"HDRhello WORLD\0\0!");
+    assert_eq!(h.read_at(3, 4, Vec::new()).await.unwrap(), b"lo W");
+    assert!(h.read_at(14, 10, Vec::new()).await.unwrap().is_empty());
+    assert!(h.read_at(1000, 10, Vec::new()).await.unwrap().is_empty());
+    // An enormous length stops at the end of the file.
+    assert_eq!(h.read_at(0, 1 << 40, Vec::new()).await.unwrap().len(), 14);
+    assert_eq!(h.stat().await.unwrap().size, 14);
+    h.sync().await.unwrap();
+    drop(h);
+    assert_eq!(
+        std::fs::read(s.data.join("a.txt")).unwrap(),
+        b"hello WORLD\0\0!"
+    );
+
+    let m = be.stat(&p("a.txt")).await.unwrap();
+    assert_eq!((m.file_type, m.size), (FileType::File, 14));
+    assert!(m.mtime.is_some() && m.permissions.is_some() && m.owner.is_some());
+    let root = be.stat(&RelPath::root()).await.unwrap();
+    assert!(root.is_dir());
+
+    // Truncate on open.
+    let h = be
+        .open_file(
+            &p("a.txt"),
+            OpenOptions {
+                truncate: true,
+                ..rw()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.stat().await.unwrap().size, 0);
+    h.write_at(0, Bytes::from_static(b"abc")).await.unwrap();
+    drop(h);
+
+    // Append: every write lands at the end, whatever its offset.
+    let h = be
+        .open_file(
+            &p("a.txt"),
+            OpenOptions {
+                write: true,
+                append: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    h.write_at(0, Bytes::from_static(b"def")).await.unwrap();
+    h.write_at(0, Bytes::from_static(b"gh")).await.unwrap();
+    drop(h);
+    assert_eq!(get(&be, "a.txt").await, b"abcdefgh");
+
+    // create_new on an existing file.
+    let e = be
+        .open_file(
+            &p("a.txt"),
+            OpenOptions {
+                create_new: true,
+                ..rw()
+            },
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let h = be
+        .open_file(
+            &p("new.txt"),
+            OpenOptions {
+                create_new: true,
+                mode: Some(0o600),
+                ..rw()
+            },
+        )
+        .await
+        .unwrap();
+    drop(h);
+    let m = be.stat(&p("new.txt")).await.unwrap();
+    assert_eq!(m.permissions, Some(0o600));
+
+    // A name that is not UTF-8 survives the round trip.
+    let odd = RelPath::new(b"odd\xff\xfe name".to_vec()).unwrap();
+    let h = be.open_file(&odd, rw()).await.unwrap();
+    h.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+    drop(h);
+
+    be.create_dir(&p("sub"), None).await.unwrap();
+    put(&be, "sub/inner", b"1234").await;
+    let mut names = be
+        .list(&RelPath::root())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let size = if e.meta.is_dir() { 0 } else { e.meta.size };
+            (e.name, e.meta.file_type, size)
+        })
+        .collect::<Vec<_>>();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        names,
+        vec![
+            (b"a.txt".to_vec(), FileType::File, 8),
+            (b"new.txt".to_vec(), FileType::File, 0),
+            (b"odd\xff\xfe name".to_vec(), FileType::File, 1),
+            (b"sub".to_vec(), FileType::Dir, 0),
+        ]
+    );
+
+    // NotFound everywhere it applies.
+    for e in [
+        be.stat(&p("missing")).await.err().unwrap(),
+        be.lstat(&p("missing")).await.err().unwrap(),
+        be.list(&p("missing")).await.err().unwrap(),
+        be.open_file(&p("missing"), ro()).await.err().unwrap(),
+        be.remove_file(&p("missing")).await.err().unwrap(),
+        be.remove_dir(&p("missing")).await.err().unwrap(),
+        be.read_link(&p("missing")).await.err().unwrap(),
+        be.rename(&p("missing"), &p("x"), true).await.err().unwrap(),
+        be.rename(&p("missing"), &p("x"), false)
+            .await
+            .err()
+            .unwrap(),
+        be.create_dir(&p("missing/x"), None).await.err().unwrap(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    }
+
+    be.remove_file(&p("new.txt")).await.unwrap();
+    assert!(!s.data.join("new.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_and_type_errors() {
+    let s = sshd_or_skip!();
+    let be = s.backend().await;
+    be.create_dir(&p("d"), Some(0o750)).await.unwrap();
+    let m = be.stat(&p("d")).await.unwrap();
+    assert!(m.is_dir());
+    assert_eq!(m.permissions, Some(0o750));
+    let e = be.create_dir(&p("d"), None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    put(&be, "f", b"data").await;
+    let e = be.create_dir(&p("f"), None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+
+    put(&be, "d/x", b"x").await;
+    let e = be.remove_dir(&p("d")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DirectoryNotEmpty, "{e}");
+    let e = be.remove_dir(&p("f")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotADirectory, "{e}");
+    let e = be.remove_file(&p("d")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::IsADirectory, "{e}");
+    let e = be.list(&p("f")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotADirectory, "{e}");
+    let e = be.open_file(&p("d"), ro()).await.err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::IsADirectory, "{e}");
+    let e = be.open_file(&p("d"), rw()).await.err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::IsADirectory, "{e}");
+    let e = be.remove_dir(&RelPath::root()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Other, "{e}");
+
+    be.remove_file(&p("d/x")).await.unwrap();
+    be.remove_dir(&p("d")).await.unwrap();
+    assert!(!s.data.join("d").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames() {
+    let s = sshd_or_skip!();
+    let be = s.backend().await;
+    assert!(be.capabilities().atomic_rename, "OpenSSH has posix-rename");
+    put(&be, "a", b"A").await;
+    put(&be, "b", b"B").await;
+
+    // Without overwrite: refused, nothing changes.
+    let e = be.rename(&p("a"), &p("b"), false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(get(&be, "b").await, b"B");
+    let e = be.rename(&p("a"), &p("a"), false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    be.rename(&p("a"), &p("a"), true).await.unwrap();
+
+    // With overwrite: replaced.
+    be.rename(&p("a"), &p("b"), true).await.unwrap();
+    assert_eq!(get(&be, "b").await, b"A");
+    assert!(!s.data.join("a").exists());
+
+    // To a free name, both modes.
+    be.rename(&p("b"), &p("c"), false).await.unwrap();
+    be.rename(&p("c"), &p("d"), true).await.unwrap();
+    assert_eq!(get(&be, "d").await, b"A");
+
+    // Types never replace each other.
+    be.create_dir(&p("dir"), None).await.unwrap();
+    put(&be, "dir/in", b"").await;
+    let e = be.rename(&p("d"), &p("dir"), true).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::IsADirectory, "{e}");
+    let e = be.rename(&p("dir"), &p("d"), true).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotADirectory, "{e}");
+    be.create_dir(&p("dir2"), None).await.unwrap();
+    put(&be, "dir2/other", b"").await;
+    let e = be.rename(&p("dir"), &p("dir2"), true).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DirectoryNotEmpty, "{e}");
+    // Directories move.
+    be.rename(&p("dir"), &p("dir3"), false).await.unwrap();
+    assert_eq!(get(&be, "dir3/in").await, b"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_attrs_usage_copy() {
+    let s = sshd_or_skip!();
+    let be = s.backend().await;
+    put(&be, "target", b"content").await;
+
+    // Symbolic links keep their target as given.
+    be.symlink(b"target", &p("rel")).await.unwrap();
+    be.symlink(b"/nowhere/at/all", &p("abs")).await.unwrap();
+    assert_eq!(be.read_link(&p("rel")).await.unwrap(), b"target");
+    assert_eq!(be.read_link(&p("abs")).await.unwrap(), b"/nowhere/at/all");
+    assert_eq!(
+        std::fs::read_link(s.data.join("rel")).unwrap(),
+        Path::new("target")
+    );
+    assert_eq!(
+        be.lstat(&p("rel")).await.unwrap().file_type,
+        FileType::Symlink
+    );
+    assert_eq!(be.stat(&p("rel")).await.unwrap().size, 7);
+    let e = be.symlink(b"x", &p("rel")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+
+    // Hard links.
+    assert!(be.capabilities().hard_links);
+    be.hard_link(&p("target"), &p("hard")).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(s.data.join("hard")).unwrap().ino(),
+        std::fs::metadata(s.data.join("target")).unwrap().ino()
+    );
+    let e = be.hard_link(&p("target"), &p("hard")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+
+    // Times and permissions by path and by handle.
+    let t = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    be.set_attrs(
+        &p("target"),
+        &SetAttrs {
+            permissions: Some(0o640),
+            times: Some((t, t + Duration::from_secs(5))),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let m = be.stat(&p("target")).await.unwrap();
+    assert_eq!(m.permissions, Some(0o640));
+    assert_eq!(m.mtime, Some(t + Duration::from_secs(5)));
+    assert_eq!(m.atime, Some(t));
+    let local = std::fs::metadata(s.data.join("target")).unwrap();
+    assert_eq!(local.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(local.mtime(), 1_000_000_005);
+
+    let h = be.open_file(&p("target"), rw()).await.unwrap();
+    h.set_attrs(&SetAttrs {
+        size: Some(3),
+        permissions: Some(0o604),
+        times: Some((t, t)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let m = h.stat().await.unwrap();
+    assert_eq!((m.size, m.permissions, m.mtime), (3, Some(0o604), Some(t)));
+    drop(h);
+    // Owner (to what it already is: works as any user).
+    let (uid, gid) = be.stat(&p("target")).await.unwrap().owner.unwrap();
+    be.set_attrs(
+        &p("target"),
+        &SetAttrs {
+            owner: Some((uid, gid)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Not following the link: the target is untouched.
+    be.set_attrs_nofollow(
+        &p("target"),
+        &SetAttrs {
+            permissions: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        be.stat(&p("target")).await.unwrap().permissions,
+        Some(0o600)
+    );
+
+    // Usage.
+    assert!(be.capabilities().usage);
+    let u = be.usage().await.unwrap();
+    assert!(u.total.unwrap() > 0 && u.free.unwrap() <= u.total.unwrap());
+    assert!(u.used.unwrap() <= u.total.unwrap());
+
+    // Server-side copy, where the server has it.
+    if be.capabilities().server_side_copy {
+        put(&be, "src", b"copy me").await;
+        be.copy(&p("src"), &p("dst")).await.unwrap();
+        assert_eq!(get(&be, "dst").await, b"copy me");
+        be.copy(&p("src"), &p("src")).await.unwrap();
+        assert_eq!(get(&be, "src").await, b"copy me");
+    } else {
+        let e = be.copy(&p("target"), &p("dst")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_by_remote_command() {
+    use md5::Digest as _;
+    let s = sshd_or_skip!();
+    let be = s.backend().await;
+    assert_eq!(be.native_hashes(), &[HashKind::Md5, HashKind::Sha1]);
+    let data = (0..100_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>();
+    // A name a shell would mangle without quoting.
+    let name = "it's a $(file) `x` \"q\"";
+    put(&be, name, &data).await;
+    let md5 = be.stored_hash(&p(name), HashKind::Md5).await.unwrap();
+    assert_eq!(md5.as_deref(), Some(hex(&md5::Md5::digest(&data)).as_str()));
+    let sha1 = be.stored_hash(&p(name), HashKind::Sha1).await.unwrap();
+    assert_eq!(
+        sha1.as_deref(),
+        Some(hex(&<sha1::Sha1 as sha1::Digest>::digest(&data)).as_str())
+    );
+    // A file the command cannot read: no hash, no error.
+    assert_eq!(
+        be.stored_hash(&p("missing"), HashKind::Md5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        be.stored_hash(&p(name), HashKind::Sha256).await.unwrap(),
+        None
+    );
+
+    let mut cfg = s.config();
+    cfg.disable_hashcheck = true;
+    let be = SftpBackend::connect(cfg).await.unwrap();
+    assert!(be.native_hashes().is_empty());
+    assert_eq!(be.stored_hash(&p(name), HashKind::Md5).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_mib_with_concurrent_writes() {
+    let s = sshd_or_skip!();
+    let be = s.backend().await;
+    let size = 5 << 20;
+    let data = Bytes::from(
+        (0..size)
+            .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let h = be.open_file(&p("big"), rw()).await.unwrap();
+    // Odd-sized chunks, larger and smaller than one SFTP write, all at once
+    // and in no particular order.
+    let chunk = 100_003;
+    let mut jobs = (0..size)
+        .step_by(chunk)
+        .map(|o| (o, data.slice(o..(o + chunk).min(size))))
+        .collect::<Vec<_>>();
+    jobs.reverse();
+    let third = jobs.len() / 3;
+    jobs.rotate_left(third);
+    let h = &h;
+    futures::future::try_join_all(jobs.into_iter().map(|(o, d)| h.write_at(o as u64, d)))
+        .await
+        .unwrap();
+    assert_eq!(h.stat().await.unwrap().size, size as u64);
+    // One big read, and many concurrent small ones.
+    let all = h.read_at(0, size + 1000, Vec::new()).await.unwrap();
+    assert!(all == data[..], "5 MiB read back differs");
+    let reads = (0..size).step_by(77_777).map(|o| async move {
+        let got = h.read_at(o as u64, 77_777, Vec::new()).await.unwrap();
+        (o, got)
+    });
+    for (o, got) in futures::future::join_all(reads).await {
+        assert!(got == data[o..(o + 77_777).min(size)], "piece at {o}");
+    }
+    // More than the SSH window in total: the window is refilled.
+    for _ in 0..2 {
+        assert!(h.read_at(0, size, Vec::new()).await.unwrap() == data[..]);
+    }
+    assert!(std::fs::read(s.data.join("big")).unwrap() == data[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_keys_are_checked_when_configured() {
+    let s = sshd_or_skip!();
+    let d = s.dir.path();
+    let hp = format!("[127.0.0.1]:{}", s.port);
+    let mut parts = s.host_pub.split_whitespace();
+    let (kt, kb) = (parts.next().unwrap(), parts.next().unwrap());
+
+    // The right key: accepted.
+    let good = d.join("known_good");
+    std::fs::write(&good, format!("# ok\n{hp} {kt} {kb}\n")).unwrap();
+    let mut cfg = s.config();
+    cfg.known_hosts_file = Some(good);
+    SftpBackend::connect(cfg).await.unwrap();
+
+    // Hashed by ssh-keygen -H: accepted.
+    let hashed = d.join("known_hashed");
+    std::fs::write(&hashed, format!("{hp} {kt} {kb}\n")).unwrap();
+    let st = Command::new("ssh-keygen")
+        .arg("-q")
+        .arg("-H")
+        .arg("-f")
+        .arg(&hashed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(std::fs::read_to_string(&hashed).unwrap().starts_with("|1|"));
+    let mut cfg = s.config();
+    cfg.known_hosts_file = Some(hashed);
+    SftpBackend::connect(cfg).await.unwrap();
+
+    // A different key recorded for this host: refused, clearly.
+    keygen(&d.join("other_key"));
+    let other = std::fs::read_to_string(d.join("other_key.pub")).unwrap();
+    let mut o = other.split_whitespace();
+    let bad = d.join("known_bad");
+    let mut f = std::fs::File::create(&bad).unwrap();
+    writeln!(f, "{hp} {} {}", o.next().unwrap(), o.next().unwrap()).unwrap();
+    drop(f);
+    let mut cfg = s.config();
+    cfg.known_hosts_file = Some(bad);
+    let e = SftpBackend::connect(cfg).await.err().unwrap();
+    let msg = format!("{e}");
+    assert!(msg.contains("host key mismatch"), "{msg}");
+    assert!(!e.is_temporary());
+
+    // The host not recorded at all: refused.
+    let unknown = d.join("known_unknown");
+    std::fs::write(&unknown, format!("otherhost {kt} {kb}\n")).unwrap();
+    let mut cfg = s.config();
+    cfg.known_hosts_file = Some(unknown);
+    let e = SftpBackend::connect(cfg).await.err().unwrap();
+    assert!(format!("{e}").contains("is not in"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused() {
+    let s = sshd_or_skip!();
+    let mut cfg = s.config();
+    cfg.key_file = None;
+    cfg.password = Some("certainly not the password".into());
+    let e = SftpBackend::connect(cfg).await.err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("authentication failed"), "{msg}");
+    assert!(msg.contains("password"), "{msg}");
+
+    // A key the server does not know, then a wrong password.
+    let d = s.dir.path();
+    keygen(&d.join("stranger"));
+    let mut cfg = s.config();
+    cfg.key_file = Some(d.join("stranger"));
+    cfg.password = Some("nope".into());
+    let e = SftpBackend::connect(cfg).await.err().unwrap();
+    assert!(e.to_string().contains("publickey, password"), "{e}");
+
+    // An encrypted key without its passphrase: a config error.
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "sekrit", "-f"])
+        .arg(d.join("locked"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::copy(d.join("locked.pub"), d.join("authorized_keys")).unwrap();
+    let mut cfg = s.config();
+    cfg.key_file = Some(d.join("locked"));
+    let e = SftpBackend::connect(cfg.clone()).await.err().unwrap();
+    assert!(e.to_string().contains("key_file_pass"), "{e}");
+    cfg.key_file_pass = Some("sekrit".into());
+    SftpBackend::connect(cfg.clone()).await.unwrap();
+    // The same key inline as key_pem, one line with \n as rclone keeps it.
+    let pem = std::fs::read_to_string(d.join("locked")).unwrap();
+    cfg.key_file = None;
+    cfg.key_pem = Some(pem.trim_end().replace('\n', "\\n"));
+    SftpBackend::connect(cfg).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_the_connection_drops() {
+    let s = sshd_or_skip!();
+    let be = s.backend().await;
+    put(&be, "f", b"before").await;
+    let h = be.open_file(&p("f"), ro()).await.unwrap();
+    // Cut the connection under the backend.
+    let old = be.conn(Operation::Stat).await.unwrap();
+    old.sftp.close("test");
+    drop(old);
+    let e = h.read_at(0, 10, Vec::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Temporary, "{e}");
+    assert!(e.is_temporary());
+    // The next operation connects again.
+    assert_eq!(be.stat(&p("f")).await.unwrap().size, 6);
+    assert_eq!(get(&be, "f").await, b"before");
+    drop(h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_root_and_several_connections() {
+    let s = sshd_or_skip!();
+    // The login directory itself.
+    let mut cfg = s.config();
+    cfg.root = Vec::new();
+    let be = SftpBackend::connect(cfg).await.unwrap();
+    assert!(be.stat(&RelPath::root()).await.unwrap().is_dir());
+    assert!(be.root.starts_with(b"/"), "{:?}", be.root.escape_ascii());
+
+    let mut cfg = s.config();
+    cfg.connections = 3;
+    cfg.concurrency = 4;
+    let be = SftpBackend::connect(cfg).await.unwrap();
+    let be = &be;
+    let jobs = (0..12).map(|i| async move {
+        let name = format!("f{i}");
+        put(be, &name, name.as_bytes()).await;
+        assert_eq!(get(be, &name).await, name.as_bytes());
+    });
+    futures::future::join_all(jobs).await;
+    assert_eq!(be.list(&RelPath::root()).await.unwrap().len(), 12);
+}
+
+#[test]
+fn quoting_and_hash_parsing() {
+    assert_eq!(shell_quote(b"a b"), b"'a b'");
+    assert_eq!(shell_quote(b"it's"), b"'it'\\''s'");
+    assert_eq!(shell_quote(b"\xff"), b"'\xff'");
+    let h = "d41d8cd98f00b204e9800998ecf8427e";
+    assert_eq!(
+        parse_hash(format!("{h}  /x\n").as_bytes(), HashKind::Md5).as_deref(),
+        Some(h)
+    );
+    assert_eq!(
+        parse_hash(
+            format!("\\{}  /a\\\\b\n", h.to_uppercase()).as_bytes(),
+            HashKind::Md5
+        )
+        .as_deref(),
+        Some(h)
+    );
+    assert_eq!(
+        parse_hash(b"md5sum: x: No such file\n", HashKind::Md5),
+        None
+    );
+    assert_eq!(parse_hash(h.as_bytes(), HashKind::Sha1), None);
+}
+
+#[test]
+fn attribute_conversion() {
+    let a = FileAttributes {
+        size: Some(5),
+        uid_gid: Some((1, 2)),
+        permissions: Some(mode::S_IFLNK | 0o777),
+        atime_mtime: Some((10, 20)),
+        extended: Vec::new(),
+    };
+    let m = to_meta(&a);
+    assert_eq!(m.file_type, FileType::Symlink);
+    assert_eq!(m.permissions, Some(0o777));
+    assert_eq!(m.mtime, Some(UNIX_EPOCH + Duration::from_secs(20)));
+    let s = SetAttrs {
+        size: None,
+        permissions: Some(0o100_644),
+        times: Some((UNIX_EPOCH, UNIX_EPOCH + Duration::from_secs(7))),
+        owner: None,
+    };
+    assert_eq!(to_attrs(&s, true).atime_mtime, Some((0, 7)));
+    assert_eq!(to_attrs(&s, true).permissions, Some(0o644));
+    assert_eq!(to_attrs(&s, false).atime_mtime, None);
+}
+
+/// The paths taken when the server lacks the OpenSSH extensions: the
+/// extensions are hidden from a fresh backend (only its first connection
+/// exists, so it can be changed in place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_extensions() {
+    let s = sshd_or_skip!();
+    let mut cfg = s.config();
+    cfg.concurrency = 3;
+    let mut be = SftpBackend::connect(cfg).await.unwrap();
+    {
+        let mut slot = be.slots[0].lock().await;
+        let conn = Arc::get_mut(slot.as_mut().unwrap()).expect("only the backend holds it");
+        conn.sftp.ext = Extensions::default();
+        conn.sftp.max_read = 32 * 1024;
+        conn.sftp.max_write = 32 * 1024;
+    }
+    be.ext = Extensions::default();
+    let caps = be.capabilities();
+    assert!(!caps.atomic_rename && !caps.hard_links && !caps.usage && !caps.server_side_copy);
+    assert!(caps.rename_noreplace);
+
+    put(&be, "a", b"A").await;
+    put(&be, "b", b"B").await;
+    let e = be.rename(&p("a"), &p("b"), false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    be.rename(&p("a"), &p("b"), true).await.unwrap();
+    assert_eq!(get(&be, "b").await, b"A");
+    be.create_dir(&p("d1"), None).await.unwrap();
+    be.create_dir(&p("d2"), None).await.unwrap();
+    be.rename(&p("d1"), &p("d2"), true).await.unwrap();
+    let e = be.rename(&p("b"), &p("d2"), true).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::IsADirectory, "{e}");
+
+    be.symlink(b"b", &p("link")).await.unwrap();
+    let e = be
+        .set_attrs_nofollow(
+            &p("link"),
+            &SetAttrs {
+                permissions: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    be.set_attrs_nofollow(
+        &p("b"),
+        &SetAttrs {
+            permissions: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for e in [
+        be.copy(&p("b"), &p("c")).await.unwrap_err(),
+        be.hard_link(&p("b"), &p("c")).await.unwrap_err(),
+        be.usage().await.unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    }
+
+    // 32 KiB pieces, three in flight at a time.
+    let data = Bytes::from(
+        (0..1_000_000u32)
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let h = be.open_file(&p("big"), rw()).await.unwrap();
+    h.write_at(0, data.clone()).await.unwrap();
+    h.sync().await.unwrap();
+    assert!(h.read_at(0, 2_000_000, Vec::new()).await.unwrap() == data[..]);
+    assert!(h.read_at(999_990, 100, Vec::new()).await.unwrap() == data[999_990..]);
+}
