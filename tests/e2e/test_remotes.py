@@ -80,7 +80,7 @@ def test_named_remotes_from_the_config_file(ferry_factory, tmp_path):
 
 def test_config_problems_are_clear_errors(tmp_path):
     conf = tmp_path / "ferry.conf"
-    conf.write_text("[bucket]\ntype = s3\n\n[broken]\nprovider = x\n")
+    conf.write_text("[bucket]\ntype = dropbox\n\n[broken]\nprovider = x\n")
     cases = [
         ("bucket:b", "not supported yet"),
         ("nope:x", "nope"),

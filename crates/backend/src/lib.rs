@@ -144,6 +144,10 @@ pub trait Upload: Send + Sync {
     async fn abort(&mut self) -> Result<()>;
 }
 
+/// Called with each path changed outside Ferry (`None`: anything may have
+/// changed, for example after the notification queue overflowed).
+pub type ChangeNotify = std::sync::Arc<dyn Fn(Option<&RelPath>) + Send + Sync>;
+
 /// A storage backend. See the crate docs.
 ///
 /// Methods that need a capability say so under "Requires"; without it they
@@ -219,6 +223,14 @@ pub trait Backend: Send + Sync + 'static {
     ///
     /// Requires [`Capabilities::usage`].
     async fn usage(&self) -> Result<Usage>;
+
+    /// Start reporting changes made to the store by others to `on_change`,
+    /// for as long as the backend lives. `Ok(false)` when this backend
+    /// cannot report changes (the default).
+    fn watch_changes(&self, on_change: ChangeNotify) -> Result<bool> {
+        let _ = on_change;
+        Ok(false)
+    }
 
     /// Start writing a new file at `path`, front to back; it replaces any
     /// file there when [`Upload::finish`] commits it.

@@ -176,6 +176,25 @@ pub struct SftpArgs {
     #[arg(long, env = "FERRY_GID")]
     pub gid: Option<u32>,
 
+    /// Time to cache directory entries for.
+    #[arg(
+        long,
+        env = "FERRY_DIR_CACHE_TIME",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
+    pub dir_cache_time: String,
+
+    /// Time to wait between polling for changes; 0 turns it off. The local
+    /// backend reports changes at once (inotify) while this is not 0.
+    #[arg(
+        long,
+        env = "FERRY_POLL_INTERVAL",
+        default_value = "1m",
+        value_name = "DURATION"
+    )]
+    pub poll_interval: String,
+
     /// Print more (-v logins, -vv every SFTP operation).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -95,6 +95,54 @@ pub fn parse_octal(flag: &str, v: &str) -> anyhow::Result<u32> {
     }
 }
 
+/// Parse a duration as rclone writes them: `0`, `300ms`, `10s`, `5m`,
+/// `1h30m`, `2d`, `1.5h` (a bare number is seconds).
+pub fn parse_duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
+    let bad = || {
+        usage(format!(
+            "invalid value {v:?} for --{flag}: want a duration such as 10s, 5m, 1h30m or 0"
+        ))
+    };
+    let s = v.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            "w" => 7.0 * 86400.0,
+            "M" => 30.0 * 86400.0,
+            "y" => 365.0 * 86400.0,
+            _ => return Err(bad()),
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
 /// Expand a leading `~` and `$VAR`/`${VAR}` as rclone does for paths.
 pub fn expand_path(p: &str) -> PathBuf {
     let mut s = String::new();
@@ -243,6 +291,8 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         default_uid: rustix::process::getuid().as_raw(),
         default_gid: rustix::process::getgid().as_raw(),
         no_checksum: args.no_checksum,
+        dir_cache_time: parse_duration("dir-cache-time", &args.dir_cache_time)?,
+        poll_interval: parse_duration("poll-interval", &args.poll_interval)?,
         ..VfsOptions::default()
     };
     Ok(ServeConfig {
@@ -431,6 +481,25 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         assert!(serve_target("mem:sub", Some(&conf), &mut w).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration as D;
+        let d = |v: &str| parse_duration("x", v).unwrap();
+        assert_eq!(d("0"), D::ZERO);
+        assert_eq!(d("5m"), D::from_secs(300));
+        assert_eq!(d("1h30m"), D::from_secs(5400));
+        assert_eq!(d("300ms"), D::from_millis(300));
+        assert_eq!(d("1.5h"), D::from_secs(5400));
+        assert_eq!(d("2d"), D::from_secs(172800));
+        assert_eq!(d("10"), D::from_secs(10));
+        for bad in ["", "m", "5x", "-1s", "1h-"] {
+            let e = parse_duration("dir-cache-time", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--dir-cache-time"), "{bad}: {e}");
+        }
     }
 
     #[test]

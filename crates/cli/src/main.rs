@@ -130,7 +130,7 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The backend and VFS for the configured root, and the backend's
 /// description for logs. The only place that names a concrete backend.
-pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String)> {
+pub(crate) async fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String)> {
     use ferry_layers::Retry;
     let backend: Arc<dyn ferry_vfs::backend::Backend> = match &cfg.target {
         config::Target::Local(root) => Arc::new(Retry::new(
@@ -141,6 +141,20 @@ pub(crate) fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String
             ferry_backend_memory::MemoryBackend::new(),
             cfg.retry,
         )),
+        config::Target::Remote(r) if r.type_ == "sftp" => {
+            let (sftp_cfg, warnings) =
+                ferry_backend_sftp::rclone::from_rclone(&r.name, &r.options, &r.path)
+                    .map_err(config::UsageError)?;
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            let backend = ferry_backend_sftp::SftpBackend::connect(sftp_cfg)
+                .await
+                .map_err(|e| {
+                    config::UsageError(format!("remote {}: cannot connect: {e}", r.name))
+                })?;
+            Arc::new(Retry::new(backend, cfg.retry))
+        }
         config::Target::Remote(r) => {
             let spec = ferry_backend_opendal::config::RemoteSpec {
                 name: &r.name,
@@ -173,6 +187,8 @@ async fn probe_remote(vfs: &Vfs, describe: &str) {
         Ok(Err(e)) => tracing::warn!("{describe}: cannot list the served path yet: {e}"),
         Err(_) => tracing::warn!("{describe}: no answer within 20 s to a first listing"),
     }
+    // A check, not a warm-up: clients start from what the store holds then.
+    vfs.forget(None);
 }
 
 pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
@@ -234,7 +250,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
     };
 
     runtime()?.block_on(async move {
-        let (vfs, describe) = open_vfs(&cfg)?;
+        let (vfs, describe) = open_vfs(&cfg).await?;
         if matches!(cfg.target, config::Target::Remote(_)) {
             probe_remote(&vfs, &describe).await;
         }
@@ -264,7 +280,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: no directory cache to flush in this version");
+                    vfs.forget(None);
+                    tracing::info!("SIGHUP: directory cache flushed");
                 }
             }
         }

@@ -46,7 +46,7 @@ pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
     }
     crate::init_logging(args)?;
     crate::runtime()?.block_on(async move {
-        let (vfs, _) = crate::open_vfs(&cfg)?;
+        let (vfs, _) = crate::open_vfs(&cfg).await?;
         let input = StdinInput {
             stdin: tokio::io::stdin(),
             buf: BytesMut::new(),

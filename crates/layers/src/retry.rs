@@ -184,6 +184,10 @@ impl<B: Backend> Backend for Retry<B> {
             .await
     }
 
+    fn watch_changes(&self, on_change: ferry_backend::ChangeNotify) -> Result<bool> {
+        self.inner.watch_changes(on_change)
+    }
+
     /// Not retried as a whole: the data already sent cannot be replayed.
     /// Stores retry their own parts (multipart uploads) where they can.
     async fn create_upload(&self, path: &RelPath, opts: UploadOptions) -> Result<Box<dyn Upload>> {

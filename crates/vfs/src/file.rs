@@ -105,6 +105,26 @@ impl VfsFile {
         flags: OpenFlags,
         mode: Option<u32>,
     ) -> Result<VfsFile> {
+        if !flags.writes() {
+            return Self::open_inner(inner, viewer, path, flags, mode).await;
+        }
+        // While a handle writes the file, its size and time change under
+        // the directory cache: stats go to the store until it closes.
+        inner.writer_opened(path);
+        let r = Self::open_inner(inner.clone(), viewer, path, flags, mode).await;
+        if r.is_err() {
+            inner.writer_closed(path);
+        }
+        r
+    }
+
+    async fn open_inner(
+        inner: Arc<Inner>,
+        viewer: u64,
+        path: &RelPath,
+        flags: OpenFlags,
+        mode: Option<u32>,
+    ) -> Result<VfsFile> {
         let caps = inner.backend.capabilities();
         if flags.writes() && !caps.random_access_write {
             return Self::open_stream(inner, path, flags).await;
@@ -330,6 +350,14 @@ impl VfsFile {
         if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
             return Ok(());
         }
+        let r = self.commit().await;
+        if self.flags.writes() {
+            self.inner.writer_closed(&self.path);
+        }
+        r
+    }
+
+    async fn commit(&self) -> Result<()> {
         if let Body::Stream(s) = &self.body {
             s.finish().await?;
             self.inner.landed(&self.path);
@@ -357,6 +385,13 @@ impl VfsFile {
         if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
             return;
         }
+        self.discard().await;
+        if self.flags.writes() {
+            self.inner.writer_closed(&self.path);
+        }
+    }
+
+    async fn discard(&self) {
         if let Body::Stream(s) = &self.body {
             s.abort().await;
             return;
@@ -375,6 +410,9 @@ impl Drop for VfsFile {
         // upload is discarded in the background.
         if self.state.load(Ordering::Acquire) != OPEN {
             return;
+        }
+        if self.flags.writes() {
+            self.inner.writer_closed(&self.path);
         }
         if let Body::Stream(s) = &self.body {
             let s = s.clone();

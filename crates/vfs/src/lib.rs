@@ -16,6 +16,7 @@
 //! [`Vfs`] and [`VfsFile`]; their callers do not change.
 
 pub mod attr;
+mod dircache;
 pub mod error;
 pub mod file;
 pub mod hash;
@@ -62,11 +63,33 @@ pub(crate) struct Inner {
     /// until it is removed or a file lands in it (the store then shows it
     /// as the prefix of that file).
     pub(crate) virtual_dirs: Mutex<BTreeMap<RelPath, SystemTime>>,
+    /// Listings kept for `--dir-cache-time`.
+    pub(crate) dircache: Arc<dircache::DirCache>,
+    /// Paths open for writing, and how many times: their size and time
+    /// change under the cache, so they are always asked of the backend.
+    pub(crate) writers: Mutex<HashMap<RelPath, usize>>,
 }
 
 impl Vfs {
     /// A VFS over `backend` with `opts`.
     pub fn new(backend: Arc<dyn Backend>, opts: VfsOptions) -> Self {
+        let dircache = Arc::new(dircache::DirCache::new(opts.dir_cache_time));
+        if dircache.enabled() && !opts.poll_interval.is_zero() {
+            let dc = dircache.clone();
+            let notify: ferry_backend::ChangeNotify =
+                Arc::new(move |p: Option<&RelPath>| match p {
+                    Some(p) => dc.forget_tree(p),
+                    None => dc.clear(),
+                });
+            match backend.watch_changes(notify) {
+                Ok(true) => tracing::debug!("{}: watching for changes", backend.describe()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    "{}: changes made outside Ferry will show only after --dir-cache-time: {e}",
+                    backend.describe()
+                ),
+            }
+        }
         Vfs {
             inner: Arc::new(Inner {
                 backend,
@@ -75,6 +98,8 @@ impl Vfs {
                 sessions: std::sync::atomic::AtomicU64::new(0),
                 hashes: hash::HashCache::new(100_000),
                 virtual_dirs: Mutex::new(BTreeMap::new()),
+                dircache,
+                writers: Mutex::new(HashMap::new()),
             }),
             viewer: 0,
         }
@@ -125,21 +150,13 @@ impl Vfs {
     /// Attributes of `path`, following symbolic links. A file that is being
     /// uploaded shows its upload in progress.
     pub async fn stat(&self, path: &RelPath) -> Result<Attr> {
-        let target = self.pending_for(path).unwrap_or_else(|| path.clone());
-        let meta = match self.inner.backend.stat(&target).await {
-            Err(e) if e.kind() == ErrorKind::NotFound => self.inner.virtual_dir(path).ok_or(e)?,
-            r => r?,
-        };
+        let meta = self.inner.meta(self.viewer, path, true).await?;
         Ok(self.inner.attr(&meta))
     }
 
     /// Attributes of `path` itself.
     pub async fn lstat(&self, path: &RelPath) -> Result<Attr> {
-        let target = self.pending_for(path).unwrap_or_else(|| path.clone());
-        let meta = match self.inner.backend.lstat(&target).await {
-            Err(e) if e.kind() == ErrorKind::NotFound => self.inner.virtual_dir(path).ok_or(e)?,
-            r => r?,
-        };
+        let meta = self.inner.meta(self.viewer, path, false).await?;
         Ok(self.inner.attr(&meta))
     }
 
@@ -147,11 +164,11 @@ impl Vfs {
     /// upload files are hidden; a file being uploaded is listed under its
     /// own name with the upload's attributes, as [`Vfs::stat`] shows it.
     pub async fn read_dir(&self, path: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
-        let mut entries = match self.inner.backend.list(path).await {
+        let mut entries: Vec<ferry_backend::DirEntry> = match self.inner.list(path).await {
             Err(e) if e.kind() == ErrorKind::NotFound && self.inner.virtual_dir(path).is_some() => {
                 Vec::new()
             }
-            r => r?,
+            r => (*r?).clone(),
         };
         // Directories made here that the store does not show (yet).
         for (name, meta) in self.inner.virtual_children(path) {
@@ -203,6 +220,7 @@ impl Vfs {
             return Err(VfsError::AlreadyExists);
         }
         let mode = mode.unwrap_or(self.inner.opts.dir_perms) & !self.inner.opts.umask & 0o7777;
+        self.inner.dircache.forget(path);
         if self.capabilities().real_directories {
             return Ok(self.inner.backend.create_dir(path, Some(mode)).await?);
         }
@@ -224,6 +242,7 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::PermissionDenied);
         }
+        self.inner.dircache.forget_tree(path);
         if self.capabilities().real_directories {
             return Ok(self.inner.backend.remove_dir(path).await?);
         }
@@ -251,6 +270,7 @@ impl Vfs {
             return Err(VfsError::IsADirectory);
         }
         let had_upload = self.inner.uploads.unlink(self.viewer, path);
+        self.inner.dircache.forget(path);
         match self.inner.backend.remove_file(path).await {
             Err(e) if had_upload && e.kind() == ErrorKind::NotFound => Ok(()),
             r => {
@@ -273,6 +293,8 @@ impl Vfs {
                 "cannot move a directory into itself".into(),
             ));
         }
+        self.inner.dircache.forget_tree(from);
+        self.inner.dircache.forget_tree(to);
         if replace {
             // Replacing a directory (even an empty one) is not what a client
             // asking for posix-rename of a file means.
@@ -345,6 +367,7 @@ impl Vfs {
     /// Copy file `from` to `to` on the backend.
     pub async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
         self.check_writable()?;
+        self.inner.dircache.forget(to);
         Ok(self.inner.backend.copy(from, to).await?)
     }
 
@@ -361,6 +384,7 @@ impl Vfs {
         let parent = link.parent().ok_or(VfsError::AlreadyExists)?;
         let resolved = RelPath::resolve(&parent, target).map_err(|_| VfsError::InvalidName)?;
         let stored = relative_target(&parent, &resolved);
+        self.inner.dircache.forget(link);
         Ok(self.inner.backend.symlink(&stored, link).await?)
     }
 
@@ -378,6 +402,8 @@ impl Vfs {
         if !self.capabilities().hard_links {
             return Err(VfsError::Unsupported("hard links"));
         }
+        self.inner.dircache.forget(link);
+        self.inner.dircache.forget(existing);
         Ok(self.inner.backend.hard_link(existing, link).await?)
     }
 
@@ -392,6 +418,7 @@ impl Vfs {
             return Ok(());
         }
         let target = self.pending_for(path).unwrap_or_else(|| path.clone());
+        self.inner.dircache.forget(path);
         if follow {
             Ok(self.inner.backend.set_attrs(&target, &attrs).await?)
         } else {
@@ -401,6 +428,35 @@ impl Vfs {
                 .set_attrs_nofollow(&target, &attrs)
                 .await?)
         }
+    }
+
+    /// Forget cached listings: of everything (`None`, as SIGHUP does), or
+    /// of `path` and what is below it. The next request asks the backend.
+    pub fn forget(&self, path: Option<&RelPath>) {
+        match path {
+            None => self.inner.dircache.clear(),
+            Some(p) => self.inner.dircache.forget_tree(p),
+        }
+    }
+
+    /// Read directory `dir` afresh into the cache, and with `recursive`
+    /// every directory below it. Returns how many directories were read.
+    pub async fn refresh(&self, dir: &RelPath, recursive: bool) -> Result<usize> {
+        let mut todo = vec![dir.clone()];
+        let mut done = 0;
+        while let Some(d) = todo.pop() {
+            self.inner.dircache.forget(&d);
+            let entries = self.inner.list(&d).await?;
+            done += 1;
+            if recursive {
+                for e in entries.iter().filter(|e| e.meta.is_dir()) {
+                    if let Ok(child) = d.join(&e.name) {
+                        todo.push(child);
+                    }
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// Remove the temporary files of every upload still in progress (at
@@ -496,6 +552,80 @@ impl Vfs {
 }
 
 impl Inner {
+    /// The listing of `dir`, from the cache while it is fresh.
+    pub(crate) async fn list(
+        &self,
+        dir: &RelPath,
+    ) -> std::result::Result<Arc<Vec<ferry_backend::DirEntry>>, ferry_backend::BackendError> {
+        if let Some(entries) = self.dircache.get(dir) {
+            return Ok(entries);
+        }
+        let generation = self.dircache.generation();
+        let entries = Arc::new(self.backend.list(dir).await?);
+        self.dircache.put(dir, entries.clone(), generation);
+        Ok(entries)
+    }
+
+    /// The metadata of `path` as `viewer` sees it: its own upload in
+    /// progress, else the parent's cached listing, else the backend;
+    /// `follow` follows a final symbolic link.
+    pub(crate) async fn meta(&self, viewer: u64, path: &RelPath, follow: bool) -> Result<Metadata> {
+        if let Some(temp) = self.uploads.temp_for(viewer, path) {
+            let m = if follow {
+                self.backend.stat(&temp).await?
+            } else {
+                self.backend.lstat(&temp).await?
+            };
+            return Ok(m);
+        }
+        let open_for_writing = self.lock_writers().contains_key(path);
+        if !open_for_writing {
+            match self.dircache.lookup(path) {
+                dircache::Lookup::Found(m) if !(follow && m.file_type == FileType::Symlink) => {
+                    return Ok(m)
+                }
+                dircache::Lookup::Missing => {
+                    return self.virtual_dir(path).ok_or(VfsError::NotFound);
+                }
+                _ => {}
+            }
+        }
+        let r = if follow {
+            self.backend.stat(path).await
+        } else {
+            self.backend.lstat(path).await
+        };
+        match r {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(self.virtual_dir(path).ok_or(e)?),
+            r => Ok(r?),
+        }
+    }
+
+    fn lock_writers(&self) -> std::sync::MutexGuard<'_, HashMap<RelPath, usize>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle that writes `path` was opened.
+    pub(crate) fn writer_opened(&self, path: &RelPath) {
+        *self.lock_writers().entry(path.clone()).or_insert(0) += 1;
+        self.dircache.forget(path);
+    }
+
+    /// A handle that writes `path` was closed: what it wrote is on the
+    /// store (or was discarded); the cache forgets what it knew.
+    pub(crate) fn writer_closed(&self, path: &RelPath) {
+        {
+            let mut w = self.lock_writers();
+            if let Some(n) = w.get_mut(path) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(path);
+                }
+            }
+        }
+        self.dircache.forget(path);
+    }
+
     fn lock_vdirs(&self) -> std::sync::MutexGuard<'_, BTreeMap<RelPath, SystemTime>> {
         self.virtual_dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -652,5 +782,7 @@ fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dircache;
 #[cfg(test)]
 mod tests_object;

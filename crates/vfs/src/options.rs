@@ -72,6 +72,14 @@ pub struct VfsOptions {
     pub cache_mode: CacheMode,
     /// Never compute or offer content hashes (`--no-checksum`).
     pub no_checksum: bool,
+    /// How long directory listings are cached (`--dir-cache-time`; zero
+    /// turns the cache off).
+    pub dir_cache_time: std::time::Duration,
+    /// Whether to ask the backend for changes made behind Ferry's back
+    /// (`--poll-interval`; zero turns it off). Backends that push changes
+    /// (local) report them at once; the interval is for those that must be
+    /// polled.
+    pub poll_interval: std::time::Duration,
 }
 
 impl Default for VfsOptions {
@@ -89,6 +97,8 @@ impl Default for VfsOptions {
             default_gid: 0,
             cache_mode: CacheMode::Off,
             no_checksum: false,
+            dir_cache_time: std::time::Duration::from_secs(300),
+            poll_interval: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -34,15 +34,22 @@ use ferry_backend::{
 pub struct LocalBackend {
     root: Arc<Dir>,
     describe: String,
+    /// The root's path, to turn change notifications into paths.
+    root_path: std::path::PathBuf,
+    /// The change watcher, once started.
+    watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 impl LocalBackend {
     /// Open the directory at `path` as the root.
     pub fn open(path: &Path) -> io::Result<Self> {
         let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        let root_path = std::fs::canonicalize(path)?;
         Ok(LocalBackend {
             root: Arc::new(root),
             describe: format!("local:{}", path.display()),
+            root_path,
+            watcher: std::sync::Mutex::new(None),
         })
     }
 
@@ -468,6 +475,41 @@ impl Backend for LocalBackend {
             files_free: Some(s.f_favail),
             name_max: Some(s.f_namemax),
         })
+    }
+
+    /// Changes are reported by inotify, on every directory below the root.
+    fn watch_changes(&self, on_change: ferry_backend::ChangeNotify) -> Result<bool> {
+        use notify::Watcher as _;
+        let root = self.root_path.clone();
+        let handler = move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if ev.need_rescan() => on_change(None),
+            Ok(ev) => {
+                for p in &ev.paths {
+                    let Ok(rel) = p.strip_prefix(&root) else {
+                        continue;
+                    };
+                    match RelPath::new(rel.as_os_str().as_bytes().to_vec()) {
+                        Ok(rp) => on_change(Some(&rp)),
+                        Err(_) => on_change(None),
+                    }
+                }
+            }
+            // The queue overflowed or a watch failed: assume anything.
+            Err(_) => on_change(None),
+        };
+        let mut watcher = notify::recommended_watcher(handler).map_err(|e| {
+            BackendError::new(ErrorKind::Other, Operation::List).with_source(e.to_string())
+        })?;
+        watcher
+            .watch(&self.root_path, notify::RecursiveMode::Recursive)
+            .map_err(|e| {
+                BackendError::new(ErrorKind::Other, Operation::List).with_source(format!(
+                    "cannot watch {} for changes: {e} (on Linux, raise fs.inotify.max_user_watches)",
+                    self.root_path.display()
+                ))
+            })?;
+        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
+        Ok(true)
     }
 }
 

@@ -1,0 +1,144 @@
+//! The directory cache: changes through Ferry show at once, changes behind
+//! its back after `--dir-cache-time` or, on a local disk, as soon as
+//! inotify reports them; SIGHUP's `forget(None)` flushes everything.
+
+use std::time::Duration;
+
+use super::*;
+use bytes::Bytes;
+use ferry_backend_local::LocalBackend;
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes().to_vec()).unwrap()
+}
+
+fn opts(ttl: Duration, poll: Duration) -> VfsOptions {
+    VfsOptions {
+        dir_cache_time: ttl,
+        poll_interval: poll,
+        ..VfsOptions::default()
+    }
+}
+
+const UPLOAD: OpenFlags = OpenFlags {
+    read: false,
+    write: true,
+    append: false,
+    create: true,
+    truncate: true,
+    exclusive: false,
+};
+
+async fn names(vfs: &Vfs, dir: &str) -> Vec<String> {
+    vfs.read_dir(&p(dir))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| String::from_utf8(n).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn changes_through_ferry_show_at_once_and_outside_ones_after_expiry() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a"), b"1").unwrap();
+    // No change notification: only expiry and Ferry's own changes count.
+    let vfs = Vfs::new(
+        Arc::new(LocalBackend::open(tmp.path()).unwrap()),
+        opts(Duration::from_millis(400), Duration::ZERO),
+    );
+    assert_eq!(names(&vfs, "").await, ["a"]);
+    assert_eq!(vfs.inner.dircache.len(), 1);
+    // Behind Ferry's back: not seen while the listing is fresh, and a stat
+    // is answered from the listing.
+    std::fs::write(tmp.path().join("b"), b"22").unwrap();
+    std::fs::write(tmp.path().join("a"), b"333").unwrap();
+    assert_eq!(names(&vfs, "").await, ["a"]);
+    assert!(matches!(vfs.stat(&p("b")).await, Err(VfsError::NotFound)));
+    assert_eq!(vfs.stat(&p("a")).await.unwrap().size, 1);
+    // Through Ferry: at once.
+    let f = vfs.open(&p("c"), UPLOAD, None).await.unwrap();
+    f.write_at(0, Bytes::from_static(b"cc")).await.unwrap();
+    // While a handle writes it, a stat asks the store.
+    assert_eq!(vfs.stat(&p("c")).await.unwrap().size, 2);
+    f.close().await.unwrap();
+    assert_eq!(names(&vfs, "").await, ["a", "b", "c"]);
+    vfs.mkdir(&p("d"), None).await.unwrap();
+    assert!(vfs.stat(&p("d")).await.unwrap().is_dir());
+    vfs.rename(&p("c"), &p("d/c"), false).await.unwrap();
+    assert_eq!(names(&vfs, "d").await, ["c"]);
+    assert!(matches!(vfs.stat(&p("c")).await, Err(VfsError::NotFound)));
+    vfs.remove(&p("d/c")).await.unwrap();
+    assert!(names(&vfs, "d").await.is_empty());
+    // Outside again, then expiry.
+    std::fs::write(tmp.path().join("d/e"), b"e").unwrap();
+    assert!(names(&vfs, "d").await.is_empty());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(names(&vfs, "d").await, ["e"]);
+    // SIGHUP: everything forgotten.
+    std::fs::write(tmp.path().join("d/f"), b"f").unwrap();
+    vfs.forget(None);
+    assert_eq!(vfs.inner.dircache.len(), 0);
+    assert_eq!(names(&vfs, "d").await, ["e", "f"]);
+    // refresh reads a tree afresh.
+    assert_eq!(vfs.refresh(&RelPath::root(), true).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn local_changes_are_reported_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("sub")).unwrap();
+    let vfs = Vfs::new(
+        Arc::new(LocalBackend::open(tmp.path()).unwrap()),
+        opts(Duration::from_secs(300), Duration::from_secs(60)),
+    );
+    assert!(names(&vfs, "sub").await.is_empty());
+    assert_eq!(names(&vfs, "").await, ["sub"]);
+    std::fs::write(tmp.path().join("sub/new"), b"x").unwrap();
+    let mut seen = false;
+    for _ in 0..40 {
+        if names(&vfs, "sub").await == ["new"] {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "a file made outside Ferry did not show within 2 s");
+    // A directory renamed outside: nothing under its old name stays.
+    std::fs::rename(tmp.path().join("sub"), tmp.path().join("moved")).unwrap();
+    let mut gone = false;
+    for _ in 0..40 {
+        if matches!(vfs.stat(&p("sub/new")).await, Err(VfsError::NotFound)) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone,
+        "a directory moved outside Ferry still showed after 2 s"
+    );
+    assert_eq!(names(&vfs, "moved").await, ["new"]);
+}
+
+#[test]
+fn a_listing_fetched_across_a_change_is_not_kept() {
+    let dc = dircache::DirCache::new(Duration::from_secs(60));
+    let g = dc.generation();
+    dc.forget(&p("x"));
+    dc.put(&p(""), Arc::new(Vec::new()), g);
+    assert_eq!(dc.len(), 0);
+    let g = dc.generation();
+    dc.put(&p(""), Arc::new(Vec::new()), g);
+    dc.put(&p("a/b"), Arc::new(Vec::new()), g + 1);
+    assert_eq!(dc.len(), 1);
+    // forget_tree takes the subtree, not names that only share bytes.
+    let g = dc.generation();
+    for d in ["a", "a/b", "a/b/c", "a-b", "ab"] {
+        dc.put(&p(d), Arc::new(Vec::new()), g);
+    }
+    dc.forget_tree(&p("a"));
+    assert!(dc.get(&p("a-b")).is_some() && dc.get(&p("ab")).is_some());
+    assert!(dc.get(&p("a")).is_none() && dc.get(&p("a/b/c")).is_none());
+    assert!(dc.get(&p("")).is_none(), "the parent's listing goes too");
+}
