@@ -165,6 +165,34 @@ def test_fixtures_one_conf_for_all(backends_conf, s3_server, webdav_server, sshd
         rclone_conf(backends_conf, "purge", remote)
 
 
+def test_one_conf_serves_all_three_through_ferry(backends_conf, s3_server, webdav_server,
+                                                sshd_server, ferry_factory, tmp_path):
+    """The same rclone.conf, unchanged: Ferry lists its remotes, shows them
+    with secrets redacted, and serves each over SFTP."""
+    from conftest import ferry_bin, run
+    out = run([ferry_bin(), "--config", backends_conf, "listremotes"],
+              env=clean_env()).stdout
+    assert sorted(out.split()) == sorted([f"{S3_REMOTE}:", f"{DAV_REMOTE}:", f"{SSH_REMOTE}:"])
+    shown = run([ferry_bin(), "--config", backends_conf, "config", "show"],
+                env=clean_env()).stdout
+    assert s3_server.secret_access_key not in shown and webdav_server.password not in shown
+    assert s3_server.access_key_id in shown
+    prefix = "all-" + os.urandom(3).hex()
+    (webdav_server.dir / prefix).mkdir()
+    (sshd_server.dir / prefix).mkdir()
+    src = make_random_file(tmp_path / "all.bin", 777_777)
+    for target in (f"{S3_REMOTE}:{s3_server.bucket}/{prefix}", f"{DAV_REMOTE}:{prefix}",
+                   f"{SSH_REMOTE}:{sshd_server.dir / prefix}"):
+        srv = ferry_factory("--config", backends_conf, target=target)
+        out = ok(openssh_sftp(srv, f"put {src} all.bin\nls -l\nget all.bin {tmp_path}/back.bin\n"))
+        assert "777777" in out, out
+        assert sha256_file(tmp_path / "back.bin") == sha256_file(src)
+        got = json.loads(rclone_conf(backends_conf, "lsjson", target).stdout)
+        assert [(e["Name"], e["Size"]) for e in got] == [("all.bin", 777_777)], (target, got)
+        rclone_conf(backends_conf, "purge", target)
+        srv.stop()
+
+
 # --------------------------------------------------------------------------
 # OpenSSH sftp and paramiko through Ferry
 # --------------------------------------------------------------------------
