@@ -61,6 +61,9 @@ pub struct Capabilities {
     /// [`Backend::create_upload`] (object stores, where nothing appears
     /// until the upload completes).
     pub streaming_upload: bool,
+    /// Requests are cheap and fast (a local disk, memory): no read-ahead
+    /// is needed. Network stores leave this false.
+    pub low_latency: bool,
 }
 
 /// How to open a file for random access with [`Backend::open_file`].

@@ -195,6 +195,16 @@ pub struct SftpArgs {
     )]
     pub poll_interval: String,
 
+    /// In-memory read-ahead per open file on network remotes (0 turns it
+    /// off); a bare number is KiB, as in rclone.
+    #[arg(
+        long,
+        env = "FERRY_BUFFER_SIZE",
+        default_value = "16Mi",
+        value_name = "SIZE"
+    )]
+    pub buffer_size: String,
+
     /// Print more (-v logins, -vv every SFTP operation).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

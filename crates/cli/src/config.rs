@@ -293,6 +293,14 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         no_checksum: args.no_checksum,
         dir_cache_time: parse_duration("dir-cache-time", &args.dir_cache_time)?,
         poll_interval: parse_duration("poll-interval", &args.poll_interval)?,
+        buffer_size: ferry_backend_opendal::config::parse_size(&args.buffer_size).ok_or_else(
+            || {
+                usage(format!(
+                    "invalid value {:?} for --buffer-size: want a size such as 16Mi, 512k or 0",
+                    args.buffer_size
+                ))
+            },
+        )?,
         ..VfsOptions::default()
     };
     Ok(ServeConfig {

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use ferry_backend::{FileHandle, FileType, Metadata, RelPath, SetAttrs, UploadOptions};
 use rand::RngExt as _;
 
+use crate::readahead::ReadAhead;
 use crate::stream::StreamWriter;
 use crate::{Attr, Inner, Result, VfsError};
 
@@ -75,13 +76,16 @@ fn temp_name(name: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The size of each read-ahead request on high-latency stores.
+const READ_CHUNK: usize = 1 << 20;
+
 const OPEN: u8 = 0;
 const CLOSED: u8 = 1;
 
 /// What an open file reads and writes through.
 enum Body {
     /// A positional handle on the backend.
-    Handle(Box<dyn FileHandle>),
+    Handle(Arc<dyn FileHandle>),
     /// A front-to-back upload (stores without random-access writes).
     Stream(Arc<StreamWriter>),
 }
@@ -92,6 +96,8 @@ pub struct VfsFile {
     path: RelPath,
     flags: OpenFlags,
     body: Body,
+    /// Read-ahead, for read-only opens on high-latency stores.
+    readahead: Option<ReadAhead>,
     /// The id of an atomic upload in [`crate::uploads::Uploads`].
     upload: Option<u64>,
     state: AtomicU8,
@@ -139,12 +145,26 @@ impl VfsFile {
                 .temp_for(viewer, path)
                 .unwrap_or_else(|| path.clone());
             let opts = inner.open_options(&flags, mode);
-            let handle = inner.backend.open_file(&target, opts).await?;
+            let handle: Arc<dyn FileHandle> = inner.backend.open_file(&target, opts).await?.into();
+            let readahead =
+                if flags.read && !flags.writes() && !caps.low_latency && inner.opts.buffer_size > 0
+                {
+                    let size = handle.stat().await?.size;
+                    Some(ReadAhead::new(
+                        handle.clone(),
+                        size,
+                        READ_CHUNK,
+                        inner.opts.buffer_size,
+                    ))
+                } else {
+                    None
+                };
             return Ok(VfsFile {
                 inner,
                 path: path.clone(),
                 flags,
                 body: Body::Handle(handle),
+                readahead,
                 upload: None,
                 state: AtomicU8::new(OPEN),
             });
@@ -184,7 +204,8 @@ impl VfsFile {
             inner,
             path: path.clone(),
             flags,
-            body: Body::Handle(handle),
+            body: Body::Handle(handle.into()),
+            readahead: None,
             upload: Some(upload),
             state: AtomicU8::new(OPEN),
         })
@@ -235,6 +256,7 @@ impl VfsFile {
             path: path.clone(),
             flags,
             body: Body::Stream(Arc::new(StreamWriter::new(upload))),
+            readahead: None,
             upload: None,
             state: AtomicU8::new(OPEN),
         })
@@ -264,6 +286,9 @@ impl VfsFile {
         self.check_open()?;
         if !self.flags.read {
             return Err(VfsError::BadHandleMode("reading"));
+        }
+        if let Some(ra) = &self.readahead {
+            return ra.read_at(offset, len, buf).await;
         }
         match &self.body {
             Body::Handle(h) => Ok(h.read_at(offset, len, buf).await?),

@@ -21,6 +21,7 @@ pub mod error;
 pub mod file;
 pub mod hash;
 pub mod options;
+mod readahead;
 mod stream;
 mod uploads;
 

@@ -80,6 +80,9 @@ pub struct VfsOptions {
     /// (local) report them at once; the interval is for those that must be
     /// polled.
     pub poll_interval: std::time::Duration,
+    /// Bytes read ahead per open file on high-latency stores
+    /// (`--buffer-size`; zero turns read-ahead off).
+    pub buffer_size: usize,
 }
 
 impl Default for VfsOptions {
@@ -99,6 +102,7 @@ impl Default for VfsOptions {
             no_checksum: false,
             dir_cache_time: std::time::Duration::from_secs(300),
             poll_interval: std::time::Duration::from_secs(60),
+            buffer_size: 16 << 20,
         }
     }
 }

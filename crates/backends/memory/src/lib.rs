@@ -455,6 +455,7 @@ impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::default();
         c.random_access_write = true;
+        c.low_latency = true;
         c.real_directories = true;
         c.atomic_rename = true;
         c.rename_noreplace = true;

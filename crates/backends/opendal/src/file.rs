@@ -1,7 +1,6 @@
 //! Reading objects ([`ObjectFile`]) and writing new ones
 //! ([`ObjectUpload`]).
 
-use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -14,43 +13,14 @@ use opendal::{Buffer, Reader, Writer};
 
 use crate::{map_err, mtime_metadata, ObjectBackend};
 
-/// The first ranged request of a handle asks for this much...
-const MIN_FETCH: usize = 256 << 10;
-/// ...and sequential reading doubles it up to this.
-const MAX_FETCH: usize = 8 << 20;
-/// Fetched ranges kept per handle (clients keep many reads in flight,
-/// slightly out of order).
-const KEEP_RANGES: usize = 4;
-
-/// An object open for reading. Reads are served from ranges fetched ahead
-/// of them: a client's 32-256 KiB READs do not each become a request, and
-/// sequential reading grows the ranges. The object is pinned to the entity
-/// tag it had at open where the store can check it, so a file replaced
-/// while it is read fails the read instead of mixing two versions.
+/// An object open for reading: each read is one ranged request (the VFS
+/// reads ahead in parallel chunks above this). The object is pinned to the
+/// entity tag it had at open where the store can check it, so a file
+/// replaced while it is read fails the read instead of mixing two versions.
 pub struct ObjectFile {
     reader: Reader,
     meta: Metadata,
     path: RelPath,
-    cache: tokio::sync::Mutex<RangeCache>,
-}
-
-#[derive(Default)]
-struct RangeCache {
-    /// Fetched ranges, most recent last.
-    ranges: VecDeque<(u64, Bytes)>,
-    /// The end of the last fetch, to tell sequential reading.
-    last_end: u64,
-    /// The next fetch size.
-    fetch: usize,
-}
-
-impl RangeCache {
-    fn find(&self, offset: u64) -> Option<&(u64, Bytes)> {
-        self.ranges
-            .iter()
-            .rev()
-            .find(|(at, b)| *at <= offset && offset < *at + b.len() as u64)
-    }
 }
 
 impl ObjectFile {
@@ -86,10 +56,6 @@ impl ObjectFile {
             reader,
             meta: backend.file_meta(&m),
             path: path.clone(),
-            cache: tokio::sync::Mutex::new(RangeCache {
-                fetch: MIN_FETCH,
-                ..Default::default()
-            }),
         })
     }
 }
@@ -101,44 +67,21 @@ impl FileHandle for ObjectFile {
         if offset >= size || len == 0 {
             return Ok(buf);
         }
-        let want = (len as u64).min(size - offset) as usize;
-        buf.reserve(want);
-        let mut at = offset;
-        let end = offset + want as u64;
-        let mut cache = self.cache.lock().await;
-        while at < end {
-            if let Some((start, bytes)) = cache.find(at) {
-                let from = (at - start) as usize;
-                let to = bytes.len().min(from + (end - at) as usize);
-                buf.extend_from_slice(&bytes[from..to]);
-                at += (to - from) as u64;
-                continue;
-            }
-            // Sequential reading grows the fetch size; a jump starts over.
-            let fetch = if at == cache.last_end {
-                (cache.fetch * 2).min(MAX_FETCH)
-            } else {
-                MIN_FETCH
-            };
-            cache.fetch = fetch;
-            let n = (fetch as u64).max(end - at).min(size - at);
-            let data = self
-                .reader
-                .read(at..at + n)
-                .await
-                .map_err(|e| map_err(e, Operation::Read, &self.path))?
-                .to_bytes();
-            if data.is_empty() {
-                // The object is shorter than it was: it changed.
-                return Err(BackendError::new(ErrorKind::Other, Operation::Read)
-                    .with_path(&self.path)
-                    .with_source("the object became shorter while it was read"));
-            }
-            cache.last_end = at + data.len() as u64;
-            if cache.ranges.len() >= KEEP_RANGES {
-                cache.ranges.pop_front();
-            }
-            cache.ranges.push_back((at, data));
+        let want = (len as u64).min(size - offset);
+        let data = self
+            .reader
+            .read(offset..offset + want)
+            .await
+            .map_err(|e| map_err(e, Operation::Read, &self.path))?;
+        if data.is_empty() {
+            // The object is shorter than it was: it changed.
+            return Err(BackendError::new(ErrorKind::Other, Operation::Read)
+                .with_path(&self.path)
+                .with_source("the object became shorter while it was read"));
+        }
+        buf.reserve(data.len());
+        for part in data {
+            buf.extend_from_slice(&part);
         }
         Ok(buf)
     }

@@ -1,0 +1,262 @@
+//! Read-ahead for files on high-latency stores (`--buffer-size`).
+//!
+//! A client reads 32-256 KiB at a time; against an object store or a
+//! remote SFTP server each backend request costs a round trip. A handle
+//! opened for reading on such a store reads the file in fixed chunks and,
+//! while the client reads sequentially, keeps up to `buffer_size` of chunks
+//! ahead of it in flight at once, so transfer speed is bounded by
+//! bandwidth, not latency. Random access (a jump away from where the
+//! client was reading) fetches only what is asked and starts over.
+//!
+//! Memory is bounded per handle: at most `window` chunks ahead plus one
+//! behind (for READs that arrive slightly out of order).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferry_backend::{BackendError, FileHandle};
+use futures::future::{BoxFuture, FutureExt as _, Shared};
+
+use crate::Result;
+
+type Chunk = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<BackendError>>>>;
+
+/// Read-ahead over one open handle.
+pub(crate) struct ReadAhead {
+    handle: Arc<dyn FileHandle>,
+    /// The file's size when it was opened; reads at or past it go straight
+    /// to the handle (the file may have grown).
+    size: u64,
+    chunk: u64,
+    /// Chunks kept in flight ahead of a sequential reader.
+    window: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    chunks: BTreeMap<u64, Chunk>,
+    /// Where the last read ended, to tell sequential reading.
+    last_end: u64,
+}
+
+impl ReadAhead {
+    pub(crate) fn new(handle: Arc<dyn FileHandle>, size: u64, chunk: usize, buffer: usize) -> Self {
+        let chunk = chunk.max(64 << 10) as u64;
+        ReadAhead {
+            handle,
+            size,
+            chunk,
+            window: (buffer as u64 / chunk).max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn fetch(&self, index: u64) -> Chunk {
+        let handle = self.handle.clone();
+        let at = index * self.chunk;
+        let len = self.chunk.min(self.size - at) as usize;
+        let task = tokio::spawn(async move {
+            handle
+                .read_at(at, len, Vec::with_capacity(len))
+                .await
+                .map(Bytes::from)
+                .map_err(Arc::new)
+        });
+        async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => Err(Arc::new(
+                    BackendError::new(
+                        ferry_backend::ErrorKind::Other,
+                        ferry_backend::Operation::Read,
+                    )
+                    .with_source(format!("read-ahead task failed: {e}")),
+                )),
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Read up to `len` bytes at `offset`, appended to `buf`.
+    pub(crate) async fn read_at(
+        &self,
+        offset: u64,
+        len: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(buf);
+        }
+        if offset >= self.size {
+            return Ok(self.handle.read_at(offset, len, buf).await?);
+        }
+        let end = (offset + len as u64).min(self.size);
+        let first = offset / self.chunk;
+        let last = (end - 1) / self.chunk;
+        let last_index = (self.size - 1) / self.chunk;
+        let needed: Vec<(u64, Chunk)> = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Sequential: starting near where the last read ended.
+            let near = offset + 2 * self.chunk >= st.last_end
+                && offset <= st.last_end + self.window * self.chunk;
+            let ahead_to = if near {
+                (last + self.window).min(last_index)
+            } else {
+                last
+            };
+            // Drop what is behind (keeping one chunk for stragglers) or
+            // beyond what this reader will want.
+            let keep_from = first.saturating_sub(1);
+            st.chunks
+                .retain(|i, _| *i >= keep_from && *i <= ahead_to.max(last));
+            for i in first..=ahead_to {
+                st.chunks.entry(i).or_insert_with(|| self.fetch(i));
+            }
+            st.last_end = st.last_end.max(end);
+            if !near {
+                st.last_end = end;
+            }
+            (first..=last).map(|i| (i, st.chunks[&i].clone())).collect()
+        };
+        buf.reserve((end - offset) as usize);
+        for (i, chunk) in needed {
+            let data = match chunk.await {
+                Ok(d) => d,
+                Err(e) => {
+                    // Forget the failed chunk so a retry fetches it again.
+                    self.state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .chunks
+                        .remove(&i);
+                    return Err(BackendError::new(e.kind(), e.operation())
+                        .with_source(e.to_string())
+                        .into());
+                }
+            };
+            let chunk_start = i * self.chunk;
+            let from = offset.max(chunk_start) - chunk_start;
+            let to = (end.min(chunk_start + data.len() as u64)) - chunk_start;
+            if from >= to {
+                break; // the file was shorter than at open
+            }
+            buf.extend_from_slice(&data[from as usize..to as usize]);
+            if (data.len() as u64) < self.chunk && chunk_start + (data.len() as u64) < end {
+                break; // short chunk: end of file
+            }
+        }
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use ferry_backend::{Metadata, SetAttrs};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A file on a slow store: every read takes a while; counts reads and
+    /// the most at once.
+    struct Slow {
+        data: Vec<u8>,
+        reads: AtomicUsize,
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl FileHandle for Slow {
+        async fn read_at(
+            &self,
+            offset: u64,
+            len: usize,
+            mut buf: Vec<u8>,
+        ) -> ferry_backend::Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            let start = (offset as usize).min(self.data.len());
+            let end = (start + len).min(self.data.len());
+            buf.extend_from_slice(&self.data[start..end]);
+            Ok(buf)
+        }
+        async fn write_at(&self, _: u64, _: Bytes) -> ferry_backend::Result<()> {
+            unreachable!()
+        }
+        async fn stat(&self) -> ferry_backend::Result<Metadata> {
+            unreachable!()
+        }
+        async fn set_attrs(&self, _: &SetAttrs) -> ferry_backend::Result<()> {
+            unreachable!()
+        }
+        async fn sync(&self) -> ferry_backend::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn slow(size: usize) -> Arc<Slow> {
+        Arc::new(Slow {
+            data: (0..size).map(|i| (i % 251) as u8).collect(),
+            reads: AtomicUsize::new(0),
+            now: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_are_fetched_ahead_in_parallel_chunks() {
+        let size = (8 << 20) + 12345;
+        let file = slow(size);
+        let ra = ReadAhead::new(file.clone(), size as u64, 256 << 10, 2 << 20);
+        let mut got = Vec::new();
+        let mut off = 0u64;
+        while off < size as u64 {
+            let b = ra.read_at(off, 32 << 10, Vec::new()).await.unwrap();
+            assert!(!b.is_empty());
+            off += b.len() as u64;
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(got, file.data);
+        assert!(ra
+            .read_at(size as u64, 10, Vec::new())
+            .await
+            .unwrap()
+            .is_empty());
+        // 33 chunks of 256 KiB (plus the read at the end of the file), not
+        // one request per 32 KiB read, several in flight at once.
+        let reads = file.reads.load(Ordering::SeqCst);
+        assert!(reads <= 35, "{reads} backend reads");
+        assert!(
+            file.peak.load(Ordering::SeqCst) >= 4,
+            "no parallel read-ahead"
+        );
+    }
+
+    #[tokio::test]
+    async fn random_reads_fetch_only_what_is_asked_and_get_the_right_bytes() {
+        let size = 4 << 20;
+        let file = slow(size);
+        let ra = ReadAhead::new(file.clone(), size as u64, 256 << 10, 2 << 20);
+        for &(off, len) in &[
+            (3_000_000u64, 1000usize),
+            (10, 20),
+            (2_500_000, 600_000),
+            (4_194_000, 1000),
+        ] {
+            let b = ra.read_at(off, len, b"h".to_vec()).await.unwrap();
+            let end = (off as usize + len).min(size);
+            assert_eq!(&b[1..], &file.data[off as usize..end], "at {off}");
+        }
+        // Each jump beyond the read-ahead window fetched only the chunks it
+        // needed (a small forward jump counts as sequential reading).
+        let reads = file.reads.load(Ordering::SeqCst);
+        assert!(reads <= 8, "{reads} backend reads for four random reads");
+    }
+}
