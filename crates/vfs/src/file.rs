@@ -97,7 +97,7 @@ pub struct VfsFile {
     flags: OpenFlags,
     body: Body,
     /// Read-ahead, for read-only opens on high-latency stores.
-    readahead: Option<ReadAhead>,
+    readahead: Option<Box<ReadAhead>>,
     /// The id of an atomic upload in [`crate::uploads::Uploads`].
     upload: Option<u64>,
     state: AtomicU8,
