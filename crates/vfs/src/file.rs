@@ -150,12 +150,12 @@ impl VfsFile {
                 if flags.read && !flags.writes() && !caps.low_latency && inner.opts.buffer_size > 0
                 {
                     let size = handle.stat().await?.size;
-                    Some(ReadAhead::new(
+                    Some(Box::new(ReadAhead::new(
                         handle.clone(),
                         size,
                         READ_CHUNK,
                         inner.opts.buffer_size,
-                    ))
+                    )))
                 } else {
                     None
                 };
