@@ -782,6 +782,8 @@ fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_dircache;

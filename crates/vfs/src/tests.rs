@@ -1,27 +1,15 @@
 //! VFS tests over the real local backend.
 
 use super::*;
+use crate::test_util::{p, UPLOAD};
 use bytes::Bytes;
 use ferry_backend_local::LocalBackend;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes().to_vec()).unwrap()
-}
 
 fn setup(opts: VfsOptions) -> (tempfile::TempDir, Vfs) {
     let tmp = tempfile::tempdir().unwrap();
     let be = LocalBackend::open(tmp.path()).unwrap();
     (tmp, Vfs::new(Arc::new(be), opts))
 }
-
-const UPLOAD: OpenFlags = OpenFlags {
-    read: false,
-    write: true,
-    append: false,
-    create: true,
-    truncate: true,
-    exclusive: false,
-};
 
 #[tokio::test]
 async fn upload_is_atomic_and_hidden_until_close() {

@@ -5,12 +5,9 @@
 use std::time::Duration;
 
 use super::*;
+use crate::test_util::{p, UPLOAD};
 use bytes::Bytes;
 use ferry_backend_local::LocalBackend;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes().to_vec()).unwrap()
-}
 
 fn opts(ttl: Duration, poll: Duration) -> VfsOptions {
     VfsOptions {
@@ -19,15 +16,6 @@ fn opts(ttl: Duration, poll: Duration) -> VfsOptions {
         ..VfsOptions::default()
     }
 }
-
-const UPLOAD: OpenFlags = OpenFlags {
-    read: false,
-    write: true,
-    append: false,
-    create: true,
-    truncate: true,
-    exclusive: false,
-};
 
 async fn names(vfs: &Vfs, dir: &str) -> Vec<String> {
     vfs.read_dir(&p(dir))

@@ -4,12 +4,9 @@
 //! live only in Ferry's view.
 
 use super::*;
+use crate::test_util::{p, READ, UPLOAD};
 use bytes::Bytes;
 use ferry_backend_opendal::{ObjectBackend, ObjectOptions};
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s.as_bytes().to_vec()).unwrap()
-}
 
 fn setup() -> Vfs {
     let op = opendal::Operator::new(opendal::services::Memory::default()).unwrap();
@@ -18,24 +15,6 @@ fn setup() -> Vfs {
         VfsOptions::default(),
     )
 }
-
-const UPLOAD: OpenFlags = OpenFlags {
-    read: false,
-    write: true,
-    append: false,
-    create: true,
-    truncate: true,
-    exclusive: false,
-};
-
-const READ: OpenFlags = OpenFlags {
-    read: true,
-    write: false,
-    append: false,
-    create: false,
-    truncate: false,
-    exclusive: false,
-};
 
 async fn read_all(vfs: &Vfs, path: &str) -> Vec<u8> {
     let f = vfs.open(&p(path), READ, None).await.unwrap();

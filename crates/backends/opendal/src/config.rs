@@ -103,6 +103,15 @@ impl<'a> Opts<'a> {
         }
     }
 
+    /// Copy options that map one to one: (rclone's name, OpenDAL's name).
+    fn copy_into(&mut self, c: &mut HashMap<String, String>, pairs: &[(&'static str, &str)]) {
+        for (ours, theirs) in pairs {
+            if let Some(v) = self.get(ours) {
+                c.insert(theirs.to_string(), v.to_string());
+            }
+        }
+    }
+
     /// Warnings for options that were set but not used.
     fn unused(&self, always_ignored: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
@@ -177,6 +186,12 @@ fn bucket_and_root(spec: &RemoteSpec, what: &str) -> Result<(String, String), St
         ));
     }
     Ok((bucket.to_string(), format!("/{rest}")))
+}
+
+/// `scheme:bucket/prefix`, for logs.
+fn describe_bucket(scheme: &str, bucket: &str, root: &str) -> String {
+    let prefix = if root == "/" { "" } else { root };
+    format!("{scheme}:{bucket}{prefix}")
 }
 
 fn build_err(spec: &RemoteSpec, e: opendal::Error) -> String {
@@ -261,34 +276,22 @@ fn s3(spec: &RemoteSpec) -> Result<Opened, String> {
     if !env_auth {
         c.insert("disable_config_load".into(), "true".into());
     }
-    if let Some(t) = o.get("session_token") {
-        c.insert("session_token".into(), t.into());
-    }
+    o.copy_into(&mut c, &[("session_token", "session_token")]);
     // rclone's default is path style, except on AWS itself.
     let path_style = o.flag("force_path_style", provider != "AWS")?;
     if !path_style {
         c.insert("enable_virtual_host_style".into(), "true".into());
     }
-    if let Some(v) = o.get("storage_class") {
-        c.insert("default_storage_class".into(), v.into());
-    }
-    if let Some(v) = o.get("server_side_encryption") {
-        c.insert("server_side_encryption".into(), v.into());
-    }
-    if let Some(v) = o.get("sse_kms_key_id") {
-        c.insert("server_side_encryption_aws_kms_key_id".into(), v.into());
-    }
-    if let Some(v) = o.get("acl") {
-        c.insert("default_acl".into(), v.into());
-    }
-    let describe = format!(
-        "s3:{bucket}{}",
-        if root == "/" {
-            String::new()
-        } else {
-            root.clone()
-        }
+    o.copy_into(
+        &mut c,
+        &[
+            ("storage_class", "default_storage_class"),
+            ("server_side_encryption", "server_side_encryption"),
+            ("sse_kms_key_id", "server_side_encryption_aws_kms_key_id"),
+            ("acl", "default_acl"),
+        ],
     );
+    let describe = describe_bucket("s3", &bucket, &root);
     let opts = common(&mut o, spec, StoreKind::Bucket, describe)?;
     let op = Operator::from_iter::<opendal::services::S3>(c).map_err(|e| build_err(spec, e))?;
     // rclone options that change nothing for Ferry.
@@ -352,15 +355,14 @@ fn webdav(spec: &RemoteSpec) -> Result<Opened, String> {
     let mut c: HashMap<String, String> = HashMap::new();
     c.insert("endpoint".into(), endpoint);
     c.insert("root".into(), join_root(&base, spec.path));
-    if let Some(u) = o.get("user") {
-        c.insert("username".into(), u.into());
-    }
-    if let Some(p) = o.get("pass") {
-        c.insert("password".into(), p.into());
-    }
-    if let Some(t) = o.get("bearer_token") {
-        c.insert("token".into(), t.into());
-    }
+    o.copy_into(
+        &mut c,
+        &[
+            ("user", "username"),
+            ("pass", "password"),
+            ("bearer_token", "token"),
+        ],
+    );
     let mut warnings = Vec::new();
     if let Some(v) = o.get("vendor") {
         if matches!(v, "nextcloud" | "owncloud") {
@@ -433,23 +435,15 @@ fn gcs(spec: &RemoteSpec) -> Result<Opened, String> {
         c.insert("allow_anonymous".into(), "true".into());
         c.insert("skip_signature".into(), "true".into());
     }
-    if let Some(e) = o.get("endpoint") {
-        c.insert("endpoint".into(), e.into());
-    }
-    if let Some(v) = o.get("object_acl") {
-        c.insert("predefined_acl".into(), v.into());
-    }
-    if let Some(v) = o.get("storage_class") {
-        c.insert("default_storage_class".into(), v.into());
-    }
-    let describe = format!(
-        "gcs:{bucket}{}",
-        if root == "/" {
-            String::new()
-        } else {
-            root.clone()
-        }
+    o.copy_into(
+        &mut c,
+        &[
+            ("endpoint", "endpoint"),
+            ("object_acl", "predefined_acl"),
+            ("storage_class", "default_storage_class"),
+        ],
     );
+    let describe = describe_bucket("gcs", &bucket, &root);
     let opts = common(&mut o, spec, StoreKind::Bucket, describe)?;
     let op = Operator::from_iter::<opendal::services::Gcs>(c).map_err(|e| build_err(spec, e))?;
     let warnings = o.unused(&["project_number", "location", "bucket_policy_only"]);
@@ -501,14 +495,7 @@ fn azureblob(spec: &RemoteSpec) -> Result<Opened, String> {
             format!("https://{a}.blob.core.windows.net"),
         );
     }
-    let describe = format!(
-        "azureblob:{container}{}",
-        if root == "/" {
-            String::new()
-        } else {
-            root.clone()
-        }
-    );
+    let describe = describe_bucket("azureblob", &container, &root);
     let opts = common(&mut o, spec, StoreKind::Bucket, describe)?;
     let op = Operator::from_iter::<opendal::services::Azblob>(c).map_err(|e| build_err(spec, e))?;
     let warnings = o.unused(&["access_tier"]);
