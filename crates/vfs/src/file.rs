@@ -396,10 +396,25 @@ impl VfsFile {
             return Ok(());
         };
         let replace = !self.flags.exclusive;
+        let _forget = self.inner.forget_around(&target, false);
         match self.inner.backend.rename(&up.temp, &target, replace).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                let _ = self.inner.backend.remove_file(&up.temp).await;
+                // Keep the new content if the old file is gone too (a store
+                // that replaces by remove-then-rename failed half-way):
+                // better a hidden temporary file than neither version.
+                let target_gone = matches!(
+                    self.inner.backend.lstat(&target).await,
+                    Err(ref m) if m.kind() == ferry_backend::ErrorKind::NotFound
+                );
+                if target_gone {
+                    tracing::warn!(
+                        "upload to {target} could not be committed ({e}); its data is kept in {}",
+                        up.temp
+                    );
+                } else {
+                    let _ = self.inner.backend.remove_file(&up.temp).await;
+                }
                 Err(e.into())
             }
         }

@@ -221,7 +221,7 @@ impl Vfs {
             return Err(VfsError::AlreadyExists);
         }
         let mode = mode.unwrap_or(self.inner.opts.dir_perms) & !self.inner.opts.umask & 0o7777;
-        self.inner.dircache.forget(path);
+        let _forget = self.inner.forget_around(path, false);
         if self.capabilities().real_directories {
             return Ok(self.inner.backend.create_dir(path, Some(mode)).await?);
         }
@@ -243,7 +243,7 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::PermissionDenied);
         }
-        self.inner.dircache.forget_tree(path);
+        let _forget = self.inner.forget_around(path, true);
         if self.capabilities().real_directories {
             return Ok(self.inner.backend.remove_dir(path).await?);
         }
@@ -271,7 +271,7 @@ impl Vfs {
             return Err(VfsError::IsADirectory);
         }
         let had_upload = self.inner.uploads.unlink(self.viewer, path);
-        self.inner.dircache.forget(path);
+        let _forget = self.inner.forget_around(path, false);
         match self.inner.backend.remove_file(path).await {
             Err(e) if had_upload && e.kind() == ErrorKind::NotFound => Ok(()),
             r => {
@@ -294,8 +294,8 @@ impl Vfs {
                 "cannot move a directory into itself".into(),
             ));
         }
-        self.inner.dircache.forget_tree(from);
-        self.inner.dircache.forget_tree(to);
+        let _forget_from = self.inner.forget_around(from, true);
+        let _forget_to = self.inner.forget_around(to, true);
         if replace {
             // Replacing a directory (even an empty one) is not what a client
             // asking for posix-rename of a file means.
@@ -368,7 +368,7 @@ impl Vfs {
     /// Copy file `from` to `to` on the backend.
     pub async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
         self.check_writable()?;
-        self.inner.dircache.forget(to);
+        let _forget = self.inner.forget_around(to, false);
         Ok(self.inner.backend.copy(from, to).await?)
     }
 
@@ -385,7 +385,7 @@ impl Vfs {
         let parent = link.parent().ok_or(VfsError::AlreadyExists)?;
         let resolved = RelPath::resolve(&parent, target).map_err(|_| VfsError::InvalidName)?;
         let stored = relative_target(&parent, &resolved);
-        self.inner.dircache.forget(link);
+        let _forget = self.inner.forget_around(link, false);
         Ok(self.inner.backend.symlink(&stored, link).await?)
     }
 
@@ -403,8 +403,8 @@ impl Vfs {
         if !self.capabilities().hard_links {
             return Err(VfsError::Unsupported("hard links"));
         }
-        self.inner.dircache.forget(link);
-        self.inner.dircache.forget(existing);
+        let _forget_link = self.inner.forget_around(link, false);
+        let _forget_existing = self.inner.forget_around(existing, false);
         Ok(self.inner.backend.hard_link(existing, link).await?)
     }
 
@@ -419,7 +419,7 @@ impl Vfs {
             return Ok(());
         }
         let target = self.pending_for(path).unwrap_or_else(|| path.clone());
-        self.inner.dircache.forget(path);
+        let _forget = self.inner.forget_around(path, false);
         if follow {
             Ok(self.inner.backend.set_attrs(&target, &attrs).await?)
         } else {
@@ -627,6 +627,20 @@ impl Inner {
         self.dircache.forget(path);
     }
 
+    /// Forget what the cache knows of `path` (and below it, with `tree`)
+    /// now, and again when the returned guard drops, after the change went
+    /// to the store: a listing read by another session in between cannot
+    /// outlive the change.
+    pub(crate) fn forget_around(&self, path: &RelPath, tree: bool) -> Forget<'_> {
+        let f = Forget {
+            cache: &self.dircache,
+            path: path.clone(),
+            tree,
+        };
+        f.run();
+        f
+    }
+
     fn lock_vdirs(&self) -> std::sync::MutexGuard<'_, BTreeMap<RelPath, SystemTime>> {
         self.virtual_dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -696,7 +710,10 @@ impl Inner {
             if dir.is_root() {
                 break;
             }
-            vdirs.remove(&dir);
+            if vdirs.remove(&dir).is_some() {
+                // Its parent's listing was read while it was only ours.
+                self.dircache.forget(&dir);
+            }
             p = dir.parent();
         }
     }
@@ -752,6 +769,29 @@ impl Inner {
             append: flags.append,
             mode: Some(mode),
         }
+    }
+}
+
+/// See [`Inner::forget_around`].
+pub(crate) struct Forget<'a> {
+    cache: &'a dircache::DirCache,
+    path: RelPath,
+    tree: bool,
+}
+
+impl Forget<'_> {
+    fn run(&self) {
+        if self.tree {
+            self.cache.forget_tree(&self.path);
+        } else {
+            self.cache.forget(&self.path);
+        }
+    }
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.run();
     }
 }
 

@@ -122,6 +122,8 @@ pub struct ObjectUpload {
     /// For stores that take a file in one request: the file the upload is
     /// spooled to once it outgrows one part, and its length.
     spool: Option<(std::fs::File, u64)>,
+    /// Bytes accepted so far.
+    written: u64,
     done: bool,
 }
 
@@ -142,6 +144,7 @@ impl ObjectUpload {
             writer: None,
             started_with: None,
             spool: None,
+            written: 0,
             done: false,
         }
     }
@@ -248,6 +251,7 @@ impl Upload for ObjectUpload {
                 .with_path(&self.path)
                 .with_source("the upload is finished"));
         }
+        self.written += data.len() as u64;
         if let Some(w) = self.writer.as_mut() {
             return w
                 .write(data)
@@ -294,15 +298,35 @@ impl Upload for ObjectUpload {
                 w.await.map_err(|e| self.err(e))?;
             }
             Some(mut w) => {
-                w.close().await.map_err(|e| self.err(e))?;
+                if let Err(e) = w.close().await {
+                    // Release the parts the store keeps for the upload.
+                    let _ = w.abort().await;
+                    return Err(self.err(e));
+                }
+                // Committed: what follows cannot undo that, so its failures
+                // are logged rather than reported as a failed upload.
                 if let Some(t) = mtime {
                     if Some(t) != self.started_with && b.capabilities_set_mtime() {
-                        b.rewrite_mtime(&self.key, t, &self.path).await?;
+                        if let Err(e) = b.rewrite_mtime(&self.key, t, &self.path).await {
+                            tracing::warn!(
+                                "{}: uploaded, but its time was not set: {e}",
+                                self.path
+                            );
+                        }
                     }
                 }
             }
         }
-        ferry_backend::Backend::stat(&b, &self.path).await
+        let size = self.written;
+        Ok(Metadata {
+            file_type: ferry_backend::FileType::File,
+            size,
+            mtime,
+            atime: None,
+            permissions: None,
+            owner: None,
+            change: None,
+        })
     }
 
     async fn abort(&mut self) -> Result<()> {

@@ -295,18 +295,27 @@ impl ObjectBackend {
         }
         let size = meta.content_length();
         let user = mtime_metadata(mtime);
+        let cap = self.op.info().capability();
+        // Pinned to the version just seen, where the store can check it, so
+        // an upload by someone else in between is never overwritten with
+        // the older data or mixed with it.
+        let tag = meta.etag().map(str::to_string);
         if size <= self.opts.chunk_size as u64 {
-            let data = self.op.read(key).await.map_err(err)?;
+            let mut r = self.op.read_with(key);
+            if let Some(t) = tag.as_deref().filter(|_| cap.read_with_if_match) {
+                r = r.if_match(t);
+            }
+            let data = r.await.map_err(err)?;
             if data.len() as u64 != size {
                 return Err(BackendError::new(ErrorKind::Temporary, Operation::SetAttrs)
                     .with_path(path)
                     .with_source("the object changed while its time was set"));
             }
-            self.op
-                .write_with(key, data)
-                .user_metadata(user)
-                .await
-                .map_err(err)?;
+            let mut w = self.op.write_with(key, data).user_metadata(user);
+            if let Some(t) = tag.as_deref().filter(|_| cap.write_with_if_match) {
+                w = w.if_match(t);
+            }
+            w.await.map_err(err)?;
         } else {
             let mut w = self
                 .op
@@ -319,7 +328,12 @@ impl ObjectBackend {
             let mut at = 0;
             while at < size {
                 let end = (at + MAX_COPY).min(size);
-                if let Err(e) = w.copy_from(key, at..end).await {
+                let read = opendal::options::ReadOptions {
+                    range: (at..end).into(),
+                    if_match: tag.clone().filter(|_| cap.read_with_if_match),
+                    ..Default::default()
+                };
+                if let Err(e) = w.copy_from_options(key, read).await {
                     let _ = w.abort().await;
                     return Err(err(e));
                 }

@@ -297,7 +297,7 @@ async fn handshake(
     known: Option<&(Arc<KnownHosts>, String)>,
 ) -> Result<client::Handle<Client>, ConnectError> {
     let addr = host_port(&cfg.host, cfg.port);
-    let config = Arc::new(client::Config {
+    let mut config = client::Config {
         // Room for many large reads in flight.
         window_size: 16 << 20,
         maximum_packet_size: 32 * 1024,
@@ -306,7 +306,16 @@ async fn handshake(
         keepalive_max: 3,
         nodelay: true,
         ..Default::default()
-    });
+    };
+    // As OpenSSH does: ask for the kinds of host key the known_hosts file
+    // has for this host, so the check compares like with like.
+    if let Some((hosts, _)) = known {
+        let algs = hosts.algorithms_for(&cfg.host, cfg.port);
+        if !algs.is_empty() {
+            config.preferred.key = std::borrow::Cow::Owned(algs);
+        }
+    }
+    let config = Arc::new(config);
     let refused = Arc::new(Mutex::new(None));
     let handler = Client {
         host: cfg.host.clone(),

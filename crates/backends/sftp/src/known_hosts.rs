@@ -81,6 +81,38 @@ impl KnownHosts {
         KnownHosts { entries }
     }
 
+    /// The host key algorithms recorded for `host` on `port`, in a form
+    /// fit to offer first in the key exchange (so a host recorded with only
+    /// an ECDSA or RSA key is not asked for its Ed25519 key and then
+    /// refused as a mismatch). Empty when the host is not recorded.
+    pub(crate) fn algorithms_for(&self, host: &str, port: u16) -> Vec<russh::keys::Algorithm> {
+        use russh::keys::{Algorithm, HashAlg};
+        let name = host_port(host, port);
+        let mut out: Vec<Algorithm> = Vec::new();
+        for e in &self.entries {
+            if !matches!(e.marker, Marker::None) || !e.hosts.matches(&name) {
+                continue;
+            }
+            let algs = match e.key.algorithm() {
+                Algorithm::Rsa { .. } => vec![
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha512),
+                    },
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha256),
+                    },
+                ],
+                other => vec![other],
+            };
+            for a in algs {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+
     /// Check `key` for `host` on `port`.
     pub(crate) fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
         let name = host_port(host, port);

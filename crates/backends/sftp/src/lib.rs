@@ -625,7 +625,10 @@ impl Backend for SftpBackend {
         c.atomic_rename = self.ext.posix_rename;
         c.rename_noreplace = true;
         c.server_side_copy = self.ext.copy_data;
-        c.symlinks = true;
+        // Links made by clients could point outside the served directory,
+        // and the remote server follows them: not offered (links already on
+        // the server are the operator's, and are followed as rclone does).
+        c.symlinks = false;
         c.hard_links = self.ext.hardlink;
         c.set_mtime = self.cfg.set_modtime;
         c.permissions = true;

@@ -54,8 +54,12 @@ impl Sshd {
 }
 
 fn keygen(path: &Path) {
+    keygen_type(path, "ed25519");
+}
+
+fn keygen_type(path: &Path, kind: &str) {
     let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .args(["-q", "-t", kind, "-N", "", "-f"])
         .arg(path)
         .stdin(Stdio::null())
         .status()
@@ -83,6 +87,8 @@ fn sshd() -> Option<Sshd> {
     let mut dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     keygen(&d.join("host_key"));
+    // A second host key, of another kind, for the known_hosts tests.
+    keygen_type(&d.join("host_key_ecdsa"), "ecdsa");
     keygen(&d.join("client_key"));
     std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
     let data = d.join("data");
@@ -101,12 +107,13 @@ fn sshd() -> Option<Sshd> {
         std::fs::write(
             &cfg,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\n\
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nHostKey {hk2}\nPidFile {pid}\n\
                  AuthorizedKeysFile {ak}\nPubkeyAuthentication yes\nPasswordAuthentication yes\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n\
                  UseDNS no\nPrintMotd no\nPrintLastLog no\nX11Forwarding no\nMaxStartups 100\n\
                  LogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
                 hk = d.join("host_key").display(),
+                hk2 = d.join("host_key_ecdsa").display(),
                 pid = d.join("sshd.pid").display(),
                 ak = d.join("authorized_keys").display(),
             ),
@@ -211,7 +218,7 @@ async fn files_read_write_stat_list() {
     let s = sshd_or_skip!();
     let be = s.backend().await;
     let caps = be.capabilities();
-    assert!(caps.random_access_write && caps.real_directories && caps.symlinks);
+    assert!(caps.random_access_write && caps.real_directories && !caps.symlinks);
     assert!(caps.rename_noreplace && caps.permissions && caps.ownership);
     assert!(be.describe().starts_with("sftp:"), "{}", be.describe());
     // OpenSSH's extensions are seen and its limits used.
@@ -680,6 +687,20 @@ async fn host_keys_are_checked_when_configured() {
     let msg = format!("{e}");
     assert!(msg.contains("host key mismatch"), "{msg}");
     assert!(!e.is_temporary());
+
+    // Only the host's ECDSA key recorded: Ferry asks for that kind of key
+    // (as OpenSSH does) instead of refusing the Ed25519 one as a mismatch.
+    let ecdsa = std::fs::read_to_string(d.join("host_key_ecdsa.pub")).unwrap();
+    let mut e = ecdsa.split_whitespace();
+    let only_ecdsa = d.join("known_ecdsa");
+    std::fs::write(
+        &only_ecdsa,
+        format!("{hp} {} {}\n", e.next().unwrap(), e.next().unwrap()),
+    )
+    .unwrap();
+    let mut cfg = s.config();
+    cfg.known_hosts_file = Some(only_ecdsa);
+    SftpBackend::connect(cfg).await.unwrap();
 
     // The host not recorded at all: refused.
     let unknown = d.join("known_unknown");
