@@ -512,3 +512,54 @@ def test_http_remote_serves_named_files_read_only(ferry_factory, tmp_path, clien
         assert "read-only" in srv.log() and "cannot list" in srv.log()
     finally:
         web.stop()
+
+
+# --------------------------------------------------------------------------
+# the rest of the foundation's OpenSSH operations, per store
+# --------------------------------------------------------------------------
+
+def test_resume_links_chmod_and_names(store, srv, tmp_path):
+    """reget, reput, ln -s, chmod and non-ASCII names: what each store can
+    do works; what it cannot fails with a status and changes nothing."""
+    src = make_random_file(tmp_path / "resume.bin", (3 << 20) + 123)
+    data = src.read_bytes()
+    partial = tmp_path / "partial.bin"
+    partial.write_bytes(data[:(1 << 20) + 5])
+    ok(openssh_sftp(srv, f"put {partial} /resume.bin\n"))
+    rc, out, err = openssh_sftp(srv, f"reput {src} /resume.bin\n")
+    if store.name == "sftp":
+        # BACKEND: writes at an offset go through to the remote server.
+        assert rc == 0, err
+        assert store.read("resume.bin") == data
+    else:
+        # BACKEND: appending to an object is refused; the object is as it was.
+        assert rc != 0 and "unsupported" in (out + err).lower(), (rc, out, err)
+        assert store.read("resume.bin") == partial.read_bytes()
+        ok(openssh_sftp(srv, f"put {src} /resume.bin\n"))
+    local = tmp_path / "local.bin"
+    local.write_bytes(data[:777_777])
+    ok(openssh_sftp(srv, f"reget /resume.bin {local}\n"))
+    assert sha256_file(local) == sha256_file(src)
+
+    # Symbolic links: none of these stores lets clients make one.
+    rc, out, err = openssh_sftp(srv, "ln -s /resume.bin /link\n")
+    assert rc != 0, (out, err)
+    assert "link" not in store.files()
+
+    # chmod: the remote SFTP server keeps modes; object stores keep none and
+    # the change is accepted and ignored, as rclone does.
+    ok(openssh_sftp(srv, "chmod 600 /resume.bin\nls -l /resume.bin\n"))
+    out = ok(openssh_sftp(srv, "ls -l /resume.bin\n"))
+    if store.name == "sftp":
+        assert "-rw-------" in out, out
+        assert stat.S_IMODE(os.stat(store.local / "resume.bin").st_mode) == 0o600
+
+    names = ["with space.txt", "ünïcödé.txt", "日本語", "🚀.bin"]
+    for n in names:
+        f = tmp_path / "n.bin"
+        f.write_bytes(n.encode())
+        ok(openssh_sftp(srv, f'put {f} "/{n}"\n'))
+    listed = ok(openssh_sftp(srv, "ls -1 /\n"))
+    for n in names:
+        assert n in listed, (n, listed)
+        assert store.read(n) == n.encode()
