@@ -183,11 +183,17 @@ async fn a_directory_stays_listed_when_its_first_file_lands_under_a_cached_listi
     vfs.mkdir(&p("a"), None).await.unwrap();
     // The root's listing is cached while `a` exists only in Ferry's view.
     let names = |v: Vec<(Vec<u8>, Attr)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
-    assert_eq!(names(vfs.read_dir(&RelPath::root()).await.unwrap()), vec![b"a".to_vec()]);
+    assert_eq!(
+        names(vfs.read_dir(&RelPath::root()).await.unwrap()),
+        vec![b"a".to_vec()]
+    );
     let f = vfs.open(&p("a/f"), UPLOAD, None).await.unwrap();
     f.write_at(0, Bytes::from_static(b"x")).await.unwrap();
     f.close().await.unwrap();
-    assert_eq!(names(vfs.read_dir(&RelPath::root()).await.unwrap()), vec![b"a".to_vec()]);
+    assert_eq!(
+        names(vfs.read_dir(&RelPath::root()).await.unwrap()),
+        vec![b"a".to_vec()]
+    );
     assert!(vfs.stat(&p("a")).await.unwrap().is_dir());
     assert_eq!(vfs.stat(&p("a/f")).await.unwrap().size, 1);
 }
