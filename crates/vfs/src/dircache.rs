@@ -21,12 +21,46 @@ use ferry_backend::{DirEntry, Metadata, RelPath};
 
 /// Directories kept at most; beyond, the oldest half is dropped.
 const MAX_DIRS: usize = 50_000;
+/// Entries kept at most, over all directories (about 150 bytes each).
+const MAX_ENTRIES: usize = 1_000_000;
 
 pub(crate) struct DirCache {
     ttl: Duration,
-    dirs: Mutex<BTreeMap<RelPath, Cached>>,
+    dirs: Mutex<Dirs>,
     /// Bumped by every forget.
     generation: AtomicU64,
+}
+
+/// The cached listings, with how many entries they hold in all.
+#[derive(Default)]
+struct Dirs {
+    map: BTreeMap<RelPath, Cached>,
+    entries: usize,
+}
+
+impl Dirs {
+    fn insert(&mut self, dir: RelPath, c: Cached) {
+        self.entries += c.entries.len();
+        if let Some(old) = self.map.insert(dir, c) {
+            self.entries -= old.entries.len();
+        }
+    }
+
+    fn remove(&mut self, dir: &RelPath) {
+        if let Some(old) = self.map.remove(dir) {
+            self.entries -= old.entries.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.entries = 0;
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&RelPath, &mut Cached) -> bool) {
+        self.map.retain(keep);
+        self.entries = self.map.values().map(|c| c.entries.len()).sum();
+    }
 }
 
 struct Cached {
@@ -48,12 +82,12 @@ impl DirCache {
     pub(crate) fn new(ttl: Duration) -> Self {
         DirCache {
             ttl,
-            dirs: Mutex::new(BTreeMap::new()),
+            dirs: Mutex::new(Dirs::default()),
             generation: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RelPath, Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dirs> {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -73,7 +107,7 @@ impl DirCache {
             return None;
         }
         let dirs = self.lock();
-        let c = dirs.get(dir)?;
+        let c = dirs.map.get(dir)?;
         (c.at.elapsed() < self.ttl).then(|| c.entries.clone())
     }
 
@@ -87,10 +121,11 @@ impl DirCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if dirs.len() >= MAX_DIRS {
+        let full = |d: &Dirs| d.map.len() >= MAX_DIRS || d.entries + entries.len() > MAX_ENTRIES;
+        if full(&dirs) {
             let ttl = self.ttl;
             dirs.retain(|_, c| c.at.elapsed() < ttl / 2);
-            if dirs.len() >= MAX_DIRS {
+            if full(&dirs) {
                 dirs.clear();
             }
         }
@@ -121,7 +156,7 @@ impl DirCache {
     pub(crate) fn forget(&self, path: &RelPath) {
         let mut dirs = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if dirs.is_empty() {
+        if dirs.map.is_empty() {
             return;
         }
         dirs.remove(path);
@@ -142,6 +177,7 @@ impl DirCache {
         // Keys sharing `path`'s bytes as a prefix sort together; of those,
         // the ones below it as a path go.
         let below: Vec<RelPath> = dirs
+            .map
             .range(path.clone()..)
             .map(|(k, _)| k)
             .take_while(|k| k.as_bytes().starts_with(path.as_bytes()))
@@ -166,6 +202,12 @@ impl DirCache {
     /// How many directories are cached (for tests and stats).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
+    }
+
+    /// How many entries the cached listings hold.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> usize {
+        self.lock().entries
     }
 }

@@ -251,11 +251,12 @@ impl VfsFile {
                 },
             )
             .await?;
+        let budget = inner.reorder_budget.clone();
         Ok(VfsFile {
             inner,
             path: path.clone(),
             flags,
-            body: Body::Stream(Arc::new(StreamWriter::new(upload))),
+            body: Body::Stream(Arc::new(StreamWriter::new(upload, budget))),
             readahead: None,
             upload: None,
             state: AtomicU8::new(OPEN),

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     /// Paths open for writing, and how many times: their size and time
     /// change under the cache, so they are always asked of the backend.
     pub(crate) writers: Mutex<HashMap<RelPath, usize>>,
+    /// Bytes waiting in the reorder buffers of all streamed uploads.
+    pub(crate) reorder_budget: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Vfs {
@@ -101,6 +103,7 @@ impl Vfs {
                 virtual_dirs: Mutex::new(BTreeMap::new()),
                 dircache,
                 writers: Mutex::new(HashMap::new()),
+                reorder_budget: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             }),
             viewer: 0,
         }

@@ -11,7 +11,8 @@
 //! storing a file that differs from what the client wrote.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -19,8 +20,11 @@ use ferry_backend::{Metadata, Upload};
 
 use crate::{Result, VfsError};
 
-/// How many bytes may wait ahead of the upload's position.
+/// How many bytes may wait ahead of one upload's position.
 pub(crate) const REORDER_WINDOW: usize = 64 << 20;
+/// How many bytes may wait in all the uploads of one server together, so
+/// many handles cannot each pin a full window.
+pub(crate) const REORDER_TOTAL: usize = 256 << 20;
 
 /// An upload fed by positional writes.
 pub(crate) struct StreamWriter {
@@ -38,18 +42,21 @@ struct State {
     /// Writes waiting for the gap before them to fill, by offset.
     pending: BTreeMap<u64, Bytes>,
     pending_bytes: usize,
+    /// Bytes waiting in every upload of this server (shared).
+    budget: Arc<AtomicUsize>,
     /// Why the upload can no longer be committed.
     failed: Option<String>,
 }
 
 impl StreamWriter {
-    pub(crate) fn new(upload: Box<dyn Upload>) -> Self {
+    pub(crate) fn new(upload: Box<dyn Upload>, budget: Arc<AtomicUsize>) -> Self {
         StreamWriter {
             state: tokio::sync::Mutex::new(State {
                 upload: Some(upload),
                 next: 0,
                 pending: BTreeMap::new(),
                 pending_bytes: 0,
+                budget,
                 failed: None,
             }),
             size: AtomicU64::new(0),
@@ -98,9 +105,15 @@ impl StreamWriter {
                     REORDER_WINDOW >> 20
                 )));
             }
-            st.pending_bytes += data.len();
+            if !st.reserve(data.len()) {
+                return Err(st.poison(format!(
+                    "too many out-of-order writes are waiting in this server's uploads \
+                     (more than {} MiB in all)",
+                    REORDER_TOTAL >> 20
+                )));
+            }
             if let Some(old) = st.pending.insert(offset, data) {
-                st.pending_bytes -= old.len();
+                st.release(old.len());
             }
             self.size.fetch_max(end, Ordering::AcqRel);
             return Ok(());
@@ -117,7 +130,7 @@ impl StreamWriter {
                 break;
             }
             let chunk = entry.remove();
-            st.pending_bytes -= chunk.len();
+            st.release(chunk.len());
             if at < st.next {
                 return Err(st.poison(format!(
                     "overlapping writes at offset {at} on a file this remote takes front to back"
@@ -199,10 +212,34 @@ impl State {
         VfsError::UnsupportedHere(why)
     }
 
+    /// Count `n` more waiting bytes, if the server-wide budget allows.
+    fn reserve(&mut self, n: usize) -> bool {
+        let before = self.budget.fetch_add(n, Ordering::AcqRel);
+        if before + n > REORDER_TOTAL {
+            self.budget.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.pending_bytes += n;
+        true
+    }
+
+    fn release(&mut self, n: usize) {
+        self.pending_bytes -= n;
+        self.budget.fetch_sub(n, Ordering::AcqRel);
+    }
+
     fn poison(&mut self, why: String) -> VfsError {
         self.pending.clear();
-        self.pending_bytes = 0;
+        let held = self.pending_bytes;
+        self.release(held);
         self.failed = Some(why.clone());
         VfsError::InvalidArgument(why)
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Whatever still waits leaves the shared budget with the upload.
+        self.budget.fetch_sub(self.pending_bytes, Ordering::AcqRel);
     }
 }

@@ -130,3 +130,35 @@ fn a_listing_fetched_across_a_change_is_not_kept() {
     assert!(dc.get(&p("a")).is_none() && dc.get(&p("a/b/c")).is_none());
     assert!(dc.get(&p("")).is_none(), "the parent's listing goes too");
 }
+
+#[test]
+fn entries_are_counted_as_listings_come_and_go() {
+    use ferry_backend::{DirEntry, FileType, Metadata};
+    let entry = |n: &str| DirEntry {
+        name: n.as_bytes().to_vec(),
+        meta: Metadata {
+            file_type: FileType::File,
+            size: 1,
+            mtime: None,
+            atime: None,
+            permissions: None,
+            owner: None,
+            change: None,
+        },
+    };
+    let dc = dircache::DirCache::new(Duration::from_secs(60));
+    let g = dc.generation();
+    dc.put(&p("a"), Arc::new(vec![entry("x"), entry("y")]), g);
+    dc.put(&p("a/b"), Arc::new(vec![entry("z")]), g);
+    assert_eq!(dc.entries(), 3);
+    // Replacing a listing counts the new one only.
+    let g = dc.generation();
+    dc.put(&p("a/b"), Arc::new(vec![entry("z"), entry("w")]), g);
+    assert_eq!(dc.entries(), 4);
+    dc.forget_tree(&p("a/b"));
+    assert_eq!(dc.entries(), 0, "a/b and its parent a are both forgotten");
+    let g = dc.generation();
+    dc.put(&p("c"), Arc::new(vec![entry("x")]), g);
+    dc.clear();
+    assert_eq!((dc.len(), dc.entries()), (0, 0));
+}

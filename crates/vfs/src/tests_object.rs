@@ -197,3 +197,43 @@ async fn a_directory_stays_listed_when_its_first_file_lands_under_a_cached_listi
     assert!(vfs.stat(&p("a")).await.unwrap().is_dir());
     assert_eq!(vfs.stat(&p("a/f")).await.unwrap().size, 1);
 }
+
+#[tokio::test]
+async fn out_of_order_data_is_bounded_across_all_uploads() {
+    let vfs = setup();
+    // One 15 MiB buffer, shared: the accounting counts each write.
+    let piece = Bytes::from(vec![7u8; 15 << 20]);
+    let mut files = Vec::new();
+    let mut refused = None;
+    'outer: for i in 0..6 {
+        let f = vfs.open(&p(&format!("f{i}")), UPLOAD, None).await.unwrap();
+        // Everything lands after a gap at offset 0: it all waits.
+        for k in 1..=4u64 {
+            if let Err(e) = f.write_at(k * (15 << 20), piece.clone()).await {
+                refused = Some((i, e));
+                files.push(f);
+                break 'outer;
+            }
+        }
+        files.push(f);
+    }
+    let (i, e) = refused.expect("more than 256 MiB waited");
+    assert!(i >= 4, "refused too early, at upload {i}");
+    assert!(e.to_string().contains("in all"), "{e}");
+    for f in &files {
+        f.abort().await;
+    }
+    drop(files);
+    assert_eq!(
+        vfs.inner
+            .reorder_budget
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // A normal upload afterwards is not affected.
+    let f = vfs.open(&p("ok"), UPLOAD, None).await.unwrap();
+    f.write_at(3, Bytes::from_static(b"def")).await.unwrap();
+    f.write_at(0, Bytes::from_static(b"abc")).await.unwrap();
+    f.close().await.unwrap();
+    assert_eq!(vfs.stat(&p("ok")).await.unwrap().size, 6);
+}
