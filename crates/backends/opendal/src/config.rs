@@ -67,40 +67,37 @@ impl<'a> Opts<'a> {
             .filter(|v| !v.is_empty())
     }
 
-    fn flag(&mut self, key: &'static str, default: bool) -> Result<bool, String> {
+    /// Option `key` parsed by `parse`, `default` when unset; a value that
+    /// does not parse is an error naming the remote, the key and `want`.
+    fn parsed<T>(
+        &mut self,
+        key: &'static str,
+        default: T,
+        parse: impl FnOnce(&str) -> Option<T>,
+        want: &str,
+    ) -> Result<T, String> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => parse_bool(v).ok_or_else(|| {
+            Some(v) => parse(v).ok_or_else(|| {
                 format!(
-                    "remote {}: option {key} = {v:?} is not a boolean (want true or false)",
+                    "remote {}: option {key} = {v:?} is not {want}",
                     self.spec.name
                 )
             }),
         }
+    }
+
+    fn flag(&mut self, key: &'static str, default: bool) -> Result<bool, String> {
+        self.parsed(key, default, parse_bool, "a boolean (want true or false)")
     }
 
     fn size(&mut self, key: &'static str, default: usize) -> Result<usize, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => parse_size(v).ok_or_else(|| {
-                format!(
-                    "remote {}: option {key} = {v:?} is not a size (such as 5Mi or 64M)",
-                    self.spec.name
-                )
-            }),
-        }
+        self.parsed(key, default, parse_size, "a size (such as 5Mi or 64M)")
     }
 
     fn count(&mut self, key: &'static str, default: usize) -> Result<usize, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!(
-                    "remote {}: option {key} = {v:?} is not a positive number",
-                    self.spec.name
-                )
-            }),
-        }
+        let positive = |v: &str| v.parse::<usize>().ok().filter(|n| *n > 0);
+        self.parsed(key, default, positive, "a positive number")
     }
 
     /// Copy options that map one to one: (rclone's name, OpenDAL's name).
