@@ -55,6 +55,9 @@ pub enum VfsError {
     /// A bad argument.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The on-disk file cache failed (the message says how).
+    #[error("{0}")]
+    Cache(String),
     /// Any other backend failure.
     #[error("{0}")]
     Backend(BackendError),

@@ -19,6 +19,9 @@ use bytes::Bytes;
 use ferry_backend::{FileHandle, FileType, Metadata, RelPath, SetAttrs, UploadOptions};
 use rand::RngExt as _;
 
+use crate::cache::item::Item;
+use crate::cache::FileCache;
+use crate::options::CacheMode;
 use crate::readahead::ReadAhead;
 use crate::stream::StreamWriter;
 use crate::{Attr, Inner, Result, VfsError};
@@ -60,7 +63,7 @@ pub fn is_temp_name(name: &[u8]) -> bool {
         && name.windows(TEMP_MARK.len()).any(|w| w == TEMP_MARK)
 }
 
-fn temp_name(name: &[u8]) -> Vec<u8> {
+pub(crate) fn temp_name(name: &[u8]) -> Vec<u8> {
     let mut cut = name.len().min(MAX_NAME_IN_TEMP);
     // Never cut inside a UTF-8 sequence, so the name stays readable.
     while cut < name.len() && cut > 0 && (name[cut] & 0xC0) == 0x80 {
@@ -88,6 +91,13 @@ enum Body {
     Handle(Arc<dyn FileHandle>),
     /// A front-to-back upload (stores without random-access writes).
     Stream(Arc<StreamWriter>),
+    /// The on-disk file cache (`--vfs-cache-mode`).
+    Cached {
+        cache: Arc<FileCache>,
+        item: Arc<Item>,
+        /// The handle may change the file.
+        writer: bool,
+    },
 }
 
 /// An open file.
@@ -131,6 +141,17 @@ impl VfsFile {
         flags: OpenFlags,
         mode: Option<u32>,
     ) -> Result<VfsFile> {
+        if let Some(cache) = inner.cache.clone() {
+            let through_cache = match cache.mode {
+                CacheMode::Full => true,
+                CacheMode::Writes => flags.writes(),
+                CacheMode::Minimal => flags.read && (flags.write || flags.append),
+                CacheMode::Off => false,
+            };
+            if through_cache || cache.get(path).is_some() {
+                return Self::open_cached(inner, cache, viewer, path, flags, mode).await;
+            }
+        }
         let caps = inner.backend.capabilities();
         if flags.writes() && !caps.random_access_write {
             return Self::open_stream(inner, path, flags).await;
@@ -207,6 +228,63 @@ impl VfsFile {
             body: Body::Handle(handle.into()),
             readahead: None,
             upload: Some(upload),
+            state: AtomicU8::new(OPEN),
+        })
+    }
+
+    /// An open through the on-disk cache: every open mode works on every
+    /// remote; changes are uploaded after the last close (write-back).
+    async fn open_cached(
+        inner: Arc<Inner>,
+        cache: Arc<FileCache>,
+        viewer: u64,
+        path: &RelPath,
+        flags: OpenFlags,
+        mode: Option<u32>,
+    ) -> Result<VfsFile> {
+        let existing = match inner.meta(viewer, path, true).await {
+            Ok(m) => Some(m),
+            Err(VfsError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        match &existing {
+            Some(m) if m.is_dir() => return Err(VfsError::IsADirectory),
+            Some(m) if m.file_type != FileType::File => {
+                return Err(VfsError::Unsupported("caching anything but regular files"))
+            }
+            Some(_) if flags.exclusive && flags.create => return Err(VfsError::AlreadyExists),
+            None if !flags.create => return Err(VfsError::NotFound),
+            None => {
+                if let Some(parent) = path.parent() {
+                    match inner.meta(viewer, &parent, true).await {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => return Err(VfsError::NotADirectory),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            _ => {}
+        }
+        let writer = flags.writes();
+        let mode = mode.map(|m| m & !inner.opts.umask & 0o7777);
+        let item = cache.open_item(path, existing.as_ref(), writer, mode)?;
+        if flags.truncate && (flags.write || flags.append) {
+            if let Err(e) = item.truncate(&cache, 0) {
+                let _ = cache.close(&item, writer);
+                return Err(e);
+            }
+        }
+        Ok(VfsFile {
+            inner,
+            path: path.clone(),
+            flags,
+            body: Body::Cached {
+                cache,
+                item,
+                writer,
+            },
+            readahead: None,
+            upload: None,
             state: AtomicU8::new(OPEN),
         })
     }
@@ -296,6 +374,7 @@ impl VfsFile {
             Body::Stream(_) => Err(VfsError::Unsupported(
                 "reading a file while it is being uploaded to this remote",
             )),
+            Body::Cached { cache, item, .. } => item.read_at(cache, offset, len, buf).await,
         }
     }
 
@@ -308,6 +387,9 @@ impl VfsFile {
         match &self.body {
             Body::Handle(h) => Ok(h.write_at(offset, data).await?),
             Body::Stream(s) => s.write(offset, data).await,
+            Body::Cached { cache, item, .. } => {
+                item.write_at(cache, offset, data, self.flags.append).await
+            }
         }
     }
 
@@ -325,6 +407,7 @@ impl VfsFile {
                 owner: None,
                 change: None,
             },
+            Body::Cached { item, .. } => item.metadata(),
         };
         Ok(self.inner.attr(&meta))
     }
@@ -355,6 +438,19 @@ impl VfsFile {
                 // filter above already dropped them).
                 Ok(())
             }
+            Body::Cached { cache, item, .. } => {
+                if let Some(size) = attrs.size {
+                    item.truncate(cache, size)?;
+                }
+                if let Some((_, mtime)) = attrs.times {
+                    item.set_mtime(cache, mtime)?;
+                }
+                if let Some(p) = attrs.permissions {
+                    item.lock().mode = Some(p & 0o7777);
+                    item.save(cache)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -366,6 +462,16 @@ impl VfsFile {
         match &self.body {
             Body::Handle(h) => Ok(h.sync().await?),
             Body::Stream(_) => Ok(()),
+            Body::Cached { cache, item, .. } => {
+                // Durable in the cache: the upload follows after close.
+                let file = item.file(cache)?;
+                let path = self.path.clone();
+                tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .map_err(|e| VfsError::Cache(format!("sync failed: {e}")))?
+                    .map_err(|e| cache.io_error("syncing the cached copy of", &path, e))?;
+                item.save(cache)
+            }
         }
     }
 
@@ -384,6 +490,14 @@ impl VfsFile {
     }
 
     async fn commit(&self) -> Result<()> {
+        if let Body::Cached {
+            cache,
+            item,
+            writer,
+        } = &self.body
+        {
+            return cache.close(item, *writer);
+        }
         if let Body::Stream(s) = &self.body {
             s.finish().await?;
             self.inner.landed(&self.path);
@@ -433,6 +547,18 @@ impl VfsFile {
     }
 
     async fn discard(&self) {
+        if let Body::Cached {
+            cache,
+            item,
+            writer,
+        } = &self.body
+        {
+            // What the client wrote is safe in the cache: keep it.
+            if let Err(e) = cache.close(item, *writer) {
+                tracing::warn!("{}: {e}", self.path);
+            }
+            return;
+        }
         if let Body::Stream(s) = &self.body {
             s.abort().await;
             return;
@@ -454,6 +580,17 @@ impl Drop for VfsFile {
         }
         if self.flags.writes() {
             self.inner.writer_closed(&self.path);
+        }
+        if let Body::Cached {
+            cache,
+            item,
+            writer,
+        } = &self.body
+        {
+            if let Err(e) = cache.close(item, *writer) {
+                tracing::warn!("{}: {e}", self.path);
+            }
+            return;
         }
         if let Body::Stream(s) = &self.body {
             let s = s.clone();

@@ -16,6 +16,7 @@
 //! [`Vfs`] and [`VfsFile`]; their callers do not change.
 
 pub mod attr;
+mod cache;
 mod dircache;
 pub mod error;
 pub mod file;
@@ -37,7 +38,7 @@ pub use attr::Attr;
 pub use error::{Result, VfsError};
 pub use ferry_backend as backend;
 pub use file::{OpenFlags, VfsFile};
-pub use options::{CacheMode, VfsOptions};
+pub use options::{CacheMode, CacheOptions, VfsOptions};
 
 /// The file-system view of one backend. Cheap to clone; clones share state.
 ///
@@ -71,11 +72,38 @@ pub(crate) struct Inner {
     pub(crate) writers: Mutex<HashMap<RelPath, usize>>,
     /// Bytes waiting in the reorder buffers of all streamed uploads.
     pub(crate) reorder_budget: Arc<std::sync::atomic::AtomicUsize>,
+    /// The on-disk file cache, unless `--vfs-cache-mode off`.
+    pub(crate) cache: Option<Arc<cache::FileCache>>,
 }
 
 impl Vfs {
     /// A VFS over `backend` with `opts`.
+    ///
+    /// # Panics
+    /// If the file cache (any cache mode but off) cannot be set up; use
+    /// [`Vfs::try_new`] to handle that.
     pub fn new(backend: Arc<dyn Backend>, opts: VfsOptions) -> Self {
+        match Self::try_new(backend, opts) {
+            Ok(v) => v,
+            Err(e) => panic!("cannot set up the VFS: {e}"),
+        }
+    }
+
+    /// A VFS over `backend` with `opts`. With a cache mode other than off,
+    /// the file cache directories are made and what an earlier run left in
+    /// them is taken up (changed files are uploaded). Must run inside a
+    /// Tokio runtime for the cache's background work.
+    pub fn try_new(backend: Arc<dyn Backend>, opts: VfsOptions) -> std::io::Result<Self> {
+        let cache = if opts.cache_mode == CacheMode::Off {
+            None
+        } else {
+            Some(cache::FileCache::open(
+                backend.clone(),
+                opts.cache_mode,
+                opts.cache.clone(),
+                opts.buffer_size,
+            )?)
+        };
         let dircache = Arc::new(dircache::DirCache::new(opts.dir_cache_time));
         if dircache.enabled() && !opts.poll_interval.is_zero() {
             let dc = dircache.clone();
@@ -93,20 +121,42 @@ impl Vfs {
                 ),
             }
         }
-        Vfs {
-            inner: Arc::new(Inner {
-                backend,
-                opts,
-                uploads: uploads::Uploads::default(),
-                sessions: std::sync::atomic::AtomicU64::new(0),
-                hashes: hash::HashCache::new(100_000),
-                virtual_dirs: Mutex::new(BTreeMap::new()),
-                dircache,
-                writers: Mutex::new(HashMap::new()),
-                reorder_budget: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            }),
-            viewer: 0,
+        let inner = Arc::new(Inner {
+            backend,
+            opts,
+            uploads: uploads::Uploads::default(),
+            sessions: std::sync::atomic::AtomicU64::new(0),
+            hashes: hash::HashCache::new(100_000),
+            virtual_dirs: Mutex::new(BTreeMap::new()),
+            dircache,
+            writers: Mutex::new(HashMap::new()),
+            reorder_budget: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            cache,
+        });
+        if let Some(c) = &inner.cache {
+            c.attach(Arc::downgrade(&inner));
         }
+        Ok(Vfs { inner, viewer: 0 })
+    }
+
+    /// Files changed through the cache and not yet uploaded.
+    pub fn pending_uploads(&self) -> usize {
+        self.inner.cache.as_ref().map_or(0, |c| c.pending())
+    }
+
+    /// Start uploading every changed file now (at shutdown) and wait until
+    /// none is pending or `give_up` resolves. Returns how many are still
+    /// pending (they stay in the cache and are uploaded on the next start).
+    pub async fn flush_uploads(&self, give_up: impl std::future::Future<Output = ()>) -> usize {
+        match &self.inner.cache {
+            Some(c) => c.flush(give_up).await,
+            None => 0,
+        }
+    }
+
+    /// Run the cache cleaner now; returns how many files it dropped.
+    pub fn clean_cache(&self) -> usize {
+        self.inner.cache.as_ref().map_or(0, |c| c.clean())
     }
 
     /// A view for one client session: it shares everything with `self`
@@ -196,6 +246,12 @@ impl Vfs {
         for (name, attr) in in_progress {
             by_name.insert(name, attr);
         }
+        // Files changed in the cache and not uploaded yet.
+        if let Some(c) = &self.inner.cache {
+            for (name, meta) in c.visible_in(path) {
+                by_name.insert(name, self.inner.attr(&meta));
+            }
+        }
         Ok(by_name.into_iter().collect())
     }
 
@@ -247,6 +303,14 @@ impl Vfs {
             return Err(VfsError::PermissionDenied);
         }
         let _forget = self.inner.forget_around(path, true);
+        if self
+            .inner
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.any_visible_below(path))
+        {
+            return Err(VfsError::NotEmpty);
+        }
         if self.capabilities().real_directories {
             return Ok(self.inner.backend.remove_dir(path).await?);
         }
@@ -275,6 +339,18 @@ impl Vfs {
         }
         let had_upload = self.inner.uploads.unlink(self.viewer, path);
         let _forget = self.inner.forget_around(path, false);
+        if let Some(c) = &self.inner.cache {
+            if let Some(on_remote) = c.remove(path).await {
+                return match self.inner.backend.remove_file(path).await {
+                    Err(e) if !on_remote && e.kind() == ErrorKind::NotFound => Ok(()),
+                    r => {
+                        r?;
+                        self.inner.emptied(path);
+                        Ok(())
+                    }
+                };
+            }
+        }
         match self.inner.backend.remove_file(path).await {
             Err(e) if had_upload && e.kind() == ErrorKind::NotFound => Ok(()),
             r => {
@@ -299,6 +375,30 @@ impl Vfs {
         }
         let _forget_from = self.inner.forget_around(from, true);
         let _forget_to = self.inner.forget_around(to, true);
+        if let Some(c) = &self.inner.cache {
+            let only_cached = c
+                .get(from)
+                .is_some_and(|i| i.is_visible() && !i.lock().on_remote);
+            if only_cached {
+                // A new file not uploaded yet: the rename is the cache's.
+                match self.inner.meta(self.viewer, to, false).await {
+                    Ok(m) if m.is_dir() => return Err(VfsError::IsADirectory),
+                    Ok(_) if !replace => return Err(VfsError::AlreadyExists),
+                    Ok(_) | Err(VfsError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+                if let Some(parent) = to.parent() {
+                    match self.inner.meta(self.viewer, &parent, true).await {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => return Err(VfsError::NotADirectory),
+                        Err(e) => return Err(e),
+                    }
+                }
+                c.rename(from, to).await?;
+                self.inner.emptied(from);
+                return Ok(());
+            }
+        }
         if replace {
             // Replacing a directory (even an empty one) is not what a client
             // asking for posix-rename of a file means.
@@ -334,18 +434,23 @@ impl Vfs {
                     return Err(VfsError::AlreadyExists);
                 }
                 self.inner.check_parent_dir(to).await?;
-                let mut vdirs = self.inner.lock_vdirs();
-                let moved: Vec<RelPath> = vdirs
-                    .keys()
-                    .filter(|p| p.starts_with(from))
-                    .cloned()
-                    .collect();
-                for p in moved {
-                    if let Some(t) = vdirs.remove(&p) {
-                        if let Some(dest) = p.rebase(from, to) {
-                            vdirs.insert(dest, t);
+                {
+                    let mut vdirs = self.inner.lock_vdirs();
+                    let moved: Vec<RelPath> = vdirs
+                        .keys()
+                        .filter(|p| p.starts_with(from))
+                        .cloned()
+                        .collect();
+                    for p in moved {
+                        if let Some(t) = vdirs.remove(&p) {
+                            if let Some(dest) = p.rebase(from, to) {
+                                vdirs.insert(dest, t);
+                            }
                         }
                     }
+                }
+                if let Some(c) = &self.inner.cache {
+                    c.rename(from, to).await?;
                 }
                 return Ok(());
             }
@@ -363,6 +468,9 @@ impl Vfs {
             Ok(()) => {
                 self.inner.emptied(from);
                 self.inner.landed(to);
+                if let Some(c) = &self.inner.cache {
+                    c.rename(from, to).await?;
+                }
                 Ok(())
             }
         }
@@ -372,6 +480,13 @@ impl Vfs {
     pub async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
         self.check_writable()?;
         let _forget = self.inner.forget_around(to, false);
+        if let Some(c) = &self.inner.cache {
+            if let Some(item) = c.get(from).filter(|i| i.is_visible()) {
+                return c.copy_visible(&item, to).await;
+            }
+            // The copy replaces whatever the cache held at `to`.
+            c.remove(to).await;
+        }
         Ok(self.inner.backend.copy(from, to).await?)
     }
 
@@ -416,6 +531,42 @@ impl Vfs {
     pub async fn setstat(&self, path: &RelPath, attrs: &SetAttrs, follow: bool) -> Result<()> {
         self.check_writable()?;
         let attrs = self.inner.filter_setattrs(attrs);
+        if let Some(c) = &self.inner.cache {
+            let mut item = c.get(path).filter(|i| i.is_visible());
+            if item.is_none() && attrs.size.is_some() && c.mode >= CacheMode::Writes {
+                // Truncating a file in place: through the cache, as an
+                // open for writing would.
+                let f = self
+                    .open(
+                        path,
+                        OpenFlags {
+                            write: true,
+                            ..Default::default()
+                        },
+                        None,
+                    )
+                    .await?;
+                let r = f.set_attrs(&attrs).await;
+                let closed = f.close().await;
+                r?;
+                closed?;
+                item = c.get(path);
+            }
+            if let Some(item) = item {
+                if let Some(size) = attrs.size {
+                    item.truncate(c, size)?;
+                }
+                if let Some((_, mtime)) = attrs.times {
+                    item.set_mtime(c, mtime)?;
+                }
+                if let Some(p) = attrs.permissions {
+                    item.lock().mode = Some(p & 0o7777);
+                }
+                c.changed(&item)?;
+                self.inner.dircache.forget(path);
+                return Ok(());
+            }
+        }
         if attrs == SetAttrs::default() {
             // Still report a missing file.
             self.inner.backend.lstat(path).await?;
@@ -481,6 +632,11 @@ impl Vfs {
     pub async fn hash(&self, path: &RelPath, kind: ferry_backend::HashKind) -> Result<String> {
         if self.inner.opts.no_checksum {
             return Err(VfsError::Unsupported("hashes (--no-checksum)"));
+        }
+        if let Some(c) = &self.inner.cache {
+            if let Some(item) = c.get(path).filter(|i| i.is_visible()) {
+                return c.hash_item(&item, kind).await;
+            }
         }
         let target = self.pending_for(path).unwrap_or_else(|| path.clone());
         let backend = &self.inner.backend;
@@ -574,6 +730,9 @@ impl Inner {
     /// progress, else the parent's cached listing, else the backend;
     /// `follow` follows a final symbolic link.
     pub(crate) async fn meta(&self, viewer: u64, path: &RelPath, follow: bool) -> Result<Metadata> {
+        if let Some(m) = self.cache.as_ref().and_then(|c| c.visible(path)) {
+            return Ok(m);
+        }
         if let Some(temp) = self.uploads.temp_for(viewer, path) {
             let m = if follow {
                 self.backend.stat(&temp).await?
@@ -672,6 +831,9 @@ impl Inner {
     /// What is at `path`, if anything (directories only Ferry knows of
     /// included).
     pub(crate) async fn stat_entry(&self, path: &RelPath) -> Result<Option<Metadata>> {
+        if let Some(m) = self.cache.as_ref().and_then(|c| c.visible(path)) {
+            return Ok(Some(m));
+        }
         match self.backend.stat(path).await {
             Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(self.virtual_dir(path)),
@@ -828,6 +990,8 @@ fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
 mod test_util;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cache;
 #[cfg(test)]
 mod tests_dircache;
 #[cfg(test)]

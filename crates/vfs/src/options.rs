@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How much the VFS caches file data on disk (`--vfs-cache-mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CacheMode {
     /// No disk cache: reads stream, writes go straight to the backend.
     #[default]
@@ -83,6 +83,62 @@ pub struct VfsOptions {
     /// Bytes read ahead per open file on high-latency stores
     /// (`--buffer-size`; zero turns read-ahead off).
     pub buffer_size: usize,
+    /// The on-disk file cache (used unless `cache_mode` is off).
+    pub cache: CacheOptions,
+}
+
+/// Options of the on-disk file cache (`--vfs-cache-*`, `--cache-dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Where cached file data goes: `<cache-dir>/vfs/<remote>/<root>`.
+    pub data_dir: std::path::PathBuf,
+    /// Where the cache's records go: `<cache-dir>/vfsMeta/<remote>/<root>`.
+    pub meta_dir: std::path::PathBuf,
+    /// How long after the last close a changed file is uploaded
+    /// (`--vfs-write-back`).
+    pub write_back: std::time::Duration,
+    /// Uploads running at once (`--transfers`).
+    pub transfers: usize,
+    /// Unused clean files older than this are dropped
+    /// (`--vfs-cache-max-age`).
+    pub max_age: std::time::Duration,
+    /// Drop least recently used clean files while the cache holds more
+    /// (`--vfs-cache-max-size`; `None`: no limit).
+    pub max_size: Option<u64>,
+    /// Drop least recently used clean files while the disk has less free
+    /// (`--vfs-cache-min-free-space`; `None`: no limit).
+    pub min_free_space: Option<u64>,
+    /// How often the cache is cleaned (`--vfs-cache-poll-interval`).
+    pub poll_interval: std::time::Duration,
+    /// Bytes fetched ahead onto disk for sequential reads in full mode, on
+    /// top of `buffer_size` (`--vfs-read-ahead`).
+    pub read_ahead: u64,
+    /// Compare only size and modification time when checking whether a
+    /// cached file still matches the remote (`--vfs-fast-fingerprint`).
+    /// Ferry's fingerprint never includes a hash, so this changes nothing;
+    /// it is accepted for rclone compatibility.
+    pub fast_fingerprint: bool,
+    /// The longest wait between attempts of a failing upload.
+    pub max_retry_delay: std::time::Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        let base = std::env::temp_dir().join("ferry-cache");
+        CacheOptions {
+            data_dir: base.join("vfs"),
+            meta_dir: base.join("vfsMeta"),
+            write_back: std::time::Duration::from_secs(5),
+            transfers: 4,
+            max_age: std::time::Duration::from_secs(3600),
+            max_size: None,
+            min_free_space: None,
+            poll_interval: std::time::Duration::from_secs(60),
+            read_ahead: 0,
+            fast_fingerprint: false,
+            max_retry_delay: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for VfsOptions {
@@ -103,6 +159,7 @@ impl Default for VfsOptions {
             dir_cache_time: std::time::Duration::from_secs(300),
             poll_interval: std::time::Duration::from_secs(60),
             buffer_size: 16 << 20,
+            cache: CacheOptions::default(),
         }
     }
 }
