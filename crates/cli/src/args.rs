@@ -205,6 +205,139 @@ pub struct SftpArgs {
     )]
     pub buffer_size: String,
 
+    /// File caching: off (stream reads and writes), minimal (read+write
+    /// opens through the disk cache), writes (every writing open through
+    /// the cache, uploaded after --vfs-write-back) or full (reads too).
+    #[arg(
+        long,
+        env = "FERRY_VFS_CACHE_MODE",
+        default_value = "off",
+        value_name = "MODE"
+    )]
+    pub vfs_cache_mode: String,
+
+    /// Time after the last close of a changed file before it is uploaded.
+    #[arg(
+        long,
+        env = "FERRY_VFS_WRITE_BACK",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub vfs_write_back: String,
+
+    /// Uploads from the file cache running at once.
+    #[arg(long, env = "FERRY_TRANSFERS", default_value_t = 4, value_name = "N")]
+    pub transfers: usize,
+
+    /// Unused files are dropped from the cache after this long.
+    #[arg(
+        long,
+        env = "FERRY_VFS_CACHE_MAX_AGE",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
+    pub vfs_cache_max_age: String,
+
+    /// The most the file cache may hold (unused files beyond it are
+    /// dropped, least recently used first; open and changed files are
+    /// kept). `off` for no limit.
+    #[arg(
+        long,
+        env = "FERRY_VFS_CACHE_MAX_SIZE",
+        default_value = "off",
+        value_name = "SIZE"
+    )]
+    pub vfs_cache_max_size: String,
+
+    /// Drop unused cached files while the cache's disk has less free than
+    /// this. `off` for no limit.
+    #[arg(
+        long,
+        env = "FERRY_VFS_CACHE_MIN_FREE_SPACE",
+        default_value = "off",
+        value_name = "SIZE"
+    )]
+    pub vfs_cache_min_free_space: String,
+
+    /// How often the file cache is cleaned.
+    #[arg(
+        long,
+        env = "FERRY_VFS_CACHE_POLL_INTERVAL",
+        default_value = "1m",
+        value_name = "DURATION"
+    )]
+    pub vfs_cache_poll_interval: String,
+
+    /// Extra read-ahead onto disk in full cache mode (on top of
+    /// --buffer-size).
+    #[arg(
+        long,
+        env = "FERRY_VFS_READ_AHEAD",
+        default_value = "0",
+        value_name = "SIZE"
+    )]
+    pub vfs_read_ahead: String,
+
+    /// Fingerprint cached files by size and modification time only (Ferry
+    /// never hashes for fingerprints, so this is always the case).
+    #[arg(long, env = "FERRY_VFS_FAST_FINGERPRINT")]
+    pub vfs_fast_fingerprint: bool,
+
+    /// Size of the first ranged read request of a streamed file.
+    #[arg(
+        long,
+        env = "FERRY_VFS_READ_CHUNK_SIZE",
+        default_value = "128Mi",
+        value_name = "SIZE"
+    )]
+    pub vfs_read_chunk_size: String,
+
+    /// Read requests double in size up to this (`off`: no limit).
+    #[arg(
+        long,
+        env = "FERRY_VFS_READ_CHUNK_SIZE_LIMIT",
+        default_value = "off",
+        value_name = "SIZE"
+    )]
+    pub vfs_read_chunk_size_limit: String,
+
+    /// Read chunks from this many streams in parallel (0: one sequential
+    /// stream with doubling chunks).
+    #[arg(
+        long,
+        env = "FERRY_VFS_READ_CHUNK_STREAMS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub vfs_read_chunk_streams: usize,
+
+    /// Refuse reads that jump backwards or far ahead in a streamed file,
+    /// instead of starting a new ranged read.
+    #[arg(long, env = "FERRY_NO_SEEK")]
+    pub no_seek: bool,
+
+    /// Accepted for rclone compatibility: out-of-order reads wait in
+    /// Ferry's read-ahead instead.
+    #[arg(
+        long,
+        env = "FERRY_VFS_READ_WAIT",
+        default_value = "20ms",
+        value_name = "DURATION",
+        hide = true
+    )]
+    pub vfs_read_wait: String,
+
+    /// Accepted for rclone compatibility: out-of-order writes are reordered
+    /// in a 64 MiB window instead.
+    #[arg(
+        long,
+        env = "FERRY_VFS_WRITE_WAIT",
+        default_value = "1s",
+        value_name = "DURATION",
+        hide = true
+    )]
+    pub vfs_write_wait: String,
+
     /// Print more (-v logins, -vv every SFTP operation).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -188,6 +188,62 @@ pub fn expand_path(p: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A size flag that may be `off` (no limit): rclone's size syntax, a bare
+/// number being KiB.
+fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
+    if v.eq_ignore_ascii_case("off") || v == "-1" {
+        return Ok(None);
+    }
+    ferry_backend_opendal::config::parse_size(v)
+        .map(|n| Some(n as u64))
+        .ok_or_else(|| {
+            usage(format!(
+                "invalid value {v:?} for --{flag}: want a size such as 10Gi, 512M or off"
+            ))
+        })
+}
+
+/// Where the file cache of `target` lives below `vfs/` and `vfsMeta/`: the
+/// remote's name (with a digest of its options for on-the-fly remotes, so
+/// two different stores never share a cache) and the served path.
+pub fn cache_key(target: &Target) -> PathBuf {
+    let (name, path): (String, String) = match target {
+        Target::Local(root) => {
+            let abs = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+            ("local".into(), abs.to_string_lossy().into_owned())
+        }
+        Target::Memory => ("memory".into(), String::new()),
+        Target::Remote(r) if !r.name.is_empty() && !r.name.starts_with(':') => {
+            (r.name.clone(), r.path.clone())
+        }
+        Target::Remote(r) => {
+            // FNV-1a over the type and options: stable across runs.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut feed = |b: &[u8]| {
+                for &x in b.iter().chain([0u8].iter()) {
+                    h ^= u64::from(x);
+                    h = h.wrapping_mul(0x100_0000_01b3);
+                }
+            };
+            feed(r.type_.as_bytes());
+            for (k, v) in &r.options {
+                feed(k.as_bytes());
+                feed(v.as_bytes());
+            }
+            (format!("{}{{{:08x}}}", r.type_, h as u32), r.path.clone())
+        }
+    };
+    let mut key = PathBuf::from(name.replace('/', "_"));
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => key.push("_"),
+            p => key.push(p),
+        }
+    }
+    key
+}
+
 fn default_cache_dir() -> PathBuf {
     match std::env::var_os("XDG_CACHE_HOME") {
         Some(x) if !x.is_empty() => PathBuf::from(x).join("ferry"),
@@ -301,8 +357,43 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
                 ))
             },
         )?,
+        cache_mode: args
+            .vfs_cache_mode
+            .parse()
+            .map_err(|e: String| usage(format!("invalid value for --vfs-cache-mode: {e}")))?,
         ..VfsOptions::default()
     };
+    let cache_dir = args
+        .cache_dir
+        .as_deref()
+        .map(|p| expand_path(&p.to_string_lossy()))
+        .unwrap_or_else(default_cache_dir);
+    let mut vfs = vfs;
+    let key = cache_key(&target);
+    vfs.cache = ferry_vfs::CacheOptions {
+        data_dir: cache_dir.join("vfs").join(&key),
+        meta_dir: cache_dir.join("vfsMeta").join(&key),
+        write_back: parse_duration("vfs-write-back", &args.vfs_write_back)?,
+        transfers: match args.transfers {
+            0 => return Err(usage("--transfers must be at least 1")),
+            n => n,
+        },
+        max_age: parse_duration("vfs-cache-max-age", &args.vfs_cache_max_age)?,
+        max_size: parse_limit("vfs-cache-max-size", &args.vfs_cache_max_size)?,
+        min_free_space: parse_limit("vfs-cache-min-free-space", &args.vfs_cache_min_free_space)?,
+        poll_interval: parse_duration("vfs-cache-poll-interval", &args.vfs_cache_poll_interval)?,
+        read_ahead: parse_limit("vfs-read-ahead", &args.vfs_read_ahead)?.unwrap_or(0),
+        fast_fingerprint: args.vfs_fast_fingerprint,
+        ..ferry_vfs::CacheOptions::default()
+    };
+    vfs.read_chunk_size =
+        parse_limit("vfs-read-chunk-size", &args.vfs_read_chunk_size)?.unwrap_or(0);
+    vfs.read_chunk_size_limit =
+        parse_limit("vfs-read-chunk-size-limit", &args.vfs_read_chunk_size_limit)?;
+    vfs.read_chunk_streams = args.vfs_read_chunk_streams;
+    vfs.no_seek = args.no_seek;
+    parse_duration("vfs-read-wait", &args.vfs_read_wait)?;
+    parse_duration("vfs-write-wait", &args.vfs_write_wait)?;
     Ok(ServeConfig {
         retry: ferry_layers::RetryOptions {
             attempts: args.low_level_retries,
@@ -316,11 +407,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
             .iter()
             .map(|k| expand_path(&k.to_string_lossy()))
             .collect(),
-        cache_dir: args
-            .cache_dir
-            .as_deref()
-            .map(|p| expand_path(&p.to_string_lossy()))
-            .unwrap_or_else(default_cache_dir),
+        cache_dir,
         vfs,
         warnings,
     })

@@ -172,7 +172,50 @@ pub(crate) async fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, 
         }
     };
     let describe = backend.describe();
-    Ok((Vfs::new(backend, cfg.vfs.clone()), describe))
+    let vfs = Vfs::try_new(backend, cfg.vfs.clone()).map_err(|e| {
+        UsageError(format!(
+            "cannot set up the file cache in {}: {e}",
+            cfg.vfs.cache.data_dir.display()
+        ))
+    })?;
+    Ok((vfs, describe))
+}
+
+/// At shutdown, upload what the file cache still holds; a second SIGINT or
+/// SIGTERM stops waiting (the files stay in the cache, marked changed, and
+/// are uploaded on the next start).
+pub(crate) async fn finish_cache_uploads(
+    vfs: &Vfs,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    let pending = vfs.pending_uploads();
+    if pending == 0 {
+        return;
+    }
+    let msg = format!(
+        "uploading {pending} changed file(s) from the cache before exiting; \
+         interrupt again to exit now (they are kept and uploaded on the next start)"
+    );
+    tracing::warn!("{msg}");
+    eprintln!("ferry: {msg}");
+    let left = vfs
+        .flush_uploads(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+        .await;
+    if left == 0 {
+        tracing::info!("all changed files uploaded");
+    } else {
+        let msg = format!(
+            "{left} changed file(s) not uploaded yet: kept in the cache, uploaded on the next start"
+        );
+        tracing::warn!("{msg}");
+        eprintln!("ferry: {msg}");
+    }
 }
 
 /// Try listing the root of a network remote once at start, so a wrong
@@ -290,6 +333,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         let _ = server.await;
         // Uploads still open are discarded: the files they replace stay intact.
         vfs.discard_pending_uploads().await;
+        finish_cache_uploads(&vfs, &mut term, &mut int).await;
         Ok(())
     })
 }

@@ -59,6 +59,11 @@ pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
         };
         let result = sftp::serve(vfs.clone(), Arc::new(opts), input, output).await;
         vfs.discard_pending_uploads().await;
+        // The client is gone; the file cache still uploads what it holds.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        crate::finish_cache_uploads(&vfs, &mut term, &mut int).await;
         result.map_err(|e| anyhow::anyhow!("SFTP session ended: {e}"))
     })
 }

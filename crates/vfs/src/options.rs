@@ -85,6 +85,16 @@ pub struct VfsOptions {
     pub buffer_size: usize,
     /// The on-disk file cache (used unless `cache_mode` is off).
     pub cache: CacheOptions,
+    /// The first ranged read of a streamed file (`--vfs-read-chunk-size`;
+    /// 0: read the rest of the file in one request).
+    pub read_chunk_size: u64,
+    /// Ranged reads double up to this (`--vfs-read-chunk-size-limit`;
+    /// `None`: no limit).
+    pub read_chunk_size_limit: Option<u64>,
+    /// Parallel ranged reads (`--vfs-read-chunk-streams`; 0: one stream).
+    pub read_chunk_streams: usize,
+    /// Refuse reads that would need a new ranged read (`--no-seek`).
+    pub no_seek: bool,
 }
 
 /// Options of the on-disk file cache (`--vfs-cache-*`, `--cache-dir`).
@@ -160,6 +170,10 @@ impl Default for VfsOptions {
             poll_interval: std::time::Duration::from_secs(60),
             buffer_size: 16 << 20,
             cache: CacheOptions::default(),
+            read_chunk_size: 128 << 20,
+            read_chunk_size_limit: None,
+            read_chunk_streams: 0,
+            no_seek: false,
         }
     }
 }
