@@ -119,6 +119,12 @@ pub trait FileHandle: Send + Sync {
     async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()>;
     /// Flush written data to stable storage.
     async fn sync(&self) -> Result<()>;
+    /// A hash the store keeps of exactly the content this handle reads
+    /// (known when it was opened, at no extra cost), to verify a whole-file
+    /// read against. `None` when there is none.
+    fn stored_hash(&self) -> Option<(HashKind, String)> {
+        None
+    }
 }
 
 /// Options for [`Backend::create_upload`].

@@ -55,6 +55,9 @@ pub enum VfsError {
     /// A bad argument.
     #[error("{0}")]
     InvalidArgument(String),
+    /// What was read does not match the hash the store keeps.
+    #[error("corrupted on transfer: {0}")]
+    Corrupted(String),
     /// The on-disk file cache failed (the message says how).
     #[error("{0}")]
     Cache(String),

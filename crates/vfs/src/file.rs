@@ -24,6 +24,7 @@ use crate::cache::FileCache;
 use crate::options::CacheMode;
 use crate::readahead::ReadAhead;
 use crate::stream::StreamWriter;
+use crate::verify::{Verdict, Verifier};
 use crate::{Attr, Inner, Result, VfsError};
 
 /// How to open a file (the SFTP `pflags`, typed).
@@ -111,6 +112,8 @@ pub struct VfsFile {
     /// The id of an atomic upload in [`crate::uploads::Uploads`].
     upload: Option<u64>,
     state: AtomicU8,
+    /// Checks a whole-file read against the store's hash.
+    verify: Option<std::sync::Mutex<Option<Verifier>>>,
 }
 
 impl VfsFile {
@@ -180,6 +183,13 @@ impl VfsFile {
                 } else {
                     None
                 };
+            let verify = match handle.stored_hash() {
+                Some((kind, want)) if flags.read && !flags.writes() && !inner.opts.no_checksum => {
+                    let size = handle.stat().await?.size;
+                    Verifier::new(kind, want, size).map(|v| std::sync::Mutex::new(Some(v)))
+                }
+                _ => None,
+            };
             return Ok(VfsFile {
                 inner,
                 path: path.clone(),
@@ -188,6 +198,7 @@ impl VfsFile {
                 readahead,
                 upload: None,
                 state: AtomicU8::new(OPEN),
+                verify,
             });
         }
 
@@ -229,6 +240,7 @@ impl VfsFile {
             readahead: None,
             upload: Some(upload),
             state: AtomicU8::new(OPEN),
+            verify: None,
         })
     }
 
@@ -286,6 +298,7 @@ impl VfsFile {
             readahead: None,
             upload: None,
             state: AtomicU8::new(OPEN),
+            verify: None,
         })
     }
 
@@ -338,6 +351,7 @@ impl VfsFile {
             readahead: None,
             upload: None,
             state: AtomicU8::new(OPEN),
+            verify: None,
         })
     }
 
@@ -365,6 +379,20 @@ impl VfsFile {
         self.check_open()?;
         if !self.flags.read {
             return Err(VfsError::BadHandleMode("reading"));
+        }
+        if let Some(v) = &self.verify {
+            let start = buf.len();
+            let buf = match &self.readahead {
+                Some(ra) => ra.read_at(offset, len, buf).await?,
+                None => match &self.body {
+                    Body::Handle(h) => h.read_at(offset, len, buf).await?,
+                    _ => return Err(VfsError::BadHandleMode("reading")),
+                },
+            };
+            if let Some(v) = v.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                v.feed(offset, &buf[start..]);
+            }
+            return Ok(buf);
         }
         if let Some(ra) = &self.readahead {
             return ra.read_at(offset, len, buf).await;
@@ -490,6 +518,24 @@ impl VfsFile {
     }
 
     async fn commit(&self) -> Result<()> {
+        if let Some(v) = &self.verify {
+            let v = v.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(v) = v {
+                let kind = v.kind();
+                match v.finish() {
+                    Verdict::Mismatch(want, got) => {
+                        let msg = format!(
+                            "{}: {kind:?} of the data read is {got}, the remote says {want}",
+                            self.path
+                        );
+                        tracing::error!("corrupted on transfer: {msg}");
+                        return Err(VfsError::Corrupted(msg));
+                    }
+                    Verdict::Match => tracing::debug!("{}: {kind:?} verified", self.path),
+                    Verdict::Unknown => {}
+                }
+            }
+        }
         if let Body::Cached {
             cache,
             item,

@@ -25,6 +25,7 @@ pub mod options;
 mod readahead;
 mod stream;
 mod uploads;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

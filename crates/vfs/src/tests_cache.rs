@@ -20,6 +20,38 @@ struct Probe {
     read_opens: AtomicUsize,
     uploads: AtomicUsize,
     fail_uploads: AtomicBool,
+    /// The MD5 read handles claim the store keeps.
+    claim_md5: std::sync::Mutex<Option<String>>,
+}
+
+/// A handle claiming a stored hash.
+struct Claiming(Box<dyn FileHandle>, String);
+
+#[async_trait]
+impl FileHandle for Claiming {
+    async fn read_at(
+        &self,
+        offset: u64,
+        len: usize,
+        buf: Vec<u8>,
+    ) -> ferry_backend::Result<Vec<u8>> {
+        self.0.read_at(offset, len, buf).await
+    }
+    async fn write_at(&self, offset: u64, data: Bytes) -> ferry_backend::Result<()> {
+        self.0.write_at(offset, data).await
+    }
+    async fn stat(&self) -> ferry_backend::Result<Metadata> {
+        self.0.stat().await
+    }
+    async fn set_attrs(&self, attrs: &SetAttrs) -> ferry_backend::Result<()> {
+        self.0.set_attrs(attrs).await
+    }
+    async fn sync(&self) -> ferry_backend::Result<()> {
+        self.0.sync().await
+    }
+    fn stored_hash(&self) -> Option<(HashKind, String)> {
+        Some((HashKind::Md5, self.1.clone()))
+    }
 }
 
 impl Probe {
@@ -29,6 +61,7 @@ impl Probe {
             read_opens: AtomicUsize::new(0),
             uploads: AtomicUsize::new(0),
             fail_uploads: AtomicBool::new(false),
+            claim_md5: std::sync::Mutex::new(None),
         })
     }
     fn failing(&self) -> ferry_backend::Result<()> {
@@ -70,6 +103,11 @@ impl Backend for Probe {
             self.uploads.fetch_add(1, Ordering::SeqCst);
         } else {
             self.read_opens.fetch_add(1, Ordering::SeqCst);
+            let claim = self.claim_md5.lock().unwrap().clone();
+            if let Some(md5) = claim {
+                let h = self.inner.open_file(path, opts).await?;
+                return Ok(Box::new(Claiming(h, md5)));
+            }
         }
         self.inner.open_file(path, opts).await
     }
@@ -618,4 +656,28 @@ async fn hashes_of_files_not_uploaded_yet_come_from_the_cache() {
     );
     vfs.copy(&p("f"), &p("g")).await.unwrap();
     assert_eq!(read_all(&vfs, "g").await, b"abc");
+}
+
+#[tokio::test]
+async fn whole_file_reads_are_checked_against_the_stored_hash() {
+    let mut s = Setup::object(CacheMode::Off);
+    let vfs = s.vfs();
+    s.put("f", b"abc").await;
+    *s.probe.claim_md5.lock().unwrap() = Some("900150983cd24fb0d6963f7d28e17f72".into());
+    assert_eq!(read_all(&vfs, "f").await, b"abc");
+    *s.probe.claim_md5.lock().unwrap() = Some("00000000000000000000000000000000".into());
+    let f = vfs.open(&p("f"), READ, None).await.unwrap();
+    assert_eq!(f.read_at(0, 10, Vec::new()).await.unwrap(), b"abc");
+    let e = f.close().await.unwrap_err();
+    assert!(matches!(e, VfsError::Corrupted(_)), "{e:?}");
+    // A partial read is not judged.
+    let f = vfs.open(&p("f"), READ, None).await.unwrap();
+    f.read_at(0, 2, Vec::new()).await.unwrap();
+    f.close().await.unwrap();
+    // --no-checksum skips the check.
+    s.opts.no_checksum = true;
+    let vfs = s.vfs();
+    let f = vfs.open(&p("f"), READ, None).await.unwrap();
+    f.read_at(0, 10, Vec::new()).await.unwrap();
+    f.close().await.unwrap();
 }

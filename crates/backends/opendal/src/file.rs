@@ -21,6 +21,8 @@ pub struct ObjectFile {
     reader: Reader,
     meta: Metadata,
     path: RelPath,
+    /// The object's MD5 (bucket stores), for verifying whole-file reads.
+    md5: Option<String>,
 }
 
 impl ObjectFile {
@@ -52,10 +54,15 @@ impl ObjectFile {
             r = r.if_match(tag);
         }
         let reader = r.await.map_err(err)?;
+        let md5 = match backend.opts.kind {
+            crate::StoreKind::Bucket => crate::stored_md5(&m),
+            _ => None,
+        };
         Ok(ObjectFile {
             reader,
             meta: backend.file_meta(&m),
             path: path.clone(),
+            md5,
         })
     }
 }
@@ -100,6 +107,10 @@ impl FileHandle for ObjectFile {
 
     async fn sync(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn stored_hash(&self) -> Option<(ferry_backend::HashKind, String)> {
+        Some((ferry_backend::HashKind::Md5, self.md5.clone()?))
     }
 }
 
