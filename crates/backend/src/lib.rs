@@ -119,12 +119,29 @@ pub trait FileHandle: Send + Sync {
     async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()>;
     /// Flush written data to stable storage.
     async fn sync(&self) -> Result<()>;
+    /// The bytes of `[offset, offset + len)` from one request, as they
+    /// arrive (a ranged GET on an object store), for readers that go
+    /// through a file front to back. `Ok(None)` when the handle has no such
+    /// thing (the default): read with [`FileHandle::read_at`] then.
+    async fn read_stream(&self, offset: u64, len: u64) -> Result<Option<Box<dyn ByteStream>>> {
+        let _ = (offset, len);
+        Ok(None)
+    }
     /// A hash the store keeps of exactly the content this handle reads
     /// (known when it was opened, at no extra cost), to verify a whole-file
     /// read against. `None` when there is none.
     fn stored_hash(&self) -> Option<(HashKind, String)> {
         None
     }
+}
+
+/// The bytes of one ranged read, in order, as they arrive. See
+/// [`FileHandle::read_stream`].
+#[async_trait]
+pub trait ByteStream: Send {
+    /// The next piece; `None` at the end of the range (which may come early
+    /// if the file is shorter than asked).
+    async fn next(&mut self) -> Result<Option<Bytes>>;
 }
 
 /// Options for [`Backend::create_upload`].

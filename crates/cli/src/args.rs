@@ -338,6 +338,16 @@ pub struct SftpArgs {
     )]
     pub vfs_write_wait: String,
 
+    /// Testing only: add this delay to every request to the backend, to
+    /// see how Ferry behaves on a slow store.
+    #[arg(
+        long,
+        env = "FERRY_DEBUG_BACKEND_LATENCY",
+        value_name = "DURATION",
+        hide = true
+    )]
+    pub debug_backend_latency: Option<String>,
+
     /// Print more (-v logins, -vv every SFTP operation).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

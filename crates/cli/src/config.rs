@@ -80,6 +80,8 @@ pub struct ServeConfig {
     pub vfs: VfsOptions,
     /// Low-level retries of the backend.
     pub retry: ferry_layers::RetryOptions,
+    /// Testing only: a delay added to every backend request.
+    pub debug_latency: Option<std::time::Duration>,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
 }
@@ -395,6 +397,11 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     parse_duration("vfs-read-wait", &args.vfs_read_wait)?;
     parse_duration("vfs-write-wait", &args.vfs_write_wait)?;
     Ok(ServeConfig {
+        debug_latency: args
+            .debug_backend_latency
+            .as_deref()
+            .map(|v| parse_duration("debug-backend-latency", v))
+            .transpose()?,
         retry: ferry_layers::RetryOptions {
             attempts: args.low_level_retries,
             ..Default::default()

@@ -172,6 +172,13 @@ pub(crate) async fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, 
         }
     };
     let describe = backend.describe();
+    let backend: Arc<dyn ferry_vfs::backend::Backend> = match cfg.debug_latency {
+        Some(d) if !d.is_zero() => {
+            tracing::warn!("every backend request is delayed by {d:?} (--debug-backend-latency)");
+            Arc::new(ferry_layers::Latency::new(backend, d))
+        }
+        _ => backend,
+    };
     let vfs = Vfs::try_new(backend, cfg.vfs.clone()).map_err(|e| {
         UsageError(format!(
             "cannot set up the file cache in {}: {e}",

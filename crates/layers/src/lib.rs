@@ -1,6 +1,8 @@
 //! Cross-cutting layers that wrap any [`Backend`] and are one themselves.
 //!
 //! # Layout
+//! - [`latency`]: [`Latency`], a fixed delay before every request, to test
+//!   and benchmark against a slow store (tests only; a hidden CLI flag).
 //! - [`retry`]: [`Retry`], low-level retries of temporary failures with
 //!   capped exponential backoff (`--low-level-retries`).
 //!
@@ -9,7 +11,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod latency;
 pub mod retry;
 
 pub use ferry_backend::Backend;
+pub use latency::Latency;
 pub use retry::{Retry, RetryOptions};

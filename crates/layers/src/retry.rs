@@ -236,6 +236,22 @@ impl FileHandle for RetryFile {
     async fn sync(&self) -> Result<()> {
         self.opts.run("fsync", || self.inner.sync()).await
     }
+
+    async fn read_stream(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn ferry_backend::ByteStream>>> {
+        // Opening the stream is retried; a stream that breaks midway is the
+        // reader's to restart from where it got to.
+        self.opts
+            .run("read stream", || self.inner.read_stream(offset, len))
+            .await
+    }
+
+    fn stored_hash(&self) -> Option<(HashKind, String)> {
+        self.inner.stored_hash()
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use rand::RngExt as _;
 
 use crate::cache::item::Item;
 use crate::cache::FileCache;
+use crate::chunked::{ChunkPolicy, StreamReader};
 use crate::options::CacheMode;
 use crate::readahead::ReadAhead;
 use crate::stream::StreamWriter;
@@ -80,8 +81,54 @@ pub(crate) fn temp_name(name: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The size of each read-ahead request on high-latency stores.
+/// The size of each read-ahead request on high-latency stores that do not
+/// stream ranges.
 const READ_CHUNK: usize = 1 << 20;
+
+/// How a read-only handle on a high-latency store reads ahead.
+enum Reader {
+    /// One stream of doubling ranged requests (`--vfs-read-chunk-size`).
+    Stream(StreamReader),
+    /// Fixed chunks, several in flight (`--vfs-read-chunk-streams`, or a
+    /// store without ranged streams).
+    Chunks(ReadAhead),
+}
+
+impl Reader {
+    async fn new(opts: &crate::VfsOptions, handle: Arc<dyn FileHandle>) -> Result<Reader> {
+        let size = handle.stat().await?.size;
+        let streams = opts.read_chunk_streams;
+        if streams == 0 && handle.read_stream(0, 0).await?.is_some() {
+            let policy = ChunkPolicy {
+                first: opts.read_chunk_size,
+                limit: opts.read_chunk_size_limit,
+                ahead: opts.buffer_size as u64,
+                no_seek: opts.no_seek,
+            };
+            return Ok(Reader::Stream(StreamReader::new(handle, size, policy)));
+        }
+        let (chunk, window) = match opts.buffer_size.checked_div(streams) {
+            None => (READ_CHUNK, opts.buffer_size),
+            Some(share) => {
+                // Whole chunks are held in memory: keep them within the buffer.
+                let cap = share.max(READ_CHUNK);
+                let want = match opts.read_chunk_size {
+                    0 => cap,
+                    n => usize::try_from(n).unwrap_or(usize::MAX).min(cap),
+                };
+                (want, want.saturating_mul(streams))
+            }
+        };
+        Ok(Reader::Chunks(ReadAhead::new(handle, size, chunk, window)))
+    }
+
+    async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
+        match self {
+            Reader::Stream(s) => s.read_at(offset, len, buf).await,
+            Reader::Chunks(c) => c.read_at(offset, len, buf).await,
+        }
+    }
+}
 
 const OPEN: u8 = 0;
 const CLOSED: u8 = 1;
@@ -108,12 +155,12 @@ pub struct VfsFile {
     flags: OpenFlags,
     body: Body,
     /// Read-ahead, for read-only opens on high-latency stores.
-    readahead: Option<Box<ReadAhead>>,
+    readahead: Option<Box<Reader>>,
     /// The id of an atomic upload in [`crate::uploads::Uploads`].
     upload: Option<u64>,
     state: AtomicU8,
     /// Checks a whole-file read against the store's hash.
-    verify: Option<std::sync::Mutex<Option<Verifier>>>,
+    verify: Option<Box<std::sync::Mutex<Option<Verifier>>>>,
 }
 
 impl VfsFile {
@@ -173,20 +220,15 @@ impl VfsFile {
             let readahead =
                 if flags.read && !flags.writes() && !caps.low_latency && inner.opts.buffer_size > 0
                 {
-                    let size = handle.stat().await?.size;
-                    Some(Box::new(ReadAhead::new(
-                        handle.clone(),
-                        size,
-                        READ_CHUNK,
-                        inner.opts.buffer_size,
-                    )))
+                    Some(Box::new(Reader::new(&inner.opts, handle.clone()).await?))
                 } else {
                     None
                 };
             let verify = match handle.stored_hash() {
                 Some((kind, want)) if flags.read && !flags.writes() && !inner.opts.no_checksum => {
                     let size = handle.stat().await?.size;
-                    Verifier::new(kind, want, size).map(|v| std::sync::Mutex::new(Some(v)))
+                    Verifier::new(kind, want, size)
+                        .map(|v| Box::new(std::sync::Mutex::new(Some(v))))
                 }
                 _ => None,
             };

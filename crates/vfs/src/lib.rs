@@ -17,6 +17,7 @@
 
 pub mod attr;
 mod cache;
+mod chunked;
 mod dircache;
 pub mod error;
 pub mod file;

@@ -8,8 +8,10 @@
 //! bandwidth, not latency. Random access (a jump away from where the
 //! client was reading) fetches only what is asked and starts over.
 //!
-//! Memory is bounded per handle: at most `window` chunks ahead plus one
-//! behind (for READs that arrive slightly out of order).
+//! Memory is bounded per handle: at most `window` chunks ahead plus half as
+//! many behind (for READs that arrive out of order). Each chunk is fetched
+//! once; a jump is read directly without disturbing the read-ahead, which
+//! moves only if reading carries on from there.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,8 +39,14 @@ pub(crate) struct ReadAhead {
 #[derive(Default)]
 struct State {
     chunks: BTreeMap<u64, Chunk>,
-    /// Where the last read ended, to tell sequential reading.
+    /// Where reading has got to (the furthest end of a sequential read).
     last_end: u64,
+    /// Where the last jump ended: a read from there moves the read-ahead.
+    hint: Option<u64>,
+    /// Bytes of each chunk handed out: a chunk read to the end is dropped.
+    served: std::collections::HashMap<u64, u64>,
+    /// Chunks read through: not fetched again for read-ahead.
+    consumed: std::collections::BTreeSet<u64>,
 }
 
 impl ReadAhead {
@@ -97,29 +105,51 @@ impl ReadAhead {
         let first = offset / self.chunk;
         let last = (end - 1) / self.chunk;
         let last_index = (self.size - 1) / self.chunk;
-        let needed: Vec<(u64, Chunk)> = {
+        let needed: Option<Vec<(u64, Chunk)>> = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            // Sequential: starting near where the last read ended.
-            let near = offset + 2 * self.chunk >= st.last_end
-                && offset <= st.last_end + self.window * self.chunk;
-            let ahead_to = if near {
-                (last + self.window).min(last_index)
+            let reach = self.window * self.chunk;
+            // Sequential: within the window of where reading has got to,
+            // either way (a client's READs in flight arrive a little out of
+            // order).
+            let near = offset + reach >= st.last_end && offset <= st.last_end + reach;
+            if !near && st.hint != Some(offset) {
+                // A jump: read exactly that, leave the read-ahead alone.
+                st.hint = Some(end);
+                None
             } else {
-                last
-            };
-            // Drop what is behind (keeping one chunk for stragglers) or
-            // beyond what this reader will want.
-            let keep_from = first.saturating_sub(1);
-            st.chunks
-                .retain(|i, _| *i >= keep_from && *i <= ahead_to.max(last));
-            for i in first..=ahead_to {
-                st.chunks.entry(i).or_insert_with(|| self.fetch(i));
+                if !near {
+                    // The reader carried on from its jump: read ahead from
+                    // here.
+                    st.chunks.clear();
+                    st.served.clear();
+                    st.consumed.clear();
+                    st.last_end = offset;
+                    st.hint = None;
+                }
+                let ahead_to = (last + self.window).min(last_index);
+                st.last_end = st.last_end.max(end);
+                // Chunks are dropped once read through; this bounds what
+                // READs that never come (a client that skipped a piece)
+                // leave behind.
+                let behind = self.window.max(2);
+                let keep_from = (st.last_end / self.chunk).saturating_sub(behind).min(first);
+                st.chunks.retain(|i, _| *i >= keep_from);
+                st.served.retain(|i, _| *i >= keep_from);
+                st.consumed.retain(|i| *i >= keep_from);
+                for i in first..=ahead_to {
+                    if i > last && st.consumed.contains(&i) {
+                        continue;
+                    }
+                    st.chunks.entry(i).or_insert_with(|| self.fetch(i));
+                }
+                Some((first..=last).map(|i| (i, st.chunks[&i].clone())).collect())
             }
-            st.last_end = st.last_end.max(end);
-            if !near {
-                st.last_end = end;
-            }
-            (first..=last).map(|i| (i, st.chunks[&i].clone())).collect()
+        };
+        let Some(needed) = needed else {
+            return Ok(self
+                .handle
+                .read_at(offset, (end - offset) as usize, buf)
+                .await?);
         };
         buf.reserve((end - offset) as usize);
         for (i, chunk) in needed {
@@ -144,6 +174,16 @@ impl ReadAhead {
                 break; // the file was shorter than at open
             }
             buf.extend_from_slice(&data[from as usize..to as usize]);
+            {
+                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let n = st.served.entry(i).or_insert(0);
+                *n += to - from;
+                if *n >= data.len() as u64 {
+                    st.served.remove(&i);
+                    st.chunks.remove(&i);
+                    st.consumed.insert(i);
+                }
+            }
             if (data.len() as u64) < self.chunk && chunk_start + (data.len() as u64) < end {
                 break; // short chunk: end of file
             }
@@ -246,7 +286,7 @@ mod tests {
         let ra = ReadAhead::new(file.clone(), size as u64, 256 << 10, 2 << 20);
         for &(off, len) in &[
             (3_000_000u64, 1000usize),
-            (10, 20),
+            (2_200_000, 20),
             (2_500_000, 600_000),
             (4_194_000, 1000),
         ] {
@@ -257,6 +297,49 @@ mod tests {
         // Each jump beyond the read-ahead window fetched only the chunks it
         // needed (a small forward jump counts as sequential reading).
         let reads = file.reads.load(Ordering::SeqCst);
-        assert!(reads <= 8, "{reads} backend reads for four random reads");
+        assert_eq!(reads, 4, "{reads} backend reads for four random reads");
+        // Reading on from where the last jump ended moves the read-ahead
+        // there.
+        let b = ra.read_at(3_100_000, 1000, Vec::new()).await.unwrap();
+        assert_eq!(&b[..], &file.data[3_100_000..3_101_000]);
+        let b = ra.read_at(3_101_000, 1000, Vec::new()).await.unwrap();
+        assert_eq!(&b[..], &file.data[3_101_000..3_102_000]);
+        assert!(
+            file.reads.load(Ordering::SeqCst) > 6,
+            "no read-ahead after the reader moved"
+        );
+    }
+
+    #[tokio::test]
+    async fn out_of_order_sequential_reads_fetch_each_chunk_once() {
+        let size = 8 << 20;
+        let file = slow(size);
+        let ra = Arc::new(ReadAhead::new(
+            file.clone(),
+            size as u64,
+            256 << 10,
+            2 << 20,
+        ));
+        // 64 READs of 32 KiB in flight, started in a shuffled order.
+        let mut offsets: Vec<u64> = (0..(size as u64 / 32768)).map(|i| i * 32768).collect();
+        for w in offsets.chunks_mut(64) {
+            w.reverse();
+        }
+        let mut got = vec![0u8; size];
+        for w in offsets.chunks(64) {
+            let reads = w.iter().map(|&off| {
+                let ra = ra.clone();
+                async move { (off, ra.read_at(off, 32768, Vec::new()).await.unwrap()) }
+            });
+            for (off, data) in futures::future::join_all(reads).await {
+                got[off as usize..off as usize + data.len()].copy_from_slice(&data);
+            }
+        }
+        assert_eq!(got, file.data);
+        assert_eq!(
+            file.reads.load(Ordering::SeqCst),
+            32,
+            "a chunk was fetched twice"
+        );
     }
 }

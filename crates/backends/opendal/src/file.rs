@@ -109,8 +109,55 @@ impl FileHandle for ObjectFile {
         Ok(())
     }
 
+    async fn read_stream(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn ferry_backend::ByteStream>>> {
+        let end = offset.saturating_add(len).min(self.meta.size);
+        if offset >= end {
+            return Ok(Some(Box::new(ObjectStream {
+                inner: None,
+                path: self.path.clone(),
+            })));
+        }
+        let inner = self
+            .reader
+            .clone()
+            .into_bytes_stream(offset..end)
+            .await
+            .map_err(|e| map_err(e, Operation::Read, &self.path))?;
+        Ok(Some(Box::new(ObjectStream {
+            inner: Some(inner),
+            path: self.path.clone(),
+        })))
+    }
+
     fn stored_hash(&self) -> Option<(ferry_backend::HashKind, String)> {
         Some((ferry_backend::HashKind::Md5, self.md5.clone()?))
+    }
+}
+
+/// One ranged GET, streamed.
+struct ObjectStream {
+    inner: Option<opendal::FuturesBytesStream>,
+    path: RelPath,
+}
+
+#[async_trait]
+impl ferry_backend::ByteStream for ObjectStream {
+    async fn next(&mut self) -> Result<Option<Bytes>> {
+        use futures::StreamExt as _;
+        let Some(s) = self.inner.as_mut() else {
+            return Ok(None);
+        };
+        match s.next().await {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(e)) => Err(BackendError::new(ErrorKind::Temporary, Operation::Read)
+                .with_path(&self.path)
+                .with_source(e.to_string())),
+        }
     }
 }
 
