@@ -176,20 +176,31 @@ impl StreamReader {
                     Step::Wait
                 } else {
                     let continues = b.seek_hint == Some(offset);
-                    let fresh = !running && b.end == 0 && offset == 0;
+                    // No stream yet and a READ near the start (the first
+                    // READs in flight arrive in any order): stream from 0.
+                    let fresh = !running && b.epoch == 0 && offset <= sh.policy.ahead;
+                    // A straggler just behind the stream: served directly,
+                    // and no reason to move the stream.
+                    let straggler = running
+                        && offset < b.start
+                        && offset.saturating_add(sh.policy.ahead) >= b.start;
                     let failed = b.error.take();
                     if failed.is_some() && offset >= b.start && offset <= b.end {
                         // Pick up where the failed stream got to.
                         tracing::debug!("read stream failed, restarting: {failed:?}");
                         Step::Restart(b.end)
-                    } else if fresh || continues {
+                    } else if fresh {
+                        Step::Restart(0)
+                    } else if continues && !straggler {
                         Step::Restart(offset)
                     } else if sh.policy.no_seek {
                         return Err(VfsError::Unsupported(
                             "reading out of order (--no-seek is set)",
                         ));
                     } else {
-                        b.seek_hint = Some(want_end);
+                        if !straggler {
+                            b.seek_hint = Some(want_end);
+                        }
                         Step::Jump
                     }
                 }
@@ -411,6 +422,7 @@ mod tests {
     struct Ranged {
         data: Bytes,
         streams: AtomicU64,
+        direct: AtomicU64,
         fail_after: Option<u64>,
     }
 
@@ -450,6 +462,7 @@ mod tests {
             len: usize,
             mut buf: Vec<u8>,
         ) -> ferry_backend::Result<Vec<u8>> {
+            self.direct.fetch_add(1, Ordering::SeqCst);
             let s = (offset as usize).min(self.data.len());
             let e = (s + len).min(self.data.len());
             buf.extend_from_slice(&self.data[s..e]);
@@ -487,6 +500,7 @@ mod tests {
         Arc::new(Ranged {
             data: (0..len).map(|i| (i % 253) as u8).collect::<Vec<_>>().into(),
             streams: AtomicU64::new(0),
+            direct: AtomicU64::new(0),
             fail_after,
         })
     }
@@ -527,6 +541,36 @@ mod tests {
         // 100k, 200k, 400k, 800k, 1.6M: five requests cover 3 MB.
         assert_eq!(r.requests(), 5);
         assert_eq!(f.streams.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn reads_in_any_order_at_the_start_do_not_restart_the_stream() {
+        let f = file(3_000_000, None);
+        let r = Arc::new(StreamReader::new(f.clone(), 3_000_000, policy(0, None)));
+        // The first READs in flight, the first of them processed last, then
+        // the rest in batches with a few reversed.
+        let mut offsets: Vec<u64> = (0..(3_000_000u64 / 32768 + 1)).map(|i| i * 32768).collect();
+        offsets[..8].reverse();
+        for w in offsets.chunks_mut(16).skip(1) {
+            w.swap(0, 5);
+        }
+        let mut got = vec![0u8; 3_000_000];
+        for w in offsets.chunks(16) {
+            let reads = w.iter().map(|&off| {
+                let r = r.clone();
+                async move { (off, r.read_at(off, 32768, Vec::new()).await.unwrap()) }
+            });
+            for (off, data) in futures::future::join_all(reads).await {
+                got[off as usize..off as usize + data.len()].copy_from_slice(&data);
+            }
+        }
+        assert_eq!(&got[..], &f.data[..]);
+        assert_eq!(r.requests(), 1, "the stream restarted");
+        assert_eq!(
+            f.direct.load(Ordering::SeqCst),
+            0,
+            "READs were served one by one"
+        );
     }
 
     #[tokio::test]
