@@ -23,10 +23,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use ferry_backend::{BackendError, ByteStream, FileHandle};
 
+use crate::cache::ranges::RangeSet;
 use crate::{Result, VfsError};
 
-/// Data kept behind the furthest READ served, for READs that arrive late.
-const KEEP_BEHIND: u64 = 4 << 20;
+/// The reach a client needs: up to 64 READs of 255 KiB in flight (16 MiB),
+/// with room to spare.
+pub(crate) const REACH: u64 = 32 << 20;
+
+/// Data kept behind the bytes every READ has got, for re-reads.
+const MARGIN: u64 = 256 << 10;
 
 /// What a READ does next.
 enum Step {
@@ -46,6 +51,9 @@ pub(crate) struct ChunkPolicy {
     pub(crate) ahead: u64,
     /// Refuse READs away from the stream.
     pub(crate) no_seek: bool,
+    /// READs this far ahead of the stream (or behind its furthest READ)
+    /// are part of it, not jumps: at least what a client keeps in flight.
+    pub(crate) reach: u64,
 }
 
 impl ChunkPolicy {
@@ -83,6 +91,16 @@ struct Buf {
     seek_hint: Option<u64>,
     /// Ranged requests made (for tests and logs).
     requests: u64,
+    /// What READs have been given since the stream (re)started: data is
+    /// dropped once everything before it has been read (a client keeps
+    /// up to 64 READs of up to 255 KiB in flight, answered in any order).
+    served: RangeSet,
+    /// Drop data this far behind the furthest READ even if some READ
+    /// before it never came.
+    behind: u64,
+    /// Offsets of READs waiting for the stream: their data is never
+    /// dropped.
+    waiting: std::collections::BTreeMap<u64, usize>,
 }
 
 struct Shared {
@@ -119,6 +137,9 @@ impl StreamReader {
                     error: None,
                     seek_hint: None,
                     requests: 0,
+                    served: RangeSet::default(),
+                    behind: policy.ahead.max(policy.reach),
+                    waiting: Default::default(),
                 }),
                 data: tokio::sync::Notify::new(),
                 want: tokio::sync::Notify::new(),
@@ -149,16 +170,27 @@ impl StreamReader {
             return Ok(sh.handle.read_at(offset, len, out).await?);
         }
         let want_end = (offset + len as u64).min(sh.size);
+        let mut wait = Unwait {
+            shared: sh,
+            offset,
+            registered: false,
+        };
         loop {
             let notified = sh.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let step = {
                 let mut b = sh.lock();
+                if wait.registered {
+                    unwait(&mut b, offset);
+                    wait.registered = false;
+                }
                 let running = self.running();
                 if offset >= b.start && (want_end <= b.end || (b.done && offset <= b.end)) {
                     copy_out(&b, offset, want_end.min(b.end), &mut out);
                     b.demand = b.demand.max(want_end);
+                    let got_to = want_end.min(b.end);
+                    b.served.insert(offset, got_to);
                     trim(&mut b);
                     sh.want.notify_one();
                     return Ok(out);
@@ -167,23 +199,28 @@ impl StreamReader {
                 // holds or what other READs already wait for (a client's
                 // READs in flight arrive a little out of order).
                 let near = offset >= b.start
-                    && offset <= b.end.max(b.demand).saturating_add(sh.policy.ahead)
+                    && offset
+                        <= b.end
+                            .max(b.demand)
+                            .saturating_add(sh.policy.ahead.max(sh.policy.reach))
                     && running
                     && b.error.is_none()
                     && !b.done;
                 if near {
                     b.demand = b.demand.max(want_end);
+                    *b.waiting.entry(offset).or_insert(0) += 1;
+                    wait.registered = true;
                     Step::Wait
                 } else {
                     let continues = b.seek_hint == Some(offset);
                     // No stream yet and a READ near the start (the first
                     // READs in flight arrive in any order): stream from 0.
-                    let fresh = !running && b.epoch == 0 && offset <= sh.policy.ahead;
+                    let fresh =
+                        !running && b.epoch == 0 && offset <= sh.policy.ahead.max(sh.policy.reach);
                     // A straggler just behind the stream: served directly,
                     // and no reason to move the stream.
-                    let straggler = running
-                        && offset < b.start
-                        && offset.saturating_add(sh.policy.ahead) >= b.start;
+                    let straggler =
+                        running && offset < b.start && offset.saturating_add(b.behind) >= b.start;
                     let failed = b.error.take();
                     if failed.is_some() && offset >= b.start && offset <= b.end {
                         // Pick up where the failed stream got to.
@@ -243,6 +280,7 @@ impl StreamReader {
             b.done = at >= self.shared.size;
             b.error = None;
             b.seek_hint = None;
+            b.served = RangeSet::default();
             b.demand = at;
             b.epoch
         };
@@ -293,9 +331,44 @@ fn copy_out(b: &Buf, from: u64, to: u64, out: &mut Vec<u8>) {
     }
 }
 
-/// Drop what is far enough behind the furthest READ.
+fn unwait(b: &mut Buf, offset: u64) {
+    if let Some(n) = b.waiting.get_mut(&offset) {
+        *n -= 1;
+        if *n == 0 {
+            b.waiting.remove(&offset);
+        }
+    }
+}
+
+/// A READ's registration as waiting; a READ dropped while waiting (its
+/// client went away) unregisters here.
+struct Unwait<'a> {
+    shared: &'a Shared,
+    offset: u64,
+    registered: bool,
+}
+
+impl Drop for Unwait<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            unwait(&mut self.shared.lock(), self.offset);
+        }
+    }
+}
+
+/// Drop what every READ has had, and anything far behind the furthest,
+/// but never what a waiting READ needs.
 fn trim(b: &mut Buf) {
-    let keep_from = b.demand.saturating_sub(KEEP_BEHIND);
+    let read_through = match b.served.spans().first() {
+        Some(&(s, e)) if s <= b.start => e,
+        _ => b.start,
+    };
+    let mut keep_from = read_through
+        .saturating_sub(MARGIN)
+        .max(b.demand.saturating_sub(b.behind));
+    if let Some((&w, _)) = b.waiting.first_key_value() {
+        keep_from = keep_from.min(w);
+    }
     while let Some(p) = b.pieces.front() {
         let p_end = b.start + p.len() as u64;
         if p_end > keep_from {
@@ -511,6 +584,7 @@ mod tests {
             limit,
             ahead: 256 << 10,
             no_seek: false,
+            reach: 256 << 10,
         }
     }
 
@@ -571,6 +645,46 @@ mod tests {
             0,
             "READs were served one by one"
         );
+    }
+
+    #[tokio::test]
+    async fn reads_in_flight_further_apart_than_the_read_ahead_are_all_streamed() {
+        // 64 READs of 255 KiB in flight (OpenSSH with a server advertising
+        // 255 KiB reads) span 16 MiB, more than the read-ahead here.
+        let len = 40 << 20;
+        let f = file(len, None);
+        let mut p = policy(0, None);
+        p.ahead = 4 << 20;
+        p.reach = REACH;
+        let r = Arc::new(StreamReader::new(f.clone(), len as u64, p));
+        let piece = 255 * 1024u64;
+        let offsets: Vec<u64> = (0..(len as u64).div_ceil(piece))
+            .map(|i| i * piece)
+            .collect();
+        let mut got = vec![0u8; len];
+        for w in offsets.chunks(64) {
+            let mut w = w.to_vec();
+            w.reverse();
+            let reads = w.iter().map(|&off| {
+                let r = r.clone();
+                async move {
+                    (
+                        off,
+                        r.read_at(off, piece as usize, Vec::new()).await.unwrap(),
+                    )
+                }
+            });
+            for (off, data) in futures::future::join_all(reads).await {
+                got[off as usize..off as usize + data.len()].copy_from_slice(&data);
+            }
+        }
+        assert!(got == f.data[..], "wrong data");
+        assert_eq!(
+            f.direct.load(Ordering::SeqCst),
+            0,
+            "READs were served one by one"
+        );
+        assert_eq!(r.requests(), 1);
     }
 
     #[tokio::test]

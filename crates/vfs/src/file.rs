@@ -104,6 +104,7 @@ impl Reader {
                 limit: opts.read_chunk_size_limit,
                 ahead: opts.buffer_size as u64,
                 no_seek: opts.no_seek,
+                reach: crate::chunked::REACH,
             };
             return Ok(Reader::Stream(StreamReader::new(handle, size, policy)));
         }
