@@ -199,8 +199,21 @@ impl VfsFile {
                 CacheMode::Minimal => flags.read && (flags.write || flags.append),
                 CacheMode::Off => false,
             };
-            if through_cache || cache.get(path).is_some() {
-                return Self::open_cached(inner, cache, viewer, path, flags, mode).await;
+            // A symbolic link: its target is what is cached (an upload to
+            // the link's path would replace the link with a file).
+            let target = if through_cache && inner.backend.capabilities().symlinks {
+                Self::resolve_links(&inner, path).await
+            } else {
+                Some(path.clone())
+            };
+            match target {
+                Some(t) if through_cache || cache.get(&t).is_some() => {
+                    let mut f = Self::open_cached(inner, cache, viewer, &t, flags, mode).await?;
+                    // Closing it ends the writer registration of `path`.
+                    f.path = path.clone();
+                    return Ok(f);
+                }
+                _ => {}
             }
         }
         let caps = inner.backend.capabilities();
@@ -321,7 +334,8 @@ impl VfsFile {
             _ => {}
         }
         let writer = flags.writes();
-        let mode = mode.map(|m| m & !inner.opts.umask & 0o7777);
+        let mode = mode.unwrap_or(inner.opts.file_perms) & !inner.opts.umask & 0o7777;
+        let mode = Some(mode);
         let item = cache.open_item(path, existing.as_ref(), writer, mode)?;
         if flags.truncate && (flags.write || flags.append) {
             if let Err(e) = item.truncate(&cache, 0) {
@@ -343,6 +357,26 @@ impl VfsFile {
             state: AtomicU8::new(OPEN),
             verify: None,
         })
+    }
+
+    /// Follow relative symbolic links from `path` to the file they lead to.
+    /// `None` when that is not a plain path beneath the root (an absolute
+    /// target, a loop): the open then goes to the backend as it is.
+    async fn resolve_links(inner: &Arc<Inner>, path: &RelPath) -> Option<RelPath> {
+        let mut p = path.clone();
+        for _ in 0..40 {
+            match inner.backend.lstat(&p).await {
+                Ok(m) if m.file_type == FileType::Symlink => {
+                    let target = inner.backend.read_link(&p).await.ok()?;
+                    if target.starts_with(b"/") {
+                        return None;
+                    }
+                    p = RelPath::resolve(&p.parent()?, &target).ok()?;
+                }
+                _ => return Some(p),
+            }
+        }
+        None
     }
 
     /// A writing open on a store that takes files only whole, front to

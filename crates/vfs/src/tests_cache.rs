@@ -681,3 +681,38 @@ async fn whole_file_reads_are_checked_against_the_stored_hash() {
     f.read_at(0, 10, Vec::new()).await.unwrap();
     f.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn uploads_keep_permissions_and_links_are_written_through() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (mut s, root) = Setup::local(CacheMode::Writes);
+    s.opts.cache.write_back = Duration::ZERO;
+    let vfs = s.vfs();
+    let f = root.path().join("f");
+    std::fs::write(&f, b"secret").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let h = vfs.open(&p("f"), RW, None).await.unwrap();
+    h.write_at(0, Bytes::from_static(b"S")).await.unwrap();
+    h.close().await.unwrap();
+    // A new file gets the umask applied.
+    write_file(&vfs, "new", b"x").await;
+    std::os::unix::fs::symlink("f", root.path().join("link")).unwrap();
+    let h = vfs.open(&p("link"), RW, None).await.unwrap();
+    h.write_at(1, Bytes::from_static(b"E")).await.unwrap();
+    h.close().await.unwrap();
+    flush(&vfs).await;
+    assert_eq!(std::fs::read(&f).unwrap(), b"SEcret");
+    let mode = |n: &str| {
+        std::fs::metadata(root.path().join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("f"), 0o600);
+    assert_eq!(mode("new"), 0o644);
+    assert!(std::fs::symlink_metadata(root.path().join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

@@ -108,7 +108,8 @@ impl Item {
             writers: 0,
             fingerprint: remote.map(meta::fingerprint),
             on_remote: remote.is_some(),
-            mode: None,
+            // An existing file keeps its permissions when it is replaced.
+            mode: remote.and_then(|m| m.permissions),
             waiter: false,
             deadline: Instant::now(),
             failures: 0,
