@@ -716,3 +716,39 @@ async fn uploads_keep_permissions_and_links_are_written_through() {
         .file_type()
         .is_symlink());
 }
+
+#[tokio::test]
+async fn data_written_after_the_last_record_survives_a_crash() {
+    let s = Setup::object(CacheMode::Writes);
+    let vfs = s.vfs();
+    let f = vfs.open(&p("f"), UPLOAD, None).await.unwrap();
+    // The record is written at the first change (size 5 then)...
+    f.write_at(0, Bytes::from_static(b"first")).await.unwrap();
+    // ...and not for every write after it.
+    f.write_at(5, Bytes::from_static(b" second")).await.unwrap();
+    // The server dies with the file open.
+    std::mem::forget(f);
+    drop(vfs);
+    let mut opts = s.opts.clone();
+    opts.cache.write_back = Duration::ZERO;
+    let vfs = Vfs::try_new(s.probe.clone(), opts).unwrap();
+    flush(&vfs).await;
+    assert_eq!(s.stored("f").await.unwrap(), b"first second");
+}
+
+#[tokio::test]
+async fn fetched_data_is_kept_across_restarts_in_full_mode() {
+    let s = Setup::object(CacheMode::Full);
+    let vfs = s.vfs();
+    s.put("f", &pattern(100_000)).await;
+    read_all(&vfs, "f").await;
+    drop(vfs);
+    let vfs = s.vfs();
+    let opens = s.probe.read_opens.load(Ordering::SeqCst);
+    assert_eq!(read_all(&vfs, "f").await, pattern(100_000));
+    assert_eq!(
+        s.probe.read_opens.load(Ordering::SeqCst),
+        opens,
+        "fetched again"
+    );
+}

@@ -50,6 +50,8 @@ use ranges::RangeSet;
 
 /// Size of the pieces an upload streams the data file in.
 const UPLOAD_PIECE: usize = 4 << 20;
+/// Free space the cleaner makes after the cache disk filled up.
+const EMERGENCY_FREE: u64 = 8 << 20;
 /// The first wait after a failed upload.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -64,6 +66,8 @@ pub(crate) struct FileCache {
     transfers: Arc<tokio::sync::Semaphore>,
     /// Wakes the cleaner early (the cache disk filled up).
     kick: Arc<tokio::sync::Notify>,
+    /// The cache disk filled up: the next cleaning frees what it can.
+    disk_full: std::sync::atomic::AtomicBool,
     /// Set at shutdown: upload everything dirty now.
     flush: tokio::sync::watch::Sender<bool>,
     /// The VFS, to tell it when uploads land.
@@ -94,6 +98,7 @@ impl FileCache {
             mode,
             items: Mutex::new(BTreeMap::new()),
             kick: Arc::new(tokio::sync::Notify::new()),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
             flush: tokio::sync::watch::channel(false).0,
             vfs: OnceLock::new(),
         });
@@ -147,6 +152,8 @@ impl FileCache {
     pub(crate) fn io_error(&self, what: &str, path: &RelPath, e: std::io::Error) -> VfsError {
         if e.raw_os_error() == Some(libc_enospc()) || e.kind() == std::io::ErrorKind::StorageFull {
             tracing::warn!("vfs cache: disk full while {what} {path}; cleaning the cache");
+            self.disk_full
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.kick.notify_one();
             return VfsError::NoSpace;
         }
@@ -252,6 +259,7 @@ impl FileCache {
         mode: Option<u32>,
     ) -> Result<Arc<Item>> {
         let mut items = self.lock_items();
+        let mut created = false;
         let item = match items.get(path) {
             Some(item) => {
                 let mut st = item.lock();
@@ -277,6 +285,7 @@ impl FileCache {
                         st.record_seq = seq;
                         if remote.is_none() {
                             Self::init_new(&mut st, mode);
+                            created = true;
                         }
                     }
                 }
@@ -287,6 +296,7 @@ impl FileCache {
                 let item = Item::new(Item::fresh_state(path.clone(), remote));
                 if remote.is_none() {
                     Self::init_new(&mut item.lock(), mode);
+                    created = true;
                 }
                 // A leftover data file from an earlier item is stale.
                 let _ = std::fs::remove_file(self.data_path(path));
@@ -309,8 +319,14 @@ impl FileCache {
             self.release(&item, writer);
             return Err(e);
         }
-        if item.lock().dirty {
-            item.save(self)?;
+        // A new file is recorded before the client hears of it. (Nothing
+        // else needs recording here: a full disk must not stop reads.)
+        if created {
+            if let Err(e) = item.save(self) {
+                self.release(&item, writer);
+                let _ = self.remove_new(path, &item);
+                return Err(e);
+            }
         }
         Ok(item)
     }
@@ -322,6 +338,26 @@ impl FileCache {
         st.mode = mode;
         st.generation += 1;
         st.mtime = SystemTime::now();
+    }
+
+    /// Undo the creation of a new item that could not be recorded.
+    fn remove_new(&self, path: &RelPath, item: &Arc<Item>) -> bool {
+        {
+            let mut items = self.lock_items();
+            let mut st = item.lock();
+            if st.opens > 0
+                || st.on_remote
+                || !items.get(path).is_some_and(|i| Arc::ptr_eq(i, item))
+            {
+                return false;
+            }
+            items.remove(path);
+            st.gone = true;
+            st.dirty = false;
+            st.file = None;
+        }
+        self.delete_files(path);
+        true
     }
 
     /// A handle on `item` closed.
@@ -342,8 +378,15 @@ impl FileCache {
     /// Close a handle: a dirty file is recorded and its upload scheduled.
     pub(crate) fn close(self: &Arc<Self>, item: &Arc<Item>, writer: bool) -> Result<()> {
         if self.release(item, writer) {
-            item.save(self)?;
+            // Scheduled even if the record cannot be written (a full disk):
+            // the data is in the cache and the upload needs no record.
             self.schedule(item, self.opts.write_back);
+            item.save(self)?;
+        } else if item.lock().opens == 0 {
+            // What was fetched survives a restart too.
+            if let Err(e) = item.save(self) {
+                tracing::debug!("vfs cache: {e}");
+            }
         }
         Ok(())
     }
@@ -796,17 +839,25 @@ impl FileCache {
             }
         }
         candidates.sort_by_key(|c| c.0);
+        // After a full disk, free what can be freed until there is room
+        // again (at least the free-space limit, and a few MiB).
+        let full = self
+            .disk_full
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let want_free = if full {
+            Some(self.opts.min_free_space.unwrap_or(0).max(EMERGENCY_FREE))
+        } else {
+            self.opts.min_free_space
+        };
         let mut evicted = 0;
         for (atime, stored, path, item) in candidates {
             let old = now.duration_since(atime).unwrap_or_default() > self.opts.max_age;
             let over = self.opts.max_size.is_some_and(|m| total > m)
-                || self
-                    .opts
-                    .min_free_space
+                || want_free
                     .is_some_and(|m| free_space(&self.opts.data_dir).is_some_and(|f| f < m));
             if !(old || over) {
                 // Sorted oldest first: nothing after this is older.
-                if self.opts.max_size.is_none() && self.opts.min_free_space.is_none() {
+                if self.opts.max_size.is_none() && want_free.is_none() {
                     break;
                 }
                 continue;
@@ -878,9 +929,19 @@ impl FileCache {
             }
             let mut st = Item::fresh_state(path.clone(), None);
             st.size = rec.size;
+            let data_len = data_len.unwrap_or(0);
+            if rec.dirty && data_len > rec.size {
+                // Written after the record (the server stopped before the
+                // file was closed): everything past the recorded size is
+                // the client's data, or zeros.
+                st.size = data_len;
+            }
             st.base = rec.base.min(rec.size);
             st.ranges = RangeSet::from_spans(rec.ranges.iter().map(|s| (s.pos, s.pos + s.size)));
             st.ranges.truncate(rec.size);
+            if st.size > rec.size {
+                st.ranges.insert(rec.size, st.size);
+            }
             st.mtime = meta::from_nanos(rec.mtime);
             st.atime = meta::from_nanos(rec.atime);
             st.dirty = rec.dirty;
