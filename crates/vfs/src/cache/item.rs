@@ -351,7 +351,17 @@ impl Item {
         if offset >= end {
             return Ok(buf);
         }
-        self.ensure(cache, offset, end).await?;
+        match self.ensure(cache, offset, end).await {
+            Ok(()) => {}
+            Err(VfsError::NoSpace) if !self.lock().dirty => {
+                // No room to cache it: a clean file reads from the remote
+                // as it would without the cache.
+                let path = self.lock().path.clone();
+                let src = self.source(cache, &path).await?;
+                return Ok(src.read_at(offset, (end - offset) as usize, buf).await?);
+            }
+            Err(e) => return Err(e),
+        }
         let ahead = cache.read_ahead_bytes();
         if ahead > 0 {
             self.read_ahead(cache, end, ahead);
