@@ -22,6 +22,10 @@ struct Probe {
     fail_uploads: AtomicBool,
     /// The MD5 read handles claim the store keeps.
     claim_md5: std::sync::Mutex<Option<String>>,
+    /// Uploads starting now, and the most at once (each start is slowed).
+    starting: AtomicUsize,
+    peak_starting: AtomicUsize,
+    slow_uploads: AtomicBool,
 }
 
 /// A handle claiming a stored hash.
@@ -62,6 +66,9 @@ impl Probe {
             uploads: AtomicUsize::new(0),
             fail_uploads: AtomicBool::new(false),
             claim_md5: std::sync::Mutex::new(None),
+            starting: AtomicUsize::new(0),
+            peak_starting: AtomicUsize::new(0),
+            slow_uploads: AtomicBool::new(false),
         })
     }
     fn failing(&self) -> ferry_backend::Result<()> {
@@ -151,6 +158,12 @@ impl Backend for Probe {
     ) -> ferry_backend::Result<Box<dyn Upload>> {
         self.failing()?;
         self.uploads.fetch_add(1, Ordering::SeqCst);
+        if self.slow_uploads.load(Ordering::SeqCst) {
+            let now = self.starting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak_starting.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            self.starting.fetch_sub(1, Ordering::SeqCst);
+        }
         self.inner.create_upload(path, opts).await
     }
     fn native_hashes(&self) -> &'static [HashKind] {
@@ -751,4 +764,19 @@ async fn fetched_data_is_kept_across_restarts_in_full_mode() {
         opens,
         "fetched again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_transfers_uploads_run_at_once() {
+    let mut s = Setup::object(CacheMode::Writes);
+    s.opts.cache.write_back = Duration::ZERO;
+    s.opts.cache.transfers = 2;
+    let vfs = s.vfs();
+    s.probe.slow_uploads.store(true, Ordering::SeqCst);
+    for i in 0..6 {
+        write_file(&vfs, &format!("f{i}"), b"data").await;
+    }
+    flush(&vfs).await;
+    assert_eq!(s.probe.uploads.load(Ordering::SeqCst), 6);
+    assert_eq!(s.probe.peak_starting.load(Ordering::SeqCst), 2);
 }
