@@ -539,19 +539,23 @@ impl LocalFile {
 impl FileHandle for LocalFile {
     async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
         self.run(Operation::Read, move |file| {
+            // Read straight into the buffer's spare capacity: no zeroing of
+            // up to 255 KiB per READ first. (A buffer with more spare room
+            // than asked may read a little more; that is cut off below.)
             let mut buf = buf;
             let start = buf.len();
-            buf.resize(start + len, 0);
-            let mut filled = 0;
-            while filled < len {
-                match file.read_at(&mut buf[start + filled..], offset + filled as u64) {
+            let want = start + len;
+            buf.reserve(len);
+            while buf.len() < want {
+                let at = offset + (buf.len() - start) as u64;
+                match rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at) {
                     Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
-            buf.truncate(start + filled);
+            buf.truncate(want);
             Ok(buf)
         })
         .await
