@@ -548,7 +548,7 @@ impl FileHandle for LocalFile {
             buf.reserve(len);
             while buf.len() < want {
                 let at = offset + (buf.len() - start) as u64;
-                match rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at) {
+                match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(rustix::io::Errno::INTR) => {}
