@@ -85,6 +85,9 @@ struct Buf {
     epoch: u64,
     /// The stream ended (end of file, or the file was shorter).
     done: bool,
+    /// The stream task of this epoch is running (cleared by the task itself
+    /// on every way out, with a wake-up, so no READ waits on a dead task).
+    alive: bool,
     /// The stream failed; the next READ that needs it restarts it.
     error: Option<Arc<BackendError>>,
     /// Where the last READ away from the stream ended.
@@ -134,6 +137,7 @@ impl StreamReader {
                     demand: 0,
                     epoch: 0,
                     done: false,
+                    alive: false,
                     error: None,
                     seek_hint: None,
                     requests: 0,
@@ -185,7 +189,7 @@ impl StreamReader {
                     unwait(&mut b, offset);
                     wait.registered = false;
                 }
-                let running = self.running();
+                let running = b.alive;
                 if offset >= b.start && (want_end <= b.end || (b.done && offset <= b.end)) {
                     copy_out(&b, offset, want_end.min(b.end), &mut out);
                     b.demand = b.demand.max(want_end);
@@ -261,14 +265,6 @@ impl StreamReader {
         }
     }
 
-    fn running(&self) -> bool {
-        self.task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|t| !t.is_finished())
-    }
-
     /// Start the stream afresh at `at`.
     fn restart(&self, at: u64) {
         let epoch = {
@@ -278,6 +274,7 @@ impl StreamReader {
             b.end = at;
             b.pieces.clear();
             b.done = at >= self.shared.size;
+            b.alive = true;
             b.error = None;
             b.seek_hint = None;
             b.served = RangeSet::default();
@@ -381,7 +378,34 @@ fn trim(b: &mut Buf) {
 
 /// The stream task: reads chunk after chunk from `at`, staying within
 /// `ahead` of the demand.
-async fn fill(sh: Arc<Shared>, epoch: u64, mut at: u64) {
+/// Marks the stream task of an epoch gone, however it ends (return, abort
+/// or panic), and wakes every waiting READ to look again.
+struct Exit {
+    sh: Arc<Shared>,
+    epoch: u64,
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        {
+            let mut b = self.sh.lock();
+            if b.epoch == self.epoch {
+                b.alive = false;
+            }
+        }
+        self.sh.data.notify_waiters();
+    }
+}
+
+async fn fill(sh: Arc<Shared>, epoch: u64, at: u64) {
+    let _exit = Exit {
+        sh: sh.clone(),
+        epoch,
+    };
+    fill_stream(sh, epoch, at).await
+}
+
+async fn fill_stream(sh: Arc<Shared>, epoch: u64, mut at: u64) {
     let mut chunk = 0u64;
     let mut stream: Option<Box<dyn ByteStream>> = None;
     let mut chunk_end = at;
@@ -739,6 +763,32 @@ mod tests {
         }
         assert_eq!(&got[..], &f.data[..]);
         assert_eq!(r.requests(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiting_read_finishes_when_the_stream_breaks() {
+        for _ in 0..20 {
+            let f = file(1_000_000, Some(300_000));
+            let r = Arc::new(StreamReader::new(f.clone(), 1_000_000, policy(0, None)));
+            r.read_at(0, 1000, Vec::new()).await.unwrap();
+            let reads = (0..24u64).map(|i| {
+                let r = r.clone();
+                let off = 250_000 + i * 30_000;
+                tokio::spawn(async move { (off, r.read_at(off, 30_000, Vec::new()).await) })
+            });
+            let all = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                futures::future::join_all(reads),
+            )
+            .await
+            .expect("a READ waited forever after the stream broke");
+            for j in all {
+                let (off, got) = j.unwrap();
+                let got = got.unwrap();
+                let end = (off as usize + 30_000).min(f.data.len());
+                assert_eq!(&got[..], &f.data[off as usize..end]);
+            }
+        }
     }
 
     #[test]

@@ -780,3 +780,28 @@ async fn at_most_transfers_uploads_run_at_once() {
     assert_eq!(s.probe.uploads.load(Ordering::SeqCst), 6);
     assert_eq!(s.probe.peak_starting.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn files_in_a_directory_are_found_past_siblings_that_sort_between() {
+    let (s, root) = Setup::local(CacheMode::Writes);
+    let vfs = s.vfs();
+    std::fs::create_dir(root.path().join("d")).unwrap();
+    std::fs::create_dir(root.path().join("d 2")).unwrap();
+    // `d 2/x`, `d-old` and `d.txt` all sort between `d` and `d/x`.
+    write_file(&vfs, "d 2/x", b"1").await;
+    write_file(&vfs, "d-old", b"2").await;
+    write_file(&vfs, "d.txt", b"3").await;
+    write_file(&vfs, "d/x", b"4").await;
+    let names: Vec<Vec<u8>> = vfs
+        .read_dir(&p("d"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, vec![b"x".to_vec()]);
+    assert!(matches!(vfs.rmdir(&p("d")).await, Err(VfsError::NotEmpty)));
+    vfs.rename(&p("d"), &p("e"), false).await.unwrap();
+    assert_eq!(read_all(&vfs, "e/x").await, b"4");
+    assert!(matches!(vfs.stat(&p("d/x")).await, Err(VfsError::NotFound)));
+}

@@ -230,7 +230,9 @@ impl FileCache {
         let items: Vec<(RelPath, Arc<Item>)> = self
             .lock_items()
             .range(dir.clone()..)
-            .take_while(|(p, _)| p.starts_with(dir))
+            // Keys with `dir` as a byte prefix are contiguous; among them
+            // are siblings such as `dir.txt` and `dir 2/x`.
+            .take_while(|(p, _)| p.as_bytes().starts_with(dir.as_bytes()))
             .filter(|(p, _)| p.parent().as_ref() == Some(dir))
             .map(|(p, i)| (p.clone(), i.clone()))
             .collect();
@@ -245,8 +247,8 @@ impl FileCache {
     pub(crate) fn any_visible_below(&self, dir: &RelPath) -> bool {
         self.lock_items()
             .range(dir.clone()..)
-            .take_while(|(p, _)| p.starts_with(dir))
-            .any(|(p, i)| p != dir && i.is_visible())
+            .take_while(|(p, _)| p.as_bytes().starts_with(dir.as_bytes()))
+            .any(|(p, i)| p != dir && p.starts_with(dir) && i.is_visible())
     }
 
     /// Open `path` through the cache. `remote` is the remote file's
@@ -675,7 +677,8 @@ impl FileCache {
             let items = self.lock_items();
             items
                 .range(from.clone()..)
-                .take_while(|(p, _)| p.starts_with(from))
+                .take_while(|(p, _)| p.as_bytes().starts_with(from.as_bytes()))
+                .filter(|(p, _)| p.starts_with(from))
                 .map(|(p, i)| (p.clone(), i.clone()))
                 .collect()
         };
