@@ -267,6 +267,10 @@ impl StreamReader {
 
     /// Start the stream afresh at `at`.
     fn restart(&self, at: u64) {
+        // One restart at a time: the task kept is always the newest
+        // epoch's (two READs restarting at once must not leave the older
+        // task running and the newer one aborted).
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
         let epoch = {
             let mut b = self.shared.lock();
             b.epoch += 1;
@@ -281,13 +285,18 @@ impl StreamReader {
             b.demand = at;
             b.epoch
         };
-        let task = tokio::spawn(fill(self.shared.clone(), epoch, at));
-        if let Some(old) = self
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(task)
-        {
+        // The exit guard lives in the task from the start, so even a task
+        // aborted before it first runs marks its epoch dead.
+        let exit = Exit {
+            sh: self.shared.clone(),
+            epoch,
+        };
+        let sh = self.shared.clone();
+        let new = tokio::spawn(async move {
+            let _exit = exit;
+            fill_stream(sh, epoch, at).await
+        });
+        if let Some(old) = task.replace(new) {
             old.abort();
         }
     }
@@ -395,14 +404,6 @@ impl Drop for Exit {
         }
         self.sh.data.notify_waiters();
     }
-}
-
-async fn fill(sh: Arc<Shared>, epoch: u64, at: u64) {
-    let _exit = Exit {
-        sh: sh.clone(),
-        epoch,
-    };
-    fill_stream(sh, epoch, at).await
 }
 
 async fn fill_stream(sh: Arc<Shared>, epoch: u64, mut at: u64) {

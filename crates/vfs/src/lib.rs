@@ -341,6 +341,10 @@ impl Vfs {
         }
         let had_upload = self.inner.uploads.unlink(self.viewer, path);
         let _forget = self.inner.forget_around(path, false);
+        let _held = match &self.inner.cache {
+            Some(c) => Some(c.hold(&[path]).await),
+            None => None,
+        };
         if let Some(c) = &self.inner.cache {
             if let Some(on_remote) = c.remove(path).await {
                 return match self.inner.backend.remove_file(path).await {
@@ -377,18 +381,28 @@ impl Vfs {
         }
         let _forget_from = self.inner.forget_around(from, true);
         let _forget_to = self.inner.forget_around(to, true);
+        // No upload may commit under either name while they change.
+        let _held = match &self.inner.cache {
+            Some(c) => Some(c.hold(&[from, to]).await),
+            None => None,
+        };
         if let Some(c) = &self.inner.cache {
             let only_cached = c
                 .get(from)
                 .is_some_and(|i| i.is_visible() && !i.lock().on_remote);
             if only_cached {
                 // A new file not uploaded yet: the rename is the cache's.
-                match self.inner.meta(self.viewer, to, false).await {
+                let dest_on_remote = match self.inner.meta(self.viewer, to, false).await {
                     Ok(m) if m.is_dir() => return Err(VfsError::IsADirectory),
                     Ok(_) if !replace => return Err(VfsError::AlreadyExists),
-                    Ok(_) | Err(VfsError::NotFound) => {}
+                    // Replacing a file: is it (an older version) on the remote?
+                    Ok(_) => match c.get(to).filter(|i| i.is_visible()) {
+                        Some(i) => i.lock().on_remote,
+                        None => true,
+                    },
+                    Err(VfsError::NotFound) => false,
                     Err(e) => return Err(e),
-                }
+                };
                 if let Some(parent) = to.parent() {
                     match self.inner.meta(self.viewer, &parent, true).await {
                         Ok(m) if m.is_dir() => {}
@@ -396,7 +410,7 @@ impl Vfs {
                         Err(e) => return Err(e),
                     }
                 }
-                c.rename(from, to).await?;
+                c.rename(from, to, Some(dest_on_remote)).await?;
                 self.inner.emptied(from);
                 return Ok(());
             }
@@ -452,7 +466,7 @@ impl Vfs {
                     }
                 }
                 if let Some(c) = &self.inner.cache {
-                    c.rename(from, to).await?;
+                    c.rename(from, to, None).await?;
                 }
                 return Ok(());
             }
@@ -471,7 +485,7 @@ impl Vfs {
                 self.inner.emptied(from);
                 self.inner.landed(to);
                 if let Some(c) = &self.inner.cache {
-                    c.rename(from, to).await?;
+                    c.rename(from, to, Some(true)).await?;
                 }
                 Ok(())
             }
@@ -487,6 +501,7 @@ impl Vfs {
                 return c.copy_visible(&item, to).await;
             }
             // The copy replaces whatever the cache held at `to`.
+            let _held = c.hold(&[to]).await;
             c.remove(to).await;
         }
         Ok(self.inner.backend.copy(from, to).await?)

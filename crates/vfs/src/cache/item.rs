@@ -74,7 +74,7 @@ pub(crate) struct Item {
     /// chunk fetch it once.
     chunk_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// Held for a whole upload.
-    pub(crate) upload: tokio::sync::Mutex<()>,
+    pub(crate) upload: Arc<tokio::sync::Mutex<()>>,
     /// Serialises record writes; holds the sequence number last written.
     record_lock: Mutex<u64>,
 }
@@ -84,7 +84,7 @@ impl Item {
         Arc::new(Item {
             st: Mutex::new(state),
             chunk_locks: Mutex::new(HashMap::new()),
-            upload: tokio::sync::Mutex::new(()),
+            upload: Arc::new(tokio::sync::Mutex::new(())),
             record_lock: Mutex::new(0),
         })
     }

@@ -55,6 +55,11 @@ const EMERGENCY_FREE: u64 = 8 << 20;
 /// The first wait after a failed upload.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
+/// Uploads held off by [`FileCache::hold`] until dropped.
+pub(crate) struct Held {
+    _guards: Vec<tokio::sync::OwnedMutexGuard<()>>,
+}
+
 /// The file cache of one VFS.
 pub(crate) struct FileCache {
     pub(crate) backend: Arc<dyn Backend>,
@@ -600,11 +605,17 @@ impl FileCache {
         } else {
             return Err(VfsError::Unsupported("writing to this remote"));
         };
+        // Forget listings first, so no session sees the file vanish
+        // between "no longer in the cache" and "listed by the remote".
+        if let Some(vfs) = self.vfs.get().and_then(Weak::upgrade) {
+            vfs.dircache.forget(&path);
+        }
         {
             let mut st = item.lock();
+            // Committed at `path` whatever happened meanwhile: a rename or
+            // remove waiting for this upload moves or removes it there.
+            st.on_remote = true;
             if st.generation != gen || st.gone {
-                // Renamed or removed at the last moment: the caller of that
-                // change sorts out the remote (see `rename`/`remove`).
                 return Ok(None);
             }
             st.dirty = false;
@@ -613,7 +624,11 @@ impl FileCache {
             st.base = st.size;
             st.ranges = RangeSet::full(st.size);
         }
-        item.save(self)?;
+        // The upload is done; a record that cannot be written (a full disk)
+        // only means the next start uploads it again.
+        if let Err(e) = item.save(self) {
+            tracing::warn!("vfs cache: {path} uploaded, but its record was not updated: {e}");
+        }
         Ok(Some(path))
     }
 
@@ -669,10 +684,48 @@ impl FileCache {
         Ok(Some(self.backend.stat(path).await?))
     }
 
+    /// The items at and below each of `roots`, with their uploads cancelled
+    /// and held off: hold this across a change to the remote at those
+    /// paths, so that no upload commits under a name that is changing (an
+    /// upload already committing finishes first, and says so in
+    /// `on_remote`).
+    pub(crate) async fn hold(&self, roots: &[&RelPath]) -> Held {
+        let mut list: Vec<Arc<Item>> = Vec::new();
+        {
+            let items = self.lock_items();
+            for root in roots {
+                for (p, i) in items
+                    .range((*root).clone()..)
+                    .take_while(|(p, _)| p.as_bytes().starts_with(root.as_bytes()))
+                {
+                    if p.starts_with(root) && !list.iter().any(|x| Arc::ptr_eq(x, i)) {
+                        list.push(i.clone());
+                    }
+                }
+            }
+        }
+        // One order for everyone: no two holders wait on each other.
+        list.sort_by_key(|i| Arc::as_ptr(i) as usize);
+        let mut guards = Vec::with_capacity(list.len());
+        for item in list {
+            item.lock().generation += 1;
+            let g = item.upload.clone().lock_owned().await;
+            guards.push(g);
+        }
+        Held { _guards: guards }
+    }
+
     /// Move the cached items at and below `from` to `to`, cancelling their
     /// uploads (they are rescheduled under the new name). An item already
-    /// at `to` is dropped. Call after the remote was renamed.
-    pub(crate) async fn rename(self: &Arc<Self>, from: &RelPath, to: &RelPath) -> Result<()> {
+    /// at `to` is dropped. Call after the remote was renamed, holding
+    /// [`FileCache::hold`] of both. `dest_on_remote`: whether the remote
+    /// now has a file at `to` (for an item that moves there).
+    pub(crate) async fn rename(
+        self: &Arc<Self>,
+        from: &RelPath,
+        to: &RelPath,
+        dest_on_remote: Option<bool>,
+    ) -> Result<()> {
         let moved: Vec<(RelPath, Arc<Item>)> = {
             let items = self.lock_items();
             items
@@ -691,11 +744,11 @@ impl FileCache {
             let Some(dest) = p.rebase(from, to) else {
                 continue;
             };
-            item.lock().generation += 1;
-            let _g = item.upload.lock().await;
             {
                 let mut items = self.lock_items();
-                items.remove(&p);
+                if items.get(&p).is_some_and(|i| Arc::ptr_eq(i, &item)) {
+                    items.remove(&p);
+                }
                 items.insert(dest.clone(), item.clone());
             }
             let (src_data, dst_data) = (self.data_path(&p), self.data_path(&dest));
@@ -714,9 +767,11 @@ impl FileCache {
                 let mut st = item.lock();
                 st.path = dest.clone();
                 st.source = None;
+                if let (true, Some(r)) = (&p == from, dest_on_remote) {
+                    st.on_remote = r;
+                }
                 st.dirty
             };
-            drop(_g);
             item.save(self)?;
             if dirty && item.lock().writers == 0 {
                 self.schedule(&item, self.opts.write_back);
@@ -727,7 +782,8 @@ impl FileCache {
 
     /// Drop the item at `path` (the file was removed): its upload is
     /// cancelled and its data deleted. Returns whether the remote has a
-    /// file there (an older version, if the item was dirty).
+    /// file there (an older version, if the item was dirty). The caller
+    /// holds [`FileCache::hold`] of `path`.
     pub(crate) async fn remove(&self, path: &RelPath) -> Option<bool> {
         let item = self.get(path)?;
         let on_remote = item.lock().on_remote;
@@ -735,9 +791,8 @@ impl FileCache {
         Some(on_remote)
     }
 
+    /// Drop `item` (at `path`); the caller holds it ([`FileCache::hold`]).
     async fn drop_item(&self, path: &RelPath, item: &Arc<Item>) {
-        item.lock().generation += 1;
-        let _g = item.upload.lock().await;
         {
             let mut items = self.lock_items();
             if items.get(path).is_some_and(|i| Arc::ptr_eq(i, item)) {
