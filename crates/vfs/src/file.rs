@@ -551,8 +551,7 @@ impl VfsFile {
                     item.set_mtime(cache, mtime)?;
                 }
                 if let Some(p) = attrs.permissions {
-                    item.lock().mode = Some(p & 0o7777);
-                    item.save(cache)?;
+                    cache.chmod(item, p).await?;
                 }
                 Ok(())
             }

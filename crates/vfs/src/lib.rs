@@ -576,10 +576,10 @@ impl Vfs {
                 if let Some((_, mtime)) = attrs.times {
                     item.set_mtime(c, mtime)?;
                 }
-                if let Some(p) = attrs.permissions {
-                    item.lock().mode = Some(p & 0o7777);
-                }
                 c.changed(&item)?;
+                if let Some(p) = attrs.permissions {
+                    c.chmod(&item, p).await?;
+                }
                 self.inner.dircache.forget(path);
                 return Ok(());
             }

@@ -805,3 +805,50 @@ async fn files_in_a_directory_are_found_past_siblings_that_sort_between() {
     assert_eq!(read_all(&vfs, "e/x").await, b"4");
     assert!(matches!(vfs.stat(&p("d/x")).await, Err(VfsError::NotFound)));
 }
+
+#[tokio::test]
+async fn in_place_writes_after_the_first_survive_a_crash() {
+    let s = Setup::object(CacheMode::Writes);
+    let vfs = s.vfs();
+    s.put("f", b"0123456789").await;
+    let f = vfs.open(&p("f"), RW, None).await.unwrap();
+    f.write_at(1, Bytes::from_static(b"A")).await.unwrap();
+    f.write_at(7, Bytes::from_static(b"B")).await.unwrap();
+    f.set_attrs(&SetAttrs {
+        size: Some(9),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    std::mem::forget(f);
+    drop(vfs);
+    let mut opts = s.opts.clone();
+    opts.cache.write_back = Duration::ZERO;
+    let vfs = Vfs::try_new(s.probe.clone(), opts).unwrap();
+    flush(&vfs).await;
+    assert_eq!(s.stored("f").await.unwrap(), b"0A23456B8");
+}
+
+#[tokio::test]
+async fn chmod_of_a_file_not_uploaded_yet_reaches_the_remote() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (s, root) = Setup::local(CacheMode::Writes);
+    let vfs = s.vfs();
+    write_file(&vfs, "f", b"x").await;
+    vfs.setstat(
+        &p("f"),
+        &SetAttrs {
+            permissions: Some(0o600),
+            ..Default::default()
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    flush(&vfs).await;
+    let mode = std::fs::metadata(root.path().join("f"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

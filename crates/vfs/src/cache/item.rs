@@ -65,6 +65,9 @@ pub(crate) struct State {
     pub(crate) source: Option<Arc<dyn FileHandle>>,
     /// The version of the record last asked for.
     pub(crate) record_seq: u64,
+    /// Bumped when the content is thrown away (reset to a changed remote
+    /// file, evicted, removed): fetches started before must not write.
+    pub(crate) epoch: u64,
 }
 
 /// A cached file.
@@ -116,6 +119,7 @@ impl Item {
             gone: false,
             source: None,
             record_seq: 0,
+            epoch: 0,
         }
     }
 
@@ -176,6 +180,12 @@ impl Item {
         let mut st = self.lock();
         if let Some(f) = &st.file {
             return Ok(f.clone());
+        }
+        if st.gone {
+            return Err(VfsError::Cache(format!(
+                "{} was dropped from the cache meanwhile",
+                st.path
+            )));
         }
         let path = cache.data_path(&st.path);
         let f = cache
@@ -274,11 +284,11 @@ impl Item {
     }
 
     async fn fetch_chunk_locked(self: &Arc<Self>, cache: &FileCache, k: u64) -> Result<()> {
-        let (missing, path) = {
+        let (missing, path, epoch) = {
             let st = self.lock();
             let start = k * CHUNK;
             let end = ((k + 1) * CHUNK).min(st.base);
-            (st.ranges.missing(start, end), st.path.clone())
+            (st.ranges.missing(start, end), st.path.clone(), st.epoch)
         };
         if missing.is_empty() {
             return Ok(());
@@ -301,6 +311,11 @@ impl Item {
             let file = file.clone();
             let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let mut st = item.lock();
+                if st.epoch != epoch || st.gone {
+                    // The content was thrown away meanwhile: this data
+                    // belongs to nothing now.
+                    return Ok(());
+                }
                 let lim = e.min(st.base);
                 for (ms, me) in st.ranges.missing(s, lim) {
                     file.write_all_at(&buf[(ms - s) as usize..(me - s) as usize], ms)?;
@@ -399,7 +414,11 @@ impl Item {
             file.write_all_at(&data, at)?;
             st.ranges.insert(at, end);
             st.size = st.size.max(end);
-            Ok(Self::changed(&mut st))
+            // A write over bytes still on the remote changes what a restart
+            // would fetch: recorded before it is acknowledged. (Writes past
+            // the remote's bytes are recovered from the data file's length.)
+            let in_place = at < st.base;
+            Ok(Self::changed(&mut st) || in_place)
         })
         .await
         .map_err(|e| VfsError::Cache(format!("cache write failed: {e}")))?;
@@ -436,11 +455,11 @@ impl Item {
                 st.ranges.insert(old, len);
             }
             st.size = len;
-            Self::changed(&mut st)
+            Self::changed(&mut st);
         };
-        if first_change {
-            self.save(cache)?;
-        }
+        // Always recorded: a restart must not fetch the cut-off bytes back.
+        let _ = first_change;
+        self.save(cache)?;
         Ok(())
     }
 

@@ -287,9 +287,11 @@ impl FileCache {
                         }
                         let file = st.file.take();
                         let seq = st.record_seq;
+                        let epoch = st.epoch + 1;
                         *st = fresh;
                         st.file = file;
                         st.record_seq = seq;
+                        st.epoch = epoch;
                         if remote.is_none() {
                             Self::init_new(&mut st, mode);
                             created = true;
@@ -379,7 +381,9 @@ impl FileCache {
             st.file = None;
             st.source = None;
         }
-        st.dirty && st.writers == 0
+        // Only a writer's close (re)starts the write-back delay: readers
+        // polling a changed file must not keep pushing its upload back.
+        writer && st.dirty && st.writers == 0
     }
 
     /// Close a handle: a dirty file is recorded and its upload scheduled.
@@ -413,6 +417,35 @@ impl FileCache {
             self.schedule(item, self.opts.write_back);
         }
         Ok(())
+    }
+
+    /// chmod of a cached file: a changed file carries the mode into its
+    /// upload (a running upload starts again with it); a clean one is
+    /// changed on the remote at once.
+    pub(crate) async fn chmod(self: &Arc<Self>, item: &Arc<Item>, perms: u32) -> Result<()> {
+        let perms = perms & 0o7777;
+        let (dirty, path) = {
+            let mut st = item.lock();
+            if st.dirty {
+                st.mode = Some(perms);
+                st.generation += 1;
+            }
+            (st.dirty, st.path.clone())
+        };
+        if dirty {
+            return self.changed(item);
+        }
+        self.backend
+            .set_attrs(
+                &path,
+                &SetAttrs {
+                    permissions: Some(perms),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        item.lock().mode = Some(perms);
+        item.save(self)
     }
 
     /// The `kind` hash of a cached file as it stands.
@@ -488,7 +521,10 @@ impl FileCache {
                 }
                 st.deadline.saturating_duration_since(Instant::now())
             };
-            if !wait.is_zero() && !*flush.borrow() {
+            // At shutdown uploads start at once, but a failing one still
+            // waits its retry delay.
+            let failing = item.lock().failures > 0;
+            if !wait.is_zero() && (!*flush.borrow() || failing) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = flush.changed() => {}
@@ -802,7 +838,10 @@ impl FileCache {
         {
             let mut st = item.lock();
             st.gone = true;
+            st.epoch += 1;
             st.dirty = false;
+            st.file = None;
+            st.source = None;
         }
         self.delete_files(path);
     }
@@ -944,6 +983,7 @@ impl FileCache {
             }
             items.remove(path);
             st.gone = true;
+            st.epoch += 1;
             st.file = None;
             st.source = None;
         }
@@ -954,6 +994,7 @@ impl FileCache {
     /// Take up the records an earlier run left.
     fn load(&self) {
         let mut loaded = 0usize;
+        let mut unreadable: Vec<PathBuf> = Vec::new();
         let mut items = self.lock_items();
         for (file, rel) in meta::walk(&self.opts.meta_dir) {
             let bytes = rel.as_os_str().as_bytes().to_vec();
@@ -967,10 +1008,14 @@ impl FileCache {
             let rec = match meta::read(&file) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(
-                        "vfs cache: ignoring unreadable record {}: {e}",
-                        file.display()
+                    // Its data is kept (it may be a change not uploaded) for
+                    // someone to look at; the file is not served from it.
+                    tracing::error!(
+                        "vfs cache: unreadable record {} ({e}); its data stays in {}",
+                        file.display(),
+                        self.data_path(&path).display()
                     );
+                    unreadable.push(self.data_path(&path));
                     continue;
                 }
             };
@@ -1011,11 +1056,12 @@ impl FileCache {
         }
         drop(items);
         // Data files without a record are leftovers.
-        let known: std::collections::HashSet<PathBuf> = self
+        let mut known: std::collections::HashSet<PathBuf> = self
             .lock_items()
             .keys()
             .map(|p| self.data_path(p))
             .collect();
+        known.extend(unreadable);
         for (file, _) in meta::walk(&self.opts.data_dir) {
             if !known.contains(&file) {
                 let _ = std::fs::remove_file(&file);
