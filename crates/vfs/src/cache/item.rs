@@ -443,7 +443,7 @@ impl Item {
     /// Set the size to `len`.
     pub(crate) fn truncate(self: &Arc<Self>, cache: &FileCache, len: u64) -> Result<()> {
         let file = self.file(cache)?;
-        let first_change = {
+        {
             let mut st = self.lock();
             file.set_len(len)
                 .map_err(|e| cache.io_error("truncating the cached copy of", &st.path, e))?;
@@ -456,9 +456,8 @@ impl Item {
             }
             st.size = len;
             Self::changed(&mut st);
-        };
+        }
         // Always recorded: a restart must not fetch the cut-off bytes back.
-        let _ = first_change;
         self.save(cache)?;
         Ok(())
     }
