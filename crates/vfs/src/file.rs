@@ -668,17 +668,25 @@ impl VfsFile {
         }
     }
 
-    async fn discard(&self) {
-        if let Body::Cached {
+    /// A cached file closed without a CLOSE (abandoned or dropped): what
+    /// the client wrote is safe in the cache and is kept. True if cached.
+    fn keep_cached(&self) -> bool {
+        let Body::Cached {
             cache,
             item,
             writer,
         } = &self.body
-        {
-            // What the client wrote is safe in the cache: keep it.
-            if let Err(e) = cache.close(item, *writer) {
-                tracing::warn!("{}: {e}", self.path);
-            }
+        else {
+            return false;
+        };
+        if let Err(e) = cache.close(item, *writer) {
+            tracing::warn!("{}: {e}", self.path);
+        }
+        true
+    }
+
+    async fn discard(&self) {
+        if self.keep_cached() {
             return;
         }
         if let Body::Stream(s) = &self.body {
@@ -703,15 +711,7 @@ impl Drop for VfsFile {
         if self.flags.writes() {
             self.inner.writer_closed(&self.path);
         }
-        if let Body::Cached {
-            cache,
-            item,
-            writer,
-        } = &self.body
-        {
-            if let Err(e) = cache.close(item, *writer) {
-                tracing::warn!("{}: {e}", self.path);
-            }
+        if self.keep_cached() {
             return;
         }
         if let Body::Stream(s) = &self.body {
