@@ -44,7 +44,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import re
 import resource
 import secrets
@@ -58,6 +57,9 @@ import sys
 import tempfile
 import threading
 import time
+
+# Shared with the main benchmark (same directory).
+from run import first_line, free_port, machine_info, note, sha256_file, tail  # noqa: E402
 
 MiB = 1 << 20
 HOST = "127.0.0.1"
@@ -78,10 +80,6 @@ DELAYED_CHUNKS = 256
 UNDELAYED_CHUNKS = 4
 # A request head longer than this is not HTTP we understand: stop counting.
 MAX_HEAD = 64 * 1024
-
-
-def note(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -154,12 +152,6 @@ def last_lines(text, n=8):
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def wait_until(check, proc, log, what, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -188,23 +180,6 @@ def port_open(port):
         return False
 
 
-def tail(path, n=12):
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def first_line(argv):
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unavailable"
-    lines = (r.stdout + r.stderr).strip().splitlines()
-    return lines[0].strip() if lines else ""
-
-
 def cpu_seconds(pid):
     """utime + stime of a running process (and its reaped children)."""
     try:
@@ -228,16 +203,6 @@ def machine_busy():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK  # user nice system irq softirq
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4 * MiB)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def parse_size(text):
@@ -788,17 +753,6 @@ class Bench:
                 note(f"kept {self.tmp}")
             else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def machine_info():
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    return {"cpus": os.cpu_count(), "cpu_model": model, "mem_gib": round(mem, 1), "kernel": platform.release()}
 
 
 # ---------------------------------------------------------------------------
