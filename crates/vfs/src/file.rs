@@ -95,8 +95,11 @@ enum Reader {
 }
 
 impl Reader {
-    async fn new(opts: &crate::VfsOptions, handle: Arc<dyn FileHandle>) -> Result<Reader> {
-        let size = handle.stat().await?.size;
+    async fn new(
+        opts: &crate::VfsOptions,
+        handle: Arc<dyn FileHandle>,
+        size: u64,
+    ) -> Result<Reader> {
         let streams = opts.read_chunk_streams;
         if streams == 0 && handle.read_stream(0, 0).await?.is_some() {
             let policy = ChunkPolicy {
@@ -231,21 +234,27 @@ impl VfsFile {
                 .unwrap_or_else(|| path.clone());
             let opts = inner.open_options(&flags, mode);
             let handle: Arc<dyn FileHandle> = inner.backend.open_file(&target, opts).await?.into();
-            let readahead =
-                if flags.read && !flags.writes() && !caps.low_latency && inner.opts.buffer_size > 0
-                {
-                    Some(Box::new(Reader::new(&inner.opts, handle.clone()).await?))
-                } else {
-                    None
-                };
-            let verify = match handle.stored_hash() {
-                Some((kind, want)) if flags.read && !flags.writes() && !inner.opts.no_checksum => {
-                    let size = handle.stat().await?.size;
-                    Verifier::new(kind, want, size)
-                        .map(|v| Box::new(std::sync::Mutex::new(Some(v))))
-                }
-                _ => None,
+            let read_only = flags.read && !flags.writes();
+            let wants_readahead = read_only && !caps.low_latency && inner.opts.buffer_size > 0;
+            let stored = handle
+                .stored_hash()
+                .filter(|_| read_only && !inner.opts.no_checksum);
+            // One FSTAT for both, and none when neither needs the size.
+            let size = if wants_readahead || stored.is_some() {
+                handle.stat().await?.size
+            } else {
+                0
             };
+            let readahead = if wants_readahead {
+                Some(Box::new(
+                    Reader::new(&inner.opts, handle.clone(), size).await?,
+                ))
+            } else {
+                None
+            };
+            let verify = stored.and_then(|(kind, want)| {
+                Verifier::new(kind, want, size).map(|v| Box::new(std::sync::Mutex::new(Some(v))))
+            });
             return Ok(VfsFile {
                 inner,
                 path: path.clone(),

@@ -383,7 +383,6 @@ impl Item {
         }
         let file = self.file(cache)?;
         let n = (end - offset) as usize;
-        let path = self.lock().path.clone();
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let at = buf.len();
             buf.resize(at + n, 0);
@@ -392,7 +391,10 @@ impl Item {
         })
         .await
         .map_err(|e| VfsError::Cache(format!("cache read failed: {e}")))?;
-        r.map_err(|e| cache.io_error("reading the cached copy of", &path, e))
+        r.map_err(|e| {
+            let path = self.lock().path.clone();
+            cache.io_error("reading the cached copy of", &path, e)
+        })
     }
 
     /// Write `data` at `offset` (at the end with `append`).
@@ -422,8 +424,10 @@ impl Item {
         })
         .await
         .map_err(|e| VfsError::Cache(format!("cache write failed: {e}")))?;
-        let path = self.lock().path.clone();
-        let first_change = r.map_err(|e| cache.io_error("writing the cached copy of", &path, e))?;
+        let first_change = r.map_err(|e| {
+            let path = self.lock().path.clone();
+            cache.io_error("writing the cached copy of", &path, e)
+        })?;
         if first_change {
             self.save(cache)?;
         }
