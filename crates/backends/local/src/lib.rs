@@ -7,10 +7,18 @@
 //! outside. String checks are never the only guard.
 //!
 //! # Layout
-//! - [`LocalBackend`]: the [`Backend`] implementation; blocking system calls
-//!   run on tokio's blocking pool.
+//! - [`LocalBackend`]: the [`Backend`] implementation.
 //! - [`LocalFile`]: an open file, read and written with `pread`/`pwrite` so
 //!   any number of requests run on one handle at once.
+//!
+//! # Where system calls run
+//! Handing a call to tokio's blocking pool costs two thread switches, more
+//! than a `stat` or an `open` on a local disk takes. So the backend looks at
+//! the root's file system once ([`IoMode`]): on memory and local-disk file
+//! systems short calls run on the calling thread, as OpenSSH's sftp-server
+//! runs everything; calls that can take long (listing, copying, syncing,
+//! truncating, deleting) and anything on network or FUSE file systems go to
+//! the pool. `docs/design/local-io.md` has the reasoning and numbers.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -38,6 +46,93 @@ pub struct LocalBackend {
     root_path: std::path::PathBuf,
     /// The change watcher, once started.
     watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
+    /// Where system calls run.
+    io: Io,
+}
+
+/// Where a local backend runs its system calls, chosen from the root's file
+/// system type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// A memory file system (tmpfs, ramfs): no call waits for a device, so
+    /// every call but listing, copying and syncing runs on the calling
+    /// thread.
+    Memory,
+    /// A local disk file system (ext4, XFS, Btrfs, ...): metadata calls and
+    /// reads of cached data (`RWF_NOWAIT`) run on the calling thread;
+    /// writes, uncached reads and long calls on the blocking pool.
+    Disk,
+    /// Anything else (NFS, SMB, FUSE, unknown): every call on the blocking
+    /// pool, since any call may wait for a network.
+    Pool,
+}
+
+impl IoMode {
+    /// The mode for the file system holding `fd`.
+    fn detect(fd: impl std::os::fd::AsFd) -> IoMode {
+        let Ok(st) = rustix::fs::fstatfs(fd) else {
+            return IoMode::Pool;
+        };
+        // Magic numbers from linux/magic.h.
+        match st.f_type as u64 {
+            0x0102_1994 | 0x8584_58f6 => IoMode::Memory, // tmpfs, ramfs
+            0xEF53            // ext2/3/4
+            | 0x5846_5342     // XFS
+            | 0x9123_683E     // Btrfs
+            | 0xF2F5_2010     // F2FS
+            | 0x2FC1_2FC1     // ZFS
+            | 0xCA45_1A4E     // bcachefs
+            | 0x794C_7630 => IoMode::Disk, // overlayfs (container roots)
+            _ => IoMode::Pool,
+        }
+    }
+}
+
+/// The backend's dispatch state, shared with its open files.
+#[derive(Debug, Clone)]
+struct Io {
+    mode: IoMode,
+    /// Cleared when the kernel refuses `RWF_NOWAIT` reads (then cached
+    /// reads on a disk file system go to the pool too).
+    nowait: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Io {
+    fn new(mode: IoMode) -> Io {
+        Io {
+            mode,
+            nowait: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    /// Whether a short call runs on the calling thread.
+    fn quick_inline(&self) -> bool {
+        self.mode != IoMode::Pool
+    }
+
+    /// Run `f` where a call of this cost belongs.
+    async fn run<T, F>(&self, cost: Cost, f: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+    {
+        if cost == Cost::Quick && self.quick_inline() {
+            f()
+        } else {
+            blocking(f).await
+        }
+    }
+}
+
+/// How long a call may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cost {
+    /// A metadata call on one path or handle: microseconds on a local file
+    /// system.
+    Quick,
+    /// Unbounded work (a directory scan, a copy, a sync, freeing a file's
+    /// blocks) or I/O that may wait for a device.
+    Slow,
 }
 
 impl LocalBackend {
@@ -45,21 +140,36 @@ impl LocalBackend {
     pub fn open(path: &Path) -> io::Result<Self> {
         let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
         let root_path = std::fs::canonicalize(path)?;
+        let mode = IoMode::detect(&root);
         Ok(LocalBackend {
             root: Arc::new(root),
             describe: format!("local:{}", path.display()),
             root_path,
             watcher: std::sync::Mutex::new(None),
+            io: Io::new(mode),
         })
     }
 
-    async fn run<T, F>(&self, op: Operation, path: &RelPath, f: F) -> Result<T>
+    /// Where this backend runs its system calls.
+    pub fn io_mode(&self) -> IoMode {
+        self.io.mode
+    }
+
+    /// Run system calls as for `mode` whatever the file system is (tests).
+    #[doc(hidden)]
+    pub fn with_io_mode(mut self, mode: IoMode) -> Self {
+        self.io = Io::new(mode);
+        self
+    }
+
+    async fn run<T, F>(&self, op: Operation, path: &RelPath, cost: Cost, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Dir) -> io::Result<T> + Send + 'static,
     {
         let root = self.root.clone();
-        blocking(move || f(&root))
+        self.io
+            .run(cost, move || f(&root))
             .await
             .map_err(|e| map_io(op, e).with_path(path))
     }
@@ -186,6 +296,15 @@ fn apply_attrs_to_file(file: &File, attrs: &SetAttrs) -> io::Result<()> {
     Ok(())
 }
 
+/// Setting a size truncates (freeing blocks) or extends a file: slow.
+fn cost_of(attrs: &SetAttrs) -> Cost {
+    if attrs.size.is_some() {
+        Cost::Slow
+    } else {
+        Cost::Quick
+    }
+}
+
 fn spec(t: SystemTime) -> SystemTimeSpec {
     SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(t))
 }
@@ -296,7 +415,7 @@ impl Backend for LocalBackend {
 
     async fn stat(&self, path: &RelPath) -> Result<Metadata> {
         let p = path.clone();
-        self.run(Operation::Stat, path, move |root| {
+        self.run(Operation::Stat, path, Cost::Quick, move |root| {
             root.metadata(os(&p)).map(|m| to_meta(&m))
         })
         .await
@@ -304,7 +423,7 @@ impl Backend for LocalBackend {
 
     async fn lstat(&self, path: &RelPath) -> Result<Metadata> {
         let p = path.clone();
-        self.run(Operation::Stat, path, move |root| {
+        self.run(Operation::Stat, path, Cost::Quick, move |root| {
             root.symlink_metadata(os(&p)).map(|m| to_meta(&m))
         })
         .await
@@ -312,7 +431,7 @@ impl Backend for LocalBackend {
 
     async fn list(&self, path: &RelPath) -> Result<Vec<DirEntry>> {
         let p = path.clone();
-        self.run(Operation::List, path, move |root| {
+        self.run(Operation::List, path, Cost::Slow, move |root| {
             let dir = root.open_dir(os(&p))?;
             let mut out = Vec::new();
             for entry in dir.entries()? {
@@ -335,8 +454,14 @@ impl Backend for LocalBackend {
 
     async fn open_file(&self, path: &RelPath, opts: OpenOptions) -> Result<Box<dyn FileHandle>> {
         let p = path.clone();
+        // Truncating frees the old data's blocks, which can take long.
+        let cost = if opts.truncate {
+            Cost::Slow
+        } else {
+            Cost::Quick
+        };
         let file = self
-            .run(Operation::Open, path, move |root| {
+            .run(Operation::Open, path, cost, move |root| {
                 use cap_std::fs::OpenOptionsExt as _;
                 let mut o = cap_std::fs::OpenOptions::new();
                 o.read(opts.read || !opts.write)
@@ -356,12 +481,13 @@ impl Backend for LocalBackend {
         Ok(Box::new(LocalFile {
             file: Arc::new(file),
             path: path.clone(),
+            io: self.io.clone(),
         }))
     }
 
     async fn remove_file(&self, path: &RelPath) -> Result<()> {
         let p = path.clone();
-        self.run(Operation::Remove, path, move |root| {
+        self.run(Operation::Remove, path, Cost::Slow, move |root| {
             let (parent, name) = open_parent(root, &p)?;
             let m = parent.symlink_metadata(name)?;
             if m.is_dir() {
@@ -374,7 +500,7 @@ impl Backend for LocalBackend {
 
     async fn create_dir(&self, path: &RelPath, mode: Option<u32>) -> Result<()> {
         let p = path.clone();
-        self.run(Operation::CreateDir, path, move |root| {
+        self.run(Operation::CreateDir, path, Cost::Quick, move |root| {
             use cap_std::fs::DirBuilderExt as _;
             let mut b = cap_std::fs::DirBuilder::new();
             b.mode(mode.unwrap_or(0o777) & 0o7777);
@@ -385,7 +511,7 @@ impl Backend for LocalBackend {
 
     async fn remove_dir(&self, path: &RelPath) -> Result<()> {
         let p = path.clone();
-        self.run(Operation::RemoveDir, path, move |root| {
+        self.run(Operation::RemoveDir, path, Cost::Quick, move |root| {
             let (parent, name) = open_parent(root, &p)?;
             let m = parent.symlink_metadata(name)?;
             if !m.is_dir() {
@@ -398,7 +524,7 @@ impl Backend for LocalBackend {
 
     async fn rename(&self, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<()> {
         let (f, t) = (from.clone(), to.clone());
-        self.run(Operation::Rename, from, move |root| {
+        self.run(Operation::Rename, from, Cost::Quick, move |root| {
             if overwrite {
                 root.rename(os(&f), root, os(&t))
             } else {
@@ -410,7 +536,7 @@ impl Backend for LocalBackend {
 
     async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
         let (f, t) = (from.clone(), to.clone());
-        self.run(Operation::Copy, from, move |root| {
+        self.run(Operation::Copy, from, Cost::Slow, move |root| {
             root.copy(os(&f), root, os(&t)).map(|_| ())
         })
         .await
@@ -418,7 +544,7 @@ impl Backend for LocalBackend {
 
     async fn set_attrs(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
         let (p, a) = (path.clone(), attrs.clone());
-        self.run(Operation::SetAttrs, path, move |root| {
+        self.run(Operation::SetAttrs, path, cost_of(attrs), move |root| {
             set_attrs_path(root, &p, &a, true)
         })
         .await
@@ -426,7 +552,7 @@ impl Backend for LocalBackend {
 
     async fn set_attrs_nofollow(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
         let (p, a) = (path.clone(), attrs.clone());
-        self.run(Operation::SetAttrs, path, move |root| {
+        self.run(Operation::SetAttrs, path, cost_of(attrs), move |root| {
             set_attrs_path(root, &p, &a, false)
         })
         .await
@@ -434,7 +560,7 @@ impl Backend for LocalBackend {
 
     async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
         let (t, l) = (target.to_vec(), link.clone());
-        self.run(Operation::Symlink, link, move |root| {
+        self.run(Operation::Symlink, link, Cost::Quick, move |root| {
             root.symlink_contents(OsStr::from_bytes(&t), os(&l))
         })
         .await
@@ -442,7 +568,7 @@ impl Backend for LocalBackend {
 
     async fn read_link(&self, path: &RelPath) -> Result<Vec<u8>> {
         let p = path.clone();
-        self.run(Operation::ReadLink, path, move |root| {
+        self.run(Operation::ReadLink, path, Cost::Quick, move |root| {
             root.read_link_contents(os(&p))
                 .map(|t| t.into_os_string().into_vec())
         })
@@ -451,7 +577,7 @@ impl Backend for LocalBackend {
 
     async fn hard_link(&self, existing: &RelPath, link: &RelPath) -> Result<()> {
         let (e, l) = (existing.clone(), link.clone());
-        self.run(Operation::HardLink, existing, move |root| {
+        self.run(Operation::HardLink, existing, Cost::Quick, move |root| {
             root.hard_link(os(&e), root, os(&l))
         })
         .await
@@ -459,7 +585,11 @@ impl Backend for LocalBackend {
 
     async fn usage(&self) -> Result<Usage> {
         let root = self.root.clone();
-        let s = blocking(move || rustix::fs::fstatvfs(&*root).map_err(io::Error::from))
+        let s = self
+            .io
+            .run(Cost::Quick, move || {
+                rustix::fs::fstatvfs(&*root).map_err(io::Error::from)
+            })
             .await
             .map_err(|e| map_io(Operation::Usage, e))?;
         let frsize = if s.f_frsize > 0 {
@@ -520,56 +650,146 @@ use std::os::unix::ffi::OsStringExt as _;
 pub struct LocalFile {
     file: Arc<File>,
     path: RelPath,
+    io: Io,
 }
 
 impl LocalFile {
-    async fn run<T, F>(&self, op: Operation, f: F) -> Result<T>
+    async fn run<T, F>(&self, op: Operation, cost: Cost, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&File) -> io::Result<T> + Send + 'static,
     {
         let file = self.file.clone();
-        blocking(move || f(&file))
+        self.io
+            .run(cost, move || f(&file))
             .await
-            .map_err(|e| map_io(op, e).with_path(&self.path))
+            .map_err(|e| self.error(op, e))
     }
+
+    fn error(&self, op: Operation, e: io::Error) -> BackendError {
+        map_io(op, e).with_path(&self.path)
+    }
+
+    /// Read what the page cache holds of `[offset, offset + len)` without
+    /// waiting for the disk (`RWF_NOWAIT`), appending to `buf`; stops at
+    /// the first byte that would need the disk, or at the end of the file.
+    /// Returns whether the end of the file was reached.
+    fn read_cached(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+        let start = buf.len();
+        buf.reserve(len);
+        while buf.len() - start < len {
+            let done = buf.len() - start;
+            match pread_nowait(&self.file, buf, len - done, offset + done as u64) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    self.io
+                        .nowait
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// `pread` of up to `len` bytes at `at` into `buf`'s spare capacity with
+/// `RWF_NOWAIT`: only data already in the page cache is read.
+#[allow(unsafe_code)]
+fn pread_nowait(file: &File, buf: &mut Vec<u8>, len: usize, at: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let spare = buf.spare_capacity_mut();
+    let n = len.min(spare.len());
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: n,
+    };
+    let at = i64::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `iov` describes `n` bytes of `buf`'s allocation past its
+    // length, which stays alive and unaliased for the call; the kernel
+    // writes at most `n` bytes there.
+    let r = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let r = r as usize;
+    // SAFETY: the kernel initialised the first `r <= n` spare bytes.
+    unsafe { buf.set_len(buf.len() + r) };
+    Ok(r)
+}
+
+/// Read `[offset, offset + len)` into `buf`'s spare capacity (no zeroing of
+/// up to 255 KiB per READ first), stopping early only at the end of the
+/// file.
+fn read_into(file: &File, offset: u64, len: usize, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
+    let start = buf.len();
+    let want = start + len;
+    buf.reserve(len);
+    while buf.len() < want {
+        let at = offset + (buf.len() - start) as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // A buffer with more spare room than asked may have read a little more.
+    buf.truncate(want);
+    Ok(buf)
 }
 
 #[async_trait]
 impl FileHandle for LocalFile {
     async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
-        self.run(Operation::Read, move |file| {
-            // Read straight into the buffer's spare capacity: no zeroing of
-            // up to 255 KiB per READ first. (A buffer with more spare room
-            // than asked may read a little more; that is cut off below.)
-            let mut buf = buf;
-            let start = buf.len();
-            let want = start + len;
-            buf.reserve(len);
-            while buf.len() < want {
-                let at = offset + (buf.len() - start) as u64;
-                match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => return Err(e.into()),
+        let mut buf = buf;
+        let start = buf.len();
+        match self.io.mode {
+            // Memory is never waited for: read here.
+            IoMode::Memory => {
+                return read_into(&self.file, offset, len, buf)
+                    .map_err(|e| self.error(Operation::Read, e));
+            }
+            // What the page cache holds is read here, the rest on the pool.
+            IoMode::Disk if self.io.nowait.load(std::sync::atomic::Ordering::Relaxed) => {
+                let eof = self
+                    .read_cached(offset, len, &mut buf)
+                    .map_err(|e| self.error(Operation::Read, e))?;
+                if eof || buf.len() - start == len {
+                    return Ok(buf);
                 }
             }
-            buf.truncate(want);
-            Ok(buf)
+            IoMode::Disk | IoMode::Pool => {}
+        }
+        let done = buf.len() - start;
+        self.run(Operation::Read, Cost::Slow, move |file| {
+            read_into(file, offset + done as u64, len - done, buf)
         })
         .await
     }
 
     async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
-        self.run(Operation::Write, move |file| {
+        // Buffered writes to a disk may wait for write-back to catch up, and
+        // `RWF_NOWAIT` writes are not supported there: only memory file
+        // systems write here.
+        if self.io.mode == IoMode::Memory {
+            return self
+                .file
+                .write_all_at(&data, offset)
+                .map_err(|e| self.error(Operation::Write, e));
+        }
+        self.run(Operation::Write, Cost::Slow, move |file| {
             file.write_all_at(&data, offset)
         })
         .await
     }
 
     async fn stat(&self) -> Result<Metadata> {
-        self.run(Operation::Stat, |file| {
+        self.run(Operation::Stat, Cost::Quick, |file| {
             file.metadata().map(|m| std_meta(&m))
         })
         .await
@@ -577,14 +797,15 @@ impl FileHandle for LocalFile {
 
     async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()> {
         let a = attrs.clone();
-        self.run(Operation::SetAttrs, move |file| {
+        self.run(Operation::SetAttrs, cost_of(attrs), move |file| {
             apply_attrs_to_file(file, &a)
         })
         .await
     }
 
     async fn sync(&self) -> Result<()> {
-        self.run(Operation::Sync, |file| file.sync_all()).await
+        self.run(Operation::Sync, Cost::Slow, |file| file.sync_all())
+            .await
     }
 }
 

@@ -166,3 +166,82 @@ async fn set_attrs_and_usage() {
     let u = f.be.usage().await.unwrap();
     assert!(u.total.unwrap() > 0);
 }
+
+/// The same reads and writes give the same bytes wherever the system calls
+/// run: on the calling thread, on the pool, or split between them when only
+/// part of a file is in the page cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_io_mode_reads_and_writes_the_same_bytes() {
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    for mode in [IoMode::Memory, IoMode::Disk, IoMode::Pool] {
+        let f = fixture();
+        let be = LocalBackend::open(&f.root).unwrap().with_io_mode(mode);
+        assert_eq!(be.io_mode(), mode);
+        let h = be.open_file(&p("f"), rw()).await.unwrap();
+        for (i, chunk) in data.chunks(255 * 1024).enumerate() {
+            h.write_at((i * 255 * 1024) as u64, Bytes::copy_from_slice(chunk))
+                .await
+                .unwrap();
+        }
+        h.sync().await.unwrap();
+        // Drop the second half from the page cache (clean pages go): a
+        // read across the middle finds the first part cached, the rest not.
+        let std_file = std::fs::File::open(f.root.join("f")).unwrap();
+        let half = data.len() as u64 / 2;
+        rustix::fs::fadvise(&std_file, half, None, rustix::fs::Advice::DontNeed).unwrap();
+        let got = h
+            .read_at(half - 4096, 64 * 1024, b"H".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(&got[..1], b"H", "{mode:?}");
+        assert_eq!(
+            &got[1..],
+            &data[half as usize - 4096..][..64 * 1024],
+            "{mode:?}"
+        );
+        // Nothing cached at all.
+        rustix::fs::fadvise(&std_file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let got = h.read_at(0, data.len(), Vec::new()).await.unwrap();
+        assert!(got == data, "{mode:?}: whole file differs");
+        // Short at the end, empty past it.
+        let got = h
+            .read_at(data.len() as u64 - 10, 100, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(got, &data[data.len() - 10..], "{mode:?}");
+        assert!(h
+            .read_at(data.len() as u64 + 5, 10, Vec::new())
+            .await
+            .unwrap()
+            .is_empty());
+        // Metadata calls, quick and slow, on the handle and by path.
+        assert_eq!(h.stat().await.unwrap().size, data.len() as u64);
+        h.set_attrs(&SetAttrs {
+            size: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(be.stat(&p("f")).await.unwrap().size, 10);
+        be.rename(&p("f"), &p("g"), false).await.unwrap();
+        assert_eq!(be.list(&p("")).await.unwrap().len(), 1);
+        be.remove_file(&p("g")).await.unwrap();
+        let e = be.stat(&p("g")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{mode:?}");
+    }
+}
+
+#[test]
+fn io_mode_follows_the_file_system() {
+    // procfs is neither memory nor a local disk: everything on the pool.
+    let proc_fs = std::fs::File::open("/proc").unwrap();
+    assert_eq!(IoMode::detect(&proc_fs), IoMode::Pool);
+    if let Ok(shm) = std::fs::File::open("/dev/shm") {
+        let st = rustix::fs::fstatfs(&shm).unwrap();
+        if st.f_type as u64 == 0x0102_1994 {
+            assert_eq!(IoMode::detect(&shm), IoMode::Memory);
+        }
+    }
+}
