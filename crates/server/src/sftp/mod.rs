@@ -16,7 +16,11 @@
 //! Memory is bounded: a request holds a share of
 //! [`SftpOptions::max_queued_bytes`] from the moment it is read until its
 //! reply has been handed to the transport; only a client with more than
-//! that outstanding is slowed down (the reader waits).
+//! that outstanding is slowed down (the reader waits). File data read for
+//! replies is bounded separately by [`SftpOptions::max_read_ahead_bytes`]:
+//! a READ waits in its task (never in the reader) until the data of earlier
+//! READs has gone to the transport, which takes it only as the client's
+//! channel window allows.
 
 pub mod convert;
 pub mod handles;
@@ -50,6 +54,11 @@ pub struct SftpOptions {
     /// Bytes of requests and replies held per session before the reader
     /// waits.
     pub max_queued_bytes: usize,
+    /// Bytes of file data read ahead of the client per session: READs
+    /// beyond it wait until earlier replies are handed to the transport.
+    /// More than the client's channel window (2 MiB for OpenSSH) only
+    /// costs memory.
+    pub max_read_ahead_bytes: usize,
     /// Entries per READDIR reply.
     pub readdir_page: usize,
     /// The user name, for logs.
@@ -65,6 +74,7 @@ impl Default for SftpOptions {
             max_handles: 1024,
             max_in_flight: 128,
             max_queued_bytes: 64 << 20,
+            max_read_ahead_bytes: 2 << 20,
             readdir_page: 100,
             user: String::new(),
         }
@@ -99,10 +109,11 @@ pub enum SessionError {
 /// stays small).
 const QUEUE_UNIT: usize = 1024;
 
-/// One reply on its way to the writer, with the budget it holds.
+/// One reply on its way to the writer, with the budgets it holds.
 struct Outgoing {
     data: Vec<u8>,
     _queued: OwnedSemaphorePermit,
+    _read_ahead: Option<OwnedSemaphorePermit>,
 }
 
 /// The shared state of one session.
@@ -137,12 +148,15 @@ pub async fn serve<I: Input, O: Output>(
     let in_flight = Arc::new(Semaphore::new(opts.max_in_flight));
     let queue_units = (opts.max_queued_bytes / QUEUE_UNIT).max(1);
     let queue = Arc::new(Semaphore::new(queue_units));
+    let read_ahead_units = (opts.max_read_ahead_bytes / QUEUE_UNIT).max(1);
     let mut reader = Reader {
         ctx: ctx.clone(),
         tx,
         in_flight: in_flight.clone(),
         queue: queue.clone(),
         queue_units,
+        read_ahead: Arc::new(Semaphore::new(read_ahead_units)),
+        read_ahead_units,
         state: State::AwaitInit,
     };
 
@@ -201,6 +215,8 @@ struct Reader {
     in_flight: Arc<Semaphore>,
     queue: Arc<Semaphore>,
     queue_units: usize,
+    read_ahead: Arc<Semaphore>,
+    read_ahead_units: usize,
     state: State,
 }
 
@@ -254,6 +270,7 @@ impl Reader {
         let _ = self.tx.send(Outgoing {
             data,
             _queued: queued,
+            _read_ahead: None,
         });
     }
 
@@ -276,12 +293,28 @@ impl Reader {
         let ctx = self.ctx.clone();
         let tx = self.tx.clone();
         let in_flight = self.in_flight.clone();
+        // File data a READ will hold until its reply reaches the transport.
+        let read_ahead = match &req {
+            Request::Read { len, .. } => {
+                let bytes = (*len).min(self.ctx.opts.max_read) as usize;
+                let units = (bytes / QUEUE_UNIT + 1).min(self.read_ahead_units) as u32;
+                Some((self.read_ahead.clone(), units))
+            }
+            _ => None,
+        };
         tokio::spawn(async move {
             // Wait for earlier conflicting requests before taking a slot, so
             // slots are only held by requests that can run.
             if let Some(t) = ticket.as_mut() {
                 t.wait().await;
             }
+            let read_ahead = match read_ahead {
+                Some((budget, units)) => match budget.acquire_many_owned(units).await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                None => None,
+            };
             let Ok(_slot) = in_flight.acquire_owned().await else {
                 return;
             };
@@ -291,6 +324,7 @@ impl Reader {
             let _ = tx.send(Outgoing {
                 data: reply,
                 _queued: queued,
+                _read_ahead: read_ahead,
             });
         });
     }
@@ -416,7 +450,7 @@ async fn write_loop<O: Output>(mut out: O, mut rx: mpsc::UnboundedReceiver<Outgo
         }
         let mut big = None;
         // Budgets are released once their replies are handed over.
-        let mut held = vec![first._queued];
+        let mut held = vec![(first._queued, first._read_ahead)];
         let data = if first.data.len() >= SMALL_REPLY {
             first.data
         } else {
@@ -425,7 +459,7 @@ async fn write_loop<O: Output>(mut out: O, mut rx: mpsc::UnboundedReceiver<Outgo
                 match rx.try_recv() {
                     Ok(m) if m.data.len() < SMALL_REPLY => {
                         batch.extend_from_slice(&m.data);
-                        held.push(m._queued);
+                        held.push((m._queued, m._read_ahead));
                     }
                     Ok(m) => {
                         big = Some(m);

@@ -19,9 +19,14 @@ impl Input for ChanIn {
     }
 }
 
-struct ChanOut(mpsc::UnboundedSender<Bytes>);
+/// The session's output; with a gate, each send first takes one of the
+/// gate's permits (a closed SSH window when it has none).
+struct ChanOut(mpsc::UnboundedSender<Bytes>, Option<Arc<Semaphore>>);
 impl Output for ChanOut {
     async fn send(&mut self, data: Bytes) -> io::Result<()> {
+        if let Some(gate) = &self.1 {
+            gate.acquire().await.unwrap().forget();
+        }
         self.0
             .send(data)
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
@@ -40,6 +45,10 @@ struct Client {
 
 impl Client {
     fn start(opts: VfsOptions) -> Client {
+        Client::start_with(opts, SftpOptions::default(), None)
+    }
+
+    fn start_with(opts: VfsOptions, sftp: SftpOptions, gate: Option<Arc<Semaphore>>) -> Client {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let vfs = Vfs::new(Arc::new(LocalBackend::open(&root).unwrap()), opts);
@@ -47,9 +56,9 @@ impl Client {
         let (out_tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(serve(
             vfs,
-            Arc::new(SftpOptions::default()),
+            Arc::new(sftp),
             ChanIn(in_rx),
-            ChanOut(out_tx),
+            ChanOut(out_tx, gate),
         ));
         Client {
             tx: Some(tx),
@@ -308,6 +317,66 @@ async fn read_write_handle_reads_and_eof() {
     })
     .await;
     assert_eq!(c.status().await, (4, StatusCode::Eof));
+}
+
+/// While the transport takes nothing (a client that stopped opening its
+/// window), a session reads at most `max_read_ahead_bytes` of file data
+/// ahead; the other READs run once replies move again, and all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ahead_of_a_stalled_client_are_bounded() {
+    const LEN: u32 = 255 * 1024;
+    const READS: u32 = 24;
+    let sftp = SftpOptions {
+        max_read_ahead_bytes: 1 << 20, // four READs of 255 KiB
+        ..SftpOptions::default()
+    };
+    let gate = Arc::new(Semaphore::new(2)); // VERSION and HANDLE pass
+    let mut c = Client::start_with(VfsOptions::default(), sftp, Some(gate.clone()));
+    let size = (LEN * READS) as usize;
+    std::fs::write(c.root.join("f"), vec![b'a'; size]).unwrap();
+    c.init().await;
+    let h = c.open(1, "/f", pflags::READ).await;
+    for i in 0..READS {
+        c.send(Request::Read {
+            id: 10 + i,
+            handle: h.clone(),
+            offset: (i * LEN) as u64,
+            len: LEN,
+        })
+        .await;
+    }
+    // Let every READ that may run, run; then change the file in place:
+    // READs served from now on see the new bytes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        use std::os::unix::fs::FileExt as _;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(c.root.join("f"))
+            .unwrap();
+        f.write_all_at(&vec![b'b'; size], 0).unwrap();
+    }
+    gate.add_permits(READS as usize);
+    let mut early = 0;
+    for _ in 0..READS {
+        match c.recv().await {
+            Some(Response::Data { data, .. }) => {
+                assert_eq!(data.len(), LEN as usize);
+                assert!(data.iter().all(|&b| b == data[0]), "one READ saw both");
+                if data[0] == b'a' {
+                    early += 1;
+                }
+            }
+            other => panic!("want DATA, got {other:?}"),
+        }
+    }
+    // One reply stuck in the transport plus what the budget allows.
+    assert!(
+        (1..=4).contains(&early),
+        "{early} READs ran ahead of the client"
+    );
+    drop(h);
+    c.finish().await.unwrap();
 }
 
 #[tokio::test]
