@@ -684,27 +684,38 @@ impl Vfs {
                 },
             )
             .await?;
-        let mut hasher = hash::Hasher::new(kind).ok_or(VfsError::Unsupported("this hash type"))?;
-        let mut buf = Vec::with_capacity(CHUNK);
+        let hasher = hash::Hasher::new(kind).ok_or(VfsError::Unsupported("this hash type"))?;
+        // Two buffers: the next chunk is read while the last one is hashed
+        // on the blocking pool (hashing is CPU work; keep it off the async
+        // workers), so the time is that of the slower of the two.
+        let mut hasher = Some(hasher);
+        let mut hashing: Option<tokio::task::JoinHandle<(hash::Hasher, Vec<u8>)>> = None;
+        let mut free = Vec::with_capacity(CHUNK);
         let mut offset = 0u64;
         loop {
-            buf.clear();
-            buf = file.read_at(offset, CHUNK, buf).await?;
+            free.clear();
+            let buf = file.read_at(offset, CHUNK, free).await?;
+            free = match hashing.take() {
+                Some(task) => {
+                    let (h, b) = task
+                        .await
+                        .map_err(|e| VfsError::InvalidArgument(format!("hashing failed: {e}")))?;
+                    hasher = Some(h);
+                    b
+                }
+                None => Vec::with_capacity(CHUNK),
+            };
             if buf.is_empty() {
                 break;
             }
             offset += buf.len() as u64;
-            // Hashing is CPU work: keep it off the I/O threads.
-            let (h, b) = tokio::task::spawn_blocking(move || {
-                hasher.update(&buf);
-                (hasher, buf)
-            })
-            .await
-            .map_err(|e| VfsError::InvalidArgument(format!("hashing failed: {e}")))?;
-            hasher = h;
-            buf = b;
+            let mut h = hasher.take().expect("the hasher is back");
+            hashing = Some(tokio::task::spawn_blocking(move || {
+                h.update(&buf);
+                (h, buf)
+            }));
         }
-        let hex = hasher.finish_hex();
+        let hex = hasher.take().expect("the hasher is back").finish_hex();
         // Cache only if the file did not change while it was read.
         if let Ok(after) = backend.stat(&target).await {
             let unchanged = hash::Fingerprint {

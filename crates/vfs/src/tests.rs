@@ -390,3 +390,24 @@ async fn hash_cache_sees_content_changes_behind_a_restored_mtime() {
         crate::hash::hash_bytes(HashKind::Md5, b"bbbb").unwrap()
     );
 }
+
+/// Files of several 1 MiB chunks (read and hashed in a pipeline) and of
+/// none hash as in one go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_of_multi_chunk_and_empty_files() {
+    use ferry_backend::HashKind;
+    let (tmp, vfs) = setup(VfsOptions::default());
+    let data: Vec<u8> = (0..(3 << 20) + 5u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(tmp.path().join("big"), &data).unwrap();
+    std::fs::write(tmp.path().join("empty"), b"").unwrap();
+    for kind in [HashKind::Md5, HashKind::Sha1] {
+        assert_eq!(
+            vfs.hash(&p("big"), kind).await.unwrap(),
+            crate::hash::hash_bytes(kind, &data).unwrap()
+        );
+        assert_eq!(
+            vfs.hash(&p("empty"), kind).await.unwrap(),
+            crate::hash::hash_bytes(kind, b"").unwrap()
+        );
+    }
+}
