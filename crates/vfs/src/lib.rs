@@ -675,6 +675,9 @@ impl Vfs {
             return Ok(h);
         }
         const CHUNK: usize = 1 << 20;
+        // Chunks this small (a small file, or a file's tail) are hashed on
+        // the calling thread.
+        const SMALL: usize = 64 << 10;
         let file = backend
             .open_file(
                 &target,
@@ -703,13 +706,21 @@ impl Vfs {
                     hasher = Some(h);
                     b
                 }
-                None => Vec::with_capacity(CHUNK),
+                // (`read_at` sizes it when it is first used.)
+                None => Vec::new(),
             };
             if buf.is_empty() {
                 break;
             }
             offset += buf.len() as u64;
             let mut h = hasher.take().expect("the hasher is back");
+            if buf.len() <= SMALL {
+                // Microseconds of work: cheaper here than a hand-off.
+                h.update(&buf);
+                hasher = Some(h);
+                free = buf;
+                continue;
+            }
             hashing = Some(tokio::task::spawn_blocking(move || {
                 h.update(&buf);
                 (h, buf)
