@@ -302,7 +302,17 @@ impl Reader {
             }
             _ => None,
         };
-        tokio::spawn(async move {
+        // Requests that move little data are first tried right here: most
+        // finish without waiting (metadata from the cache or a local disk),
+        // and a task of their own would cost more than they do. One that
+        // has to wait goes on in its own task (its first poll registered a
+        // no-op waker; the task's first poll registers the real one).
+        let try_here = match &req {
+            Request::Read { len, .. } => *len as usize <= INLINE_DATA,
+            Request::Write { data, .. } => data.len() <= INLINE_DATA,
+            _ => true,
+        };
+        let mut task = Box::pin(async move {
             // Wait for earlier conflicting requests before taking a slot, so
             // slots are only held by requests that can run.
             if let Some(t) = ticket.as_mut() {
@@ -327,6 +337,13 @@ impl Reader {
                 _read_ahead: read_ahead,
             });
         });
+        if try_here {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if task.as_mut().poll(&mut cx).is_ready() {
+                return;
+            }
+        }
+        tokio::spawn(task);
     }
 
     /// How a request is ordered, and the handles it works on. `Err` for a
@@ -437,6 +454,10 @@ impl Reader {
         }
     }
 }
+
+/// READs and WRITEs of at most this many bytes are first tried in the
+/// reader (see [`Reader::dispatch`]).
+const INLINE_DATA: usize = 64 * 1024;
 
 /// Replies smaller than this are gathered into one transport write.
 const SMALL_REPLY: usize = 16 * 1024;
