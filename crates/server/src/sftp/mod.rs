@@ -149,7 +149,9 @@ pub async fn serve<I: Input, O: Output>(
     let queue_units = (opts.max_queued_bytes / QUEUE_UNIT).max(1);
     let queue = Arc::new(Semaphore::new(queue_units));
     let read_ahead_units = (opts.max_read_ahead_bytes / QUEUE_UNIT).max(1);
+    let requests = Arc::new(Semaphore::new(ALL_REQUESTS as usize));
     let mut reader = Reader {
+        requests: requests.clone(),
         ctx: ctx.clone(),
         tx,
         in_flight: in_flight.clone(),
@@ -196,9 +198,11 @@ pub async fn serve<I: Input, O: Output>(
         }
     };
 
-    // Let running requests finish (their replies may still reach a client
-    // that only half-closed), then drop what is left open.
-    let _all = in_flight.acquire_many(opts.max_in_flight as u32).await.ok();
+    // Let every request finish, including those still waiting for a
+    // ticket, a slot or read-ahead budget (their replies may still reach a
+    // client that only half-closed; the writer keeps releasing budget, and
+    // drains if the transport is gone), then drop what is left open.
+    let _all = requests.acquire_many(ALL_REQUESTS).await.ok();
     for entry in ctx.handles.drain() {
         if let Some(file) = entry.file() {
             file.abort().await;
@@ -217,6 +221,8 @@ struct Reader {
     queue_units: usize,
     read_ahead: Arc<Semaphore>,
     read_ahead_units: usize,
+    /// One permit per request not yet finished, whatever it waits for.
+    requests: Arc<Semaphore>,
     state: State,
 }
 
@@ -312,7 +318,9 @@ impl Reader {
             Request::Write { data, .. } => data.len() <= INLINE_DATA,
             _ => true,
         };
+        let alive = self.requests.clone().try_acquire_owned().ok();
         let mut task = Box::pin(async move {
+            let _alive = alive;
             // Wait for earlier conflicting requests before taking a slot, so
             // slots are only held by requests that can run.
             if let Some(t) = ticket.as_mut() {
@@ -339,8 +347,17 @@ impl Reader {
         });
         if try_here {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            if task.as_mut().poll(&mut cx).is_ready() {
-                return;
+            // A panic ends this request only, as it would in its own task.
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                task.as_mut().poll(&mut cx)
+            }));
+            match polled {
+                Ok(std::task::Poll::Ready(())) => return,
+                Ok(std::task::Poll::Pending) => {}
+                Err(_) => {
+                    tracing::error!("sftp: request {id} panicked");
+                    return;
+                }
             }
         }
         tokio::spawn(task);
@@ -454,6 +471,10 @@ impl Reader {
         }
     }
 }
+
+/// Permits of the semaphore counting unfinished requests: more than can
+/// ever be outstanding (each holds queue budget too).
+const ALL_REQUESTS: u32 = 1 << 30;
 
 /// READs and WRITEs of at most this many bytes are first tried in the
 /// reader (see [`Reader::dispatch`]).

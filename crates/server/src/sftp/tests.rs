@@ -379,6 +379,73 @@ async fn reads_ahead_of_a_stalled_client_are_bounded() {
     c.finish().await.unwrap();
 }
 
+/// A client that half-closes while READs wait for read-ahead budget (its
+/// window still shut) gets every reply once its window opens, and the
+/// session then ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ends_after_reads_waiting_for_budget() {
+    let sftp = SftpOptions {
+        max_read_ahead_bytes: 64 << 10, // two READs of 32 KiB
+        ..SftpOptions::default()
+    };
+    let gate = Arc::new(Semaphore::new(2)); // VERSION and HANDLE pass
+    let mut c = Client::start_with(VfsOptions::default(), sftp, Some(gate.clone()));
+    std::fs::write(c.root.join("f"), vec![b'a'; 1 << 20]).unwrap();
+    c.init().await;
+    let h = c.open(1, "/f", pflags::READ).await;
+    for i in 0..8u32 {
+        c.send(Request::Read {
+            id: 10 + i,
+            handle: h.clone(),
+            offset: i as u64 * 32768,
+            len: 32768,
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.tx = None;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.add_permits(100);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        match c.recv().await {
+            Some(Response::Data { id, data }) => {
+                assert_eq!(data.len(), 32768);
+                ids.push(id);
+            }
+            other => panic!("want DATA, got {other:?}"),
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, (10..18).collect::<Vec<_>>());
+    let end = tokio::time::timeout(Duration::from_secs(5), &mut c.task).await;
+    assert!(end.is_ok(), "the session did not end");
+}
+
+/// Overlapping WRITEs queued behind each other on one handle when the input
+/// ends: all run, and the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ends_after_writes_waiting_for_their_turn() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    let h = c.open(1, "/f", pflags::WRITE | pflags::CREAT).await;
+    for i in 0..32u32 {
+        c.send(Request::Write {
+            id: 10 + i,
+            handle: h.clone(),
+            offset: 0,
+            data: Bytes::from(vec![b'x'; 200 << 10]),
+        })
+        .await;
+    }
+    c.tx = None;
+    for _ in 0..32 {
+        assert_eq!(c.status().await.1, StatusCode::Ok);
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), &mut c.task).await;
+    assert!(end.is_ok(), "the session did not end");
+}
+
 #[tokio::test]
 async fn session_end_discards_unfinished_upload() {
     let mut c = Client::start(VfsOptions::default());
