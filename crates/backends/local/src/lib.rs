@@ -471,10 +471,22 @@ impl Backend for LocalBackend {
                     .create_new(opts.create_new)
                     .truncate(opts.truncate);
                 o.mode(opts.mode.unwrap_or(0o666) & 0o7777);
+                // Opening a FIFO waits for its other end: never here.
+                o.custom_flags(libc::O_NONBLOCK);
                 let f = root.open_with(os(&p), &o)?.into_std();
-                if f.metadata()?.is_dir() {
+                let m = f.metadata()?;
+                if m.is_dir() {
                     return Err(io::Error::from_raw_os_error(21)); // EISDIR
                 }
+                if !m.is_file() {
+                    // FIFOs, sockets and devices are not served as files.
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "not a regular file (a FIFO, socket or device)",
+                    ));
+                }
+                let flags = rustix::fs::fcntl_getfl(&f)?;
+                rustix::fs::fcntl_setfl(&f, flags - rustix::fs::OFlags::NONBLOCK)?;
                 Ok(f)
             })
             .await?;
@@ -684,7 +696,11 @@ impl LocalFile {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                // Not on this file system, or a kernel without preadv2.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EOPNOTSUPP)
+                        || e.raw_os_error() == Some(libc::ENOSYS) =>
+                {
                     self.io
                         .nowait
                         .store(false, std::sync::atomic::Ordering::Relaxed);

@@ -245,3 +245,36 @@ fn io_mode_follows_the_file_system() {
         }
     }
 }
+
+/// A FIFO in the served tree is refused at once in every mode: opening it
+/// must not wait for a writer (on the calling thread, that would stall
+/// every session on it).
+#[tokio::test]
+async fn fifos_are_refused_without_waiting() {
+    for mode in [IoMode::Memory, IoMode::Disk, IoMode::Pool] {
+        let f = fixture();
+        let be = LocalBackend::open(&f.root).unwrap().with_io_mode(mode);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            f.root.join("fifo"),
+            rustix::fs::Mode::from(0o600),
+        )
+        .unwrap();
+        let read = OpenOptions {
+            read: true,
+            ..Default::default()
+        };
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            be.open_file(&p("fifo"), read),
+        )
+        .await
+        .expect("open of a FIFO returned at once");
+        let e = r.err().expect("a FIFO is not opened");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{mode:?}: {e}");
+        // Regular files still open for blocking reads and writes.
+        let h = be.open_file(&p("file"), rw()).await.unwrap();
+        h.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(h.read_at(0, 10, Vec::new()).await.unwrap(), b"x");
+    }
+}
