@@ -45,7 +45,7 @@ pub struct LocalBackend {
     /// The root's path, to turn change notifications into paths.
     root_path: std::path::PathBuf,
     /// The change watcher, once started.
-    watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
+    watcher: std::sync::Mutex<Option<watch::Watcher>>,
     /// Where system calls run.
     io: Io,
 }
@@ -620,37 +620,15 @@ impl Backend for LocalBackend {
         })
     }
 
-    /// Changes are reported by inotify, on every directory below the root.
+    /// Changes are reported by inotify, on every directory below the root,
+    /// in batches (see the `watch` module).
     fn watch_changes(&self, on_change: ferry_backend::ChangeNotify) -> Result<bool> {
-        use notify::Watcher as _;
-        let root = self.root_path.clone();
-        let handler = move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) if ev.need_rescan() => on_change(None),
-            Ok(ev) => {
-                for p in &ev.paths {
-                    let Ok(rel) = p.strip_prefix(&root) else {
-                        continue;
-                    };
-                    match RelPath::new(rel.as_os_str().as_bytes().to_vec()) {
-                        Ok(rp) => on_change(Some(&rp)),
-                        Err(_) => on_change(None),
-                    }
-                }
-            }
-            // The queue overflowed or a watch failed: assume anything.
-            Err(_) => on_change(None),
-        };
-        let mut watcher = notify::recommended_watcher(handler).map_err(|e| {
-            BackendError::new(ErrorKind::Other, Operation::List).with_source(e.to_string())
+        let watcher = watch::start(self.root_path.clone(), on_change).map_err(|e| {
+            BackendError::new(ErrorKind::Other, Operation::List).with_source(format!(
+                "cannot watch {} for changes: {e}",
+                self.root_path.display()
+            ))
         })?;
-        watcher
-            .watch(&self.root_path, notify::RecursiveMode::Recursive)
-            .map_err(|e| {
-                BackendError::new(ErrorKind::Other, Operation::List).with_source(format!(
-                    "cannot watch {} for changes: {e} (on Linux, raise fs.inotify.max_user_watches)",
-                    self.root_path.display()
-                ))
-            })?;
         *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         Ok(true)
     }
@@ -824,6 +802,8 @@ impl FileHandle for LocalFile {
             .await
     }
 }
+
+mod watch;
 
 #[cfg(test)]
 mod tests;

@@ -278,3 +278,75 @@ async fn fifos_are_refused_without_waiting() {
         assert_eq!(h.read_at(0, 10, Vec::new()).await.unwrap(), b"x");
     }
 }
+
+/// The watcher follows directories made and moved after it started, names
+/// changed paths relative to the root, and reports each once per batch.
+#[test]
+fn watcher_follows_new_and_moved_directories() {
+    use std::sync::Mutex;
+    let f = fixture();
+    std::fs::create_dir(f.root.join("old")).unwrap();
+    let seen: Arc<Mutex<Vec<Option<Vec<u8>>>>> = Arc::default();
+    let s2 = seen.clone();
+    let notify: ferry_backend::ChangeNotify = Arc::new(move |p: Option<&RelPath>| {
+        s2.lock().unwrap().push(p.map(|p| p.as_bytes().to_vec()));
+    });
+    let _w = watch::start(f.root.clone(), notify).unwrap();
+    let wait_for = |path: &str| {
+        for _ in 0..100 {
+            if seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.as_deref() == Some(path.as_bytes()))
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{path} not reported; saw {:?}", seen.lock().unwrap());
+    };
+    std::fs::write(f.root.join("old/a"), b"1").unwrap();
+    wait_for("old/a");
+    // A tree made now is watched as soon as its top is reported.
+    std::fs::create_dir_all(f.root.join("new/x/y")).unwrap();
+    wait_for("new");
+    std::thread::sleep(watch::BATCH * 3);
+    std::fs::write(f.root.join("new/x/y/b"), b"2").unwrap();
+    wait_for("new/x/y/b");
+    // A moved directory is watched under its new name only.
+    std::fs::rename(f.root.join("new"), f.root.join("moved")).unwrap();
+    wait_for("moved");
+    std::thread::sleep(watch::BATCH * 3);
+    seen.lock().unwrap().clear();
+    std::fs::write(f.root.join("moved/x/y/c"), b"3").unwrap();
+    wait_for("moved/x/y/c");
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen.iter().flatten().any(|p| p.starts_with(b"new")),
+        "old name reported: {seen:?}"
+    );
+    drop(seen);
+}
+
+/// Events are read in batches: a hundred quick rewrites of one file (some
+/// 400 inotify events) are a handful of reports, not hundreds.
+#[test]
+fn watcher_reports_in_batches() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let f = fixture();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    let notify: ferry_backend::ChangeNotify = Arc::new(move |p: Option<&RelPath>| {
+        if p.map(|p| p.as_bytes()) == Some(b"f") {
+            c2.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let _w = watch::start(f.root.clone(), notify).unwrap();
+    for i in 0..100u32 {
+        std::fs::write(f.root.join("f"), i.to_le_bytes()).unwrap();
+    }
+    std::thread::sleep(watch::BATCH * 10);
+    let n = count.load(Ordering::Relaxed);
+    assert!((1..=20).contains(&n), "{n} reports for 100 rewrites");
+}
