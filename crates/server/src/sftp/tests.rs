@@ -137,6 +137,20 @@ impl Client {
         }
     }
 
+    /// Send `count` READs of `len` bytes covering the file from its start,
+    /// with ids from 10, without waiting for replies.
+    async fn read_in_a_row(&self, handle: &Bytes, count: u32, len: u32) {
+        for i in 0..count {
+            self.send(Request::Read {
+                id: 10 + i,
+                handle: handle.clone(),
+                offset: i as u64 * len as u64,
+                len,
+            })
+            .await;
+        }
+    }
+
     /// Close the input and wait for the session to end.
     async fn finish(mut self) -> Result<(), SessionError> {
         self.tx = None;
@@ -336,15 +350,7 @@ async fn reads_ahead_of_a_stalled_client_are_bounded() {
     std::fs::write(c.root.join("f"), vec![b'a'; size]).unwrap();
     c.init().await;
     let h = c.open(1, "/f", pflags::READ).await;
-    for i in 0..READS {
-        c.send(Request::Read {
-            id: 10 + i,
-            handle: h.clone(),
-            offset: (i * LEN) as u64,
-            len: LEN,
-        })
-        .await;
-    }
+    c.read_in_a_row(&h, READS, LEN).await;
     // Let every READ that may run, run; then change the file in place:
     // READs served from now on see the new bytes.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -393,15 +399,7 @@ async fn session_ends_after_reads_waiting_for_budget() {
     std::fs::write(c.root.join("f"), vec![b'a'; 1 << 20]).unwrap();
     c.init().await;
     let h = c.open(1, "/f", pflags::READ).await;
-    for i in 0..8u32 {
-        c.send(Request::Read {
-            id: 10 + i,
-            handle: h.clone(),
-            offset: i as u64 * 32768,
-            len: 32768,
-        })
-        .await;
-    }
+    c.read_in_a_row(&h, 8, 32768).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     c.tx = None;
     tokio::time::sleep(Duration::from_millis(100)).await;
