@@ -485,8 +485,7 @@ impl Backend for LocalBackend {
                         "not a regular file (a FIFO, socket or device)",
                     ));
                 }
-                let flags = rustix::fs::fcntl_getfl(&f)?;
-                rustix::fs::fcntl_setfl(&f, flags - rustix::fs::OFlags::NONBLOCK)?;
+                // O_NONBLOCK stays: it has no effect on regular files.
                 Ok(f)
             })
             .await?;
