@@ -197,6 +197,14 @@ impl Setup {
         (Self::with(backend, mode, None), root)
     }
 
+    /// A new start on the same cache after a crash, uploading at once
+    /// what it finds changed.
+    fn restart(&self) -> Vfs {
+        let mut opts = self.opts.clone();
+        opts.cache.write_back = Duration::ZERO;
+        Vfs::try_new(self.probe.clone(), opts).unwrap()
+    }
+
     fn with(backend: Arc<dyn Backend>, mode: CacheMode, dir: Option<tempfile::TempDir>) -> Setup {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let mut opts = VfsOptions {
@@ -448,9 +456,7 @@ async fn dirty_files_survive_a_crash_and_upload_on_the_next_start() {
     // "Crash": the VFS goes away without flushing.
     drop(vfs);
     assert_eq!(s.stored("new").await, None);
-    let mut opts = s.opts.clone();
-    opts.cache.write_back = Duration::ZERO;
-    let vfs = Vfs::try_new(s.probe.clone(), opts).unwrap();
+    let vfs = s.restart();
     assert_eq!(vfs.pending_uploads(), 2);
     // Visible before they land, too.
     assert_eq!(read_all(&vfs, "new").await, b"created");
@@ -742,9 +748,7 @@ async fn data_written_after_the_last_record_survives_a_crash() {
     // The server dies with the file open.
     std::mem::forget(f);
     drop(vfs);
-    let mut opts = s.opts.clone();
-    opts.cache.write_back = Duration::ZERO;
-    let vfs = Vfs::try_new(s.probe.clone(), opts).unwrap();
+    let vfs = s.restart();
     flush(&vfs).await;
     assert_eq!(s.stored("f").await.unwrap(), b"first second");
 }
@@ -822,9 +826,7 @@ async fn in_place_writes_after_the_first_survive_a_crash() {
     .unwrap();
     std::mem::forget(f);
     drop(vfs);
-    let mut opts = s.opts.clone();
-    opts.cache.write_back = Duration::ZERO;
-    let vfs = Vfs::try_new(s.probe.clone(), opts).unwrap();
+    let vfs = s.restart();
     flush(&vfs).await;
     assert_eq!(s.stored("f").await.unwrap(), b"0A23456B8");
 }
