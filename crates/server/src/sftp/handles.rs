@@ -30,6 +30,8 @@ use ferry_vfs::backend::RelPath;
 use ferry_vfs::{Attr, VfsFile};
 use tokio::sync::Semaphore;
 
+use super::order::Lane;
+
 /// What a request does to a handle, for ordering.
 #[derive(Debug, Clone, Copy)]
 pub enum Access {
@@ -203,6 +205,8 @@ pub struct HandleEntry {
     pub kind: HandleKind,
     /// The path it was opened at.
     pub path: RelPath,
+    /// The order its requests' replies leave in.
+    pub replies: Lane,
 }
 
 impl HandleEntry {
@@ -256,7 +260,14 @@ impl HandleTable {
                 break id;
             }
         };
-        map.insert(id, Arc::new(HandleEntry { kind, path }));
+        map.insert(
+            id,
+            Arc::new(HandleEntry {
+                kind,
+                path,
+                replies: Lane::default(),
+            }),
+        );
         Ok(id.to_be_bytes().to_vec())
     }
 

@@ -10,8 +10,9 @@
 //! - the **request tasks** run concurrently, at most
 //!   [`SftpOptions::max_in_flight`] at once, each one small function in
 //!   [`ops`];
-//! - the **writer** sends replies in completion order, batching small ones
-//!   into one channel write.
+//! - the **writer** sends replies as they come, batching small ones into
+//!   one channel write; the replies of one handle come in the order its
+//!   requests arrived ([`order`]).
 //!
 //! Memory is bounded: a request holds a share of
 //! [`SftpOptions::max_queued_bytes`] from the moment it is read until its
@@ -25,18 +26,23 @@
 pub mod convert;
 pub mod handles;
 mod ops;
+pub mod order;
 
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ferry_proto::{check_frame, Frame, Request, Response, StatusCode};
 use ferry_vfs::Vfs;
+use futures::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use ferry_vfs::backend::RelPath;
 use handles::{Access, HandleEntry, HandleTable, Op, Sequencer};
+use order::Turn;
 
 /// Limits and settings of SFTP sessions.
 #[derive(Debug, Clone)]
@@ -63,6 +69,9 @@ pub struct SftpOptions {
     pub readdir_page: usize,
     /// The user name, for logs.
     pub user: String,
+    /// Refuse every change in this session (the login's policy; a
+    /// read-only VFS refuses them for everyone).
+    pub read_only: bool,
 }
 
 impl Default for SftpOptions {
@@ -77,6 +86,7 @@ impl Default for SftpOptions {
             max_read_ahead_bytes: 2 << 20,
             readdir_page: 100,
             user: String::new(),
+            read_only: false,
         }
     }
 }
@@ -122,6 +132,13 @@ pub(crate) struct Ctx {
     pub(crate) handles: HandleTable,
     pub(crate) opts: Arc<SftpOptions>,
     pub(crate) seq: Arc<Sequencer>,
+}
+
+impl Ctx {
+    /// Are changes refused in this session?
+    pub(crate) fn read_only(&self) -> bool {
+        self.opts.read_only || self.vfs.is_read_only()
+    }
 }
 
 enum State {
@@ -280,34 +297,40 @@ impl Reader {
         });
     }
 
-    /// Register handle requests in order, then run the request in a task.
+    /// Register the request in arrival order (its sequencer ticket, its
+    /// reply turn, its read-ahead claim), then run it: first right here,
+    /// then, if it has to wait, in a task of its own.
     fn dispatch(&mut self, req: Request, queued: OwnedSemaphorePermit) {
         let id = req.id().unwrap_or(0);
-        if self.ctx.vfs.is_read_only() && req.writes() {
-            let reply = ops::status(id, StatusCode::PermissionDenied, "Read-only server");
-            ops::log(&req, &reply);
-            self.send(reply, queued);
-            return;
-        }
         let Ok((op, entries)) = self.op(&req) else {
             let reply = ops::status(id, StatusCode::Failure, "Invalid handle");
             ops::log(&req, &reply);
             self.send(reply, queued);
             return;
         };
-        let mut ticket = op.map(|op| self.ctx.seq.register(op));
-        let ctx = self.ctx.clone();
-        let tx = self.tx.clone();
-        let in_flight = self.in_flight.clone();
-        // File data a READ will hold until its reply reaches the transport.
-        let read_ahead = match &req {
-            Request::Read { len, .. } => {
+        // Replies on a handle leave in the order its requests arrived.
+        let mut turn = Turn::new(entries.iter().map(|e| &e.replies));
+        let refusal = (self.ctx.read_only() && req.writes())
+            .then(|| ops::status(id, StatusCode::PermissionDenied, "Read-only server"));
+        let mut ticket = match &refusal {
+            None => op.map(|op| self.ctx.seq.register(op)),
+            Some(_) => None,
+        };
+        // File data a READ will hold until its reply reaches the transport,
+        // claimed now so that claims are granted in arrival order: a later
+        // READ must never hold budget that an earlier one waits for while
+        // its own reply waits for the earlier one's turn.
+        let read_ahead = match (&req, &refusal) {
+            (Request::Read { len, .. }, None) => {
                 let bytes = (*len).min(self.ctx.opts.max_read) as usize;
                 let units = (bytes / QUEUE_UNIT + 1).min(self.read_ahead_units) as u32;
-                Some((self.read_ahead.clone(), units))
+                Some(Claim::queue(self.read_ahead.clone(), units))
             }
             _ => None,
         };
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        let in_flight = self.in_flight.clone();
         // Requests that move little data are first tried right here: most
         // finish without waiting (metadata from the cache or a local disk),
         // and a task of their own would cost more than they do. One that
@@ -321,36 +344,49 @@ impl Reader {
         let alive = self.requests.clone().try_acquire_owned().ok();
         let mut task = Box::pin(async move {
             let _alive = alive;
-            // Wait for earlier conflicting requests before taking a slot, so
-            // slots are only held by requests that can run.
-            if let Some(t) = ticket.as_mut() {
-                t.wait().await;
-            }
-            let read_ahead = match read_ahead {
-                Some((budget, units)) => match budget.acquire_many_owned(units).await {
-                    Ok(p) => Some(p),
-                    Err(_) => return,
-                },
-                None => None,
+            let mut read_ahead_permit = None;
+            let reply = match refusal {
+                Some(reply) => reply,
+                None => {
+                    // Wait for earlier conflicting requests before taking a
+                    // slot, so slots are only held by requests that can run.
+                    if let Some(t) = ticket.as_mut() {
+                        t.wait().await;
+                    }
+                    if let Some(claim) = read_ahead {
+                        match claim.granted().await {
+                            Some(p) => read_ahead_permit = Some(p),
+                            None => return,
+                        }
+                    }
+                    let Ok(slot) = in_flight.acquire_owned().await else {
+                        return;
+                    };
+                    // A panic fails this request only, and it still gets a
+                    // reply (its client may be waiting for exactly that one).
+                    let run = AssertUnwindSafe(ops::run(&ctx, &req, &entries));
+                    let reply = run.catch_unwind().await.unwrap_or_else(|_| {
+                        tracing::error!("sftp: request {id} panicked");
+                        ops::status(id, StatusCode::Failure, "Internal server error")
+                    });
+                    drop(slot);
+                    drop(ticket);
+                    reply
+                }
             };
-            let Ok(_slot) = in_flight.acquire_owned().await else {
-                return;
-            };
-            let reply = ops::run(&ctx, &req, &entries).await;
-            drop(ticket);
             ops::log(&req, &reply);
+            turn.wait().await;
             let _ = tx.send(Outgoing {
                 data: reply,
                 _queued: queued,
-                _read_ahead: read_ahead,
+                _read_ahead: read_ahead_permit,
             });
+            // The turn ends here, after the reply is queued for the writer.
         });
         if try_here {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             // A panic ends this request only, as it would in its own task.
-            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                task.as_mut().poll(&mut cx)
-            }));
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx)));
             match polled {
                 Ok(std::task::Poll::Ready(())) => return,
                 Ok(std::task::Poll::Pending) => {}
@@ -468,6 +504,43 @@ impl Reader {
                 _ => Ok((None, Vec::new())),
             },
             _ => Ok((None, Vec::new())),
+        }
+    }
+}
+
+/// A READ's claim on the session's read-ahead budget, queued when it is
+/// made: tokio's semaphore is fair, so claims are granted in the order
+/// they were queued, whatever order their tasks run in.
+enum Claim {
+    Granted(OwnedSemaphorePermit),
+    Queued(Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>),
+    Closed,
+}
+
+impl Claim {
+    fn queue(budget: Arc<Semaphore>, units: u32) -> Claim {
+        // Free budget is taken at once (the semaphore holds free permits
+        // only while nobody waits, so this never jumps the queue).
+        if let Ok(p) = budget.clone().try_acquire_many_owned(units) {
+            return Claim::Granted(p);
+        }
+        let mut wait = Box::pin(async move { budget.acquire_many_owned(units).await.ok() });
+        // One poll puts the claim in the semaphore's queue now; the task
+        // polls it again later with its own waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match wait.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Some(p)) => Claim::Granted(p),
+            std::task::Poll::Ready(None) => Claim::Closed,
+            std::task::Poll::Pending => Claim::Queued(wait),
+        }
+    }
+
+    /// The budget, once granted (`None` if the budget was closed).
+    async fn granted(self) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Claim::Granted(p) => Some(p),
+            Claim::Queued(wait) => wait.await,
+            Claim::Closed => None,
         }
     }
 }

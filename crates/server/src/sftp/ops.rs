@@ -399,7 +399,7 @@ async fn statvfs(ctx: &Ctx, id: u32) -> OpResult {
     let free = u.free.unwrap_or(0);
     let used = u.used.unwrap_or(total.saturating_sub(free));
     let mut flag = ferry_proto::ST_NOSUID;
-    if ctx.vfs.is_read_only() {
+    if ctx.read_only() {
         flag |= ferry_proto::ST_RDONLY;
     }
     let s = Statvfs {

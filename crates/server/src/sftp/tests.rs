@@ -530,3 +530,185 @@ async fn readdir_pages_through_large_directories() {
     }
     assert_eq!(names.len(), 1234);
 }
+
+/// The ids of the next `n` replies, in the order they came.
+async fn reply_ids(c: &mut Client, n: usize) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = match c.recv().await.expect("a reply") {
+            Response::Status { id, .. }
+            | Response::Data { id, .. }
+            | Response::Handle { id, .. }
+            | Response::Attrs { id, .. } => id,
+            other => panic!("unexpected reply {other:?}"),
+        };
+        ids.push(id);
+    }
+    ids
+}
+
+/// Writes of mixed sizes on one handle (the small ones finish in the
+/// reader, the large ones in tasks, so they would overtake each other):
+/// the replies come in request order, as paramiko's pipelined writer needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_on_one_handle_come_in_request_order() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    let h = c
+        .open(1, "/f", pflags::WRITE | pflags::CREAT | pflags::TRUNC)
+        .await;
+    let mut offset = 0u64;
+    let mut expected = Vec::new();
+    for i in 0..200u32 {
+        let len = if i % 3 == 0 { 200 << 10 } else { 4 << 10 };
+        let data: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
+        expected.extend_from_slice(&data);
+        c.send(Request::Write {
+            id: 100 + i,
+            handle: h.clone(),
+            offset,
+            data: Bytes::from(data),
+        })
+        .await;
+        offset += len as u64;
+    }
+    c.send(Request::Close {
+        id: 300,
+        handle: h.clone(),
+    })
+    .await;
+    let ids = reply_ids(&mut c, 201).await;
+    assert_eq!(ids, (100..=300).collect::<Vec<_>>());
+    assert_eq!(std::fs::read(c.root.join("f")).unwrap(), expected);
+
+    // READs, large and small, the last ones past the end of the file: the
+    // short and EOF replies never overtake the data before them (PuTTY
+    // takes an early short READ for the end of the file).
+    let h = c.open(2, "/f", pflags::READ).await;
+    let size = expected.len() as u64;
+    let mut sent = Vec::new();
+    let mut at = 0u64;
+    for i in 0..120u32 {
+        let len: u32 = if i % 2 == 0 { 255 << 10 } else { 16 << 10 };
+        c.send(Request::Read {
+            id: 1000 + i,
+            handle: h.clone(),
+            offset: at,
+            len,
+        })
+        .await;
+        sent.push(1000 + i);
+        at += len as u64;
+    }
+    assert!(at > size + (256 << 10), "some READs are past the end");
+    let ids = reply_ids(&mut c, sent.len()).await;
+    assert_eq!(ids, sent);
+    c.finish().await.unwrap();
+}
+
+/// Requests on different handles and without one are not held up by a
+/// handle's order: only each handle's own replies are ordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_handle_keeps_its_own_order() {
+    let mut c = Client::start(VfsOptions::default());
+    std::fs::write(c.root.join("a"), vec![1u8; 4 << 20]).unwrap();
+    std::fs::write(c.root.join("b"), vec![2u8; 4 << 20]).unwrap();
+    c.init().await;
+    let a = c.open(1, "/a", pflags::READ).await;
+    let b = c.open(2, "/b", pflags::READ).await;
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for i in 0..32u32 {
+        let (h, ids, len) = if i % 2 == 0 {
+            (&a, &mut on_a, 255 << 10)
+        } else {
+            (&b, &mut on_b, 8 << 10)
+        };
+        c.send(Request::Read {
+            id: 100 + i,
+            handle: h.clone(),
+            offset: (i as u64 / 2) * (255 << 10),
+            len,
+        })
+        .await;
+        ids.push(100 + i);
+        c.send(Request::Stat {
+            id: 500 + i,
+            path: Bytes::from_static(b"/a"),
+        })
+        .await;
+    }
+    let ids = reply_ids(&mut c, 64).await;
+    let only = |want: &[u32]| {
+        ids.iter()
+            .copied()
+            .filter(|i| want.contains(i))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(only(&on_a), on_a);
+    assert_eq!(only(&on_b), on_b);
+    c.finish().await.unwrap();
+}
+
+/// With a read-ahead budget of two READs and 64 READs in flight on one
+/// handle, budget goes to READs in arrival order: a later READ never holds
+/// budget an earlier one waits for while its reply waits for the earlier
+/// one's (which would hang the session). The client's window is shut
+/// until every READ is queued, so tasks race for the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_budget_goes_in_arrival_order() {
+    const LEN: u32 = 255 * 1024;
+    for round in 0..10 {
+        let sftp = SftpOptions {
+            max_read_ahead_bytes: 2 * LEN as usize + 1024,
+            ..SftpOptions::default()
+        };
+        let gate = Arc::new(Semaphore::new(2)); // VERSION and HANDLE pass
+        let mut c = Client::start_with(VfsOptions::default(), sftp, Some(gate.clone()));
+        std::fs::write(c.root.join("f"), vec![7u8; 64 * LEN as usize]).unwrap();
+        c.init().await;
+        let h = c.open(1, "/f", pflags::READ).await;
+        c.read_in_a_row(&h, 64, LEN).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.add_permits(1000);
+        let ids = reply_ids(&mut c, 64).await;
+        assert_eq!(ids, (10..74).collect::<Vec<_>>(), "round {round}");
+        c.finish().await.unwrap();
+    }
+}
+
+/// A login that may not write (a key forced to `internal-sftp -R`): its
+/// changes are refused before dispatch, and a refusal on a handle still
+/// comes after the replies of the handle's earlier requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_login_refusals_keep_the_handles_order() {
+    let sftp = SftpOptions {
+        read_only: true,
+        ..SftpOptions::default()
+    };
+    let mut c = Client::start_with(VfsOptions::default(), sftp, None);
+    std::fs::write(c.root.join("f"), vec![3u8; 4 << 20]).unwrap();
+    c.init().await;
+    c.send(Request::Open {
+        id: 1,
+        path: Bytes::from_static(b"/new"),
+        pflags: pflags::WRITE | pflags::CREAT,
+        attrs: FileAttributes::default(),
+    })
+    .await;
+    assert_eq!(c.status().await, (1, StatusCode::PermissionDenied));
+    let h = c.open(2, "/f", pflags::READ).await;
+    c.read_in_a_row(&h, 8, 255 << 10).await;
+    c.send(Request::Write {
+        id: 50,
+        handle: h.clone(),
+        offset: 0,
+        data: Bytes::from_static(b"x"),
+    })
+    .await;
+    let ids = reply_ids(&mut c, 9).await;
+    assert_eq!(ids, [10, 11, 12, 13, 14, 15, 16, 17, 50]);
+    assert!(!c.root.join("new").exists());
+    assert_eq!(std::fs::read(c.root.join("f")).unwrap()[0], 3);
+    c.finish().await.unwrap();
+}
