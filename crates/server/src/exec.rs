@@ -7,7 +7,8 @@
 //! the way the rclone client escapes paths: a newline arrives as
 //! quote-newline-quote (`'<LF>'`) and becomes a bare newline, then `\X`
 //! becomes `X`. Output formats follow the tools rclone expects (`md5sum`'s
-//! `<hex>  <name>`, `df`'s columns).
+//! `<hex>  <name>`, with the name unescaped as rclone prints it; `df`'s
+//! columns).
 
 use ferry_vfs::backend::{HashKind, RelPath};
 use ferry_vfs::hash::hash_bytes;
@@ -214,7 +215,9 @@ async fn hash_file(vfs: &Vfs, kind: HashKind, arg: &str) -> Outcome {
         return fail(format!("{arg}: invalid path"));
     };
     match vfs.hash(&path, kind).await {
-        Ok(hex) => ok(format!("{hex}  {arg}\n")),
+        // The path as it reads unescaped, as rclone prints it: scripts
+        // that read the second field get the real name.
+        Ok(hex) => ok(format!("{hex}  {name}\n")),
         Err(VfsError::Unsupported(_)) => fail(format!("{} hash not supported", kind.name())),
         Err(VfsError::NotFound) => fail(format!("{name}: no such file or directory")),
         Err(VfsError::IsADirectory) => fail(format!("{name}: is a directory")),
@@ -341,7 +344,7 @@ mod tests {
         let be = ferry_backend_local::LocalBackend::open(tmp.path()).unwrap();
         let vfs = Vfs::new(std::sync::Arc::new(be), Default::default());
         let o = run(&vfs, &parse("md5sum a\\ b")).await;
-        assert_eq!(o.stdout, b"0bee89b07a248e27c83fc3d5951213c1  a\\ b\n");
+        assert_eq!(o.stdout, b"0bee89b07a248e27c83fc3d5951213c1  a b\n");
         assert_eq!(o.status, 0);
         let o = run(&vfs, &parse("md5sum")).await;
         assert_eq!(o.stdout, b"d41d8cd98f00b204e9800998ecf8427e  -\n");
