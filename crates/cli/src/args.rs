@@ -348,6 +348,59 @@ pub struct SftpArgs {
     )]
     pub debug_backend_latency: Option<String>,
 
+    /// SSH key exchange algorithms, in OpenSSH's syntax: `+a,b` adds to the
+    /// defaults (e.g. the legacy SHA-1 `diffie-hellman-group14-sha1`), `-a`
+    /// removes, `^a` puts first, a plain list replaces. Repeatable.
+    #[arg(
+        long,
+        env = "FERRY_SSH_KEX",
+        value_name = "LIST",
+        allow_hyphen_values = true
+    )]
+    pub ssh_kex: Vec<String>,
+
+    /// SSH ciphers, in OpenSSH's syntax (see --ssh-kex); `+aes128-cbc` and
+    /// friends add the legacy CBC ciphers.
+    #[arg(
+        long,
+        env = "FERRY_SSH_CIPHERS",
+        value_name = "LIST",
+        allow_hyphen_values = true
+    )]
+    pub ssh_ciphers: Vec<String>,
+
+    /// SSH MACs, in OpenSSH's syntax (see --ssh-kex); `+hmac-sha1` adds the
+    /// legacy SHA-1 MAC.
+    #[arg(
+        long,
+        env = "FERRY_SSH_MACS",
+        value_name = "LIST",
+        allow_hyphen_values = true
+    )]
+    pub ssh_macs: Vec<String>,
+
+    /// Host key signature algorithms, in OpenSSH's syntax (see --ssh-kex);
+    /// `+ssh-rsa` lets clients that know only SHA-1 RSA signatures check an
+    /// RSA host key.
+    #[arg(
+        long,
+        env = "FERRY_SSH_HOST_KEY_ALGORITHMS",
+        value_name = "LIST",
+        allow_hyphen_values = true
+    )]
+    pub ssh_host_key_algorithms: Vec<String>,
+
+    /// Signature algorithms accepted for public-key logins, in OpenSSH's
+    /// syntax (see --ssh-kex); `+ssh-rsa` accepts SHA-1 RSA signatures from
+    /// old clients.
+    #[arg(
+        long,
+        env = "FERRY_SSH_PUBKEY_ALGORITHMS",
+        value_name = "LIST",
+        allow_hyphen_values = true
+    )]
+    pub ssh_pubkey_algorithms: Vec<String>,
+
     /// Print more (-v logins, -vv every SFTP operation).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

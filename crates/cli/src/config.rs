@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ferry_server::algorithms::{Algorithms, List};
 use ferry_server::auth::{parse_authorized_keys, AuthConfig};
 use ferry_vfs::VfsOptions;
 
@@ -82,8 +83,29 @@ pub struct ServeConfig {
     pub retry: ferry_layers::RetryOptions,
     /// Testing only: a delay added to every backend request.
     pub debug_latency: Option<std::time::Duration>,
+    /// The SSH algorithms offered.
+    pub algorithms: Algorithms,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
+}
+
+/// The SSH algorithms: the defaults changed by the `--ssh-*` flags, in
+/// the order given.
+fn algorithms(args: &SftpArgs) -> anyhow::Result<Algorithms> {
+    let mut algorithms = Algorithms::default();
+    let flags = [
+        (List::Kex, &args.ssh_kex),
+        (List::Ciphers, &args.ssh_ciphers),
+        (List::Macs, &args.ssh_macs),
+        (List::HostKeys, &args.ssh_host_key_algorithms),
+        (List::Pubkeys, &args.ssh_pubkey_algorithms),
+    ];
+    for (list, specs) in flags {
+        for spec in specs {
+            algorithms.change(list, spec).map_err(usage)?;
+        }
+    }
+    Ok(algorithms)
 }
 
 /// Parse an octal permission value such as `0755` or `755`.
@@ -397,6 +419,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     parse_duration("vfs-read-wait", &args.vfs_read_wait)?;
     parse_duration("vfs-write-wait", &args.vfs_write_wait)?;
     Ok(ServeConfig {
+        algorithms: algorithms(args)?,
         debug_latency: args
             .debug_backend_latency
             .as_deref()

@@ -314,7 +314,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         }
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server_cfg = ServerConfig::new(cfg.auth, host_keys);
+        let mut server_cfg = ServerConfig::new(cfg.auth, host_keys);
+        server_cfg.algorithms = cfg.algorithms;
         let server = tokio::spawn(ferry_server::ssh::serve(
             listener,
             server_cfg,

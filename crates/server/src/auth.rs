@@ -12,8 +12,15 @@
 //!   `agent-forwarding`, `X11-forwarding`, `user-rc`, `permitopen`,
 //!   `permitlisten`, `environment`, `tunnel`: accepted; Ferry offers no
 //!   terminals, forwarding or user rc files to begin with.
-//! - `command="..."`: the key is refused (a forced command cannot be
-//!   honoured by an SFTP-only server), with a warning at load.
+//! - `command="..."` naming an SFTP server (`internal-sftp`, any path
+//!   ending in `sftp-server`, or `ferry serve sftp --stdio ...`), the usual
+//!   way to make a key SFTP-only: the key gets SFTP, which is all Ferry
+//!   serves anyway. `-R` (sftp-server) and `--read-only` (Ferry) make its
+//!   logins read-only; sftp-server's logging options (`-e`, `-f`, `-l`) do
+//!   not matter here; any other option refuses the key. Ferry's own
+//!   arguments (its path and other flags) are not applied, with a warning:
+//!   the key gets this server's remote. Any other forced command refuses
+//!   the key (an SFTP-only server cannot run it), with a warning at load.
 //! - `cert-authority`, `principals=`, and anything unknown: the line is
 //!   skipped with a warning, as OpenSSH skips lines with bad options.
 
@@ -85,6 +92,9 @@ pub struct AuthorizedKey {
     pub expiry: Option<SystemTime>,
     /// The comment, for logs.
     pub comment: String,
+    /// Logins with this key may not change anything (a forced
+    /// `internal-sftp -R`).
+    pub read_only: bool,
 }
 
 impl AuthorizedKey {
@@ -133,14 +143,20 @@ pub fn parse_authorized_keys(text: &str, source: &str) -> ParsedKeys {
             continue;
         }
         match parse_line(line) {
-            Ok(k) => out.keys.push(k),
+            Ok((k, note)) => {
+                out.keys.push(k);
+                if let Some(note) = note {
+                    out.warnings.push(format!("{source}:{}: {note}", n + 1));
+                }
+            }
             Err(why) => out.warnings.push(format!("{source}:{}: {why}", n + 1)),
         }
     }
     out
 }
 
-fn parse_line(line: &str) -> Result<AuthorizedKey, String> {
+/// A usable line, with a note for the log when part of it is not applied.
+fn parse_line(line: &str) -> Result<(AuthorizedKey, Option<String>), String> {
     let (options, rest) = if KEY_TYPES.iter().any(|t| line.starts_with(&format!("{t} "))) {
         ("", line)
     } else {
@@ -163,7 +179,9 @@ fn parse_line(line: &str) -> Result<AuthorizedKey, String> {
         from: None,
         expiry: None,
         comment,
+        read_only: false,
     };
+    let mut note = None;
     for opt in split_commas(options)? {
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(unquote(v)?)),
@@ -174,24 +192,128 @@ fn parse_line(line: &str) -> Result<AuthorizedKey, String> {
                 k.from = Some(v.split(',').map(|s| s.trim().to_string()).collect())
             }
             ("expiry-time", Some(v)) => k.expiry = Some(parse_expiry(&v)?),
-            ("command", Some(_)) => {
-                return Err("command= (a forced command) cannot be honoured by an SFTP-only server; key refused".into())
+            ("command", Some(cmd)) => {
+                let forced = forced_sftp(&cmd)?;
+                k.read_only |= forced.read_only;
+                note = forced.note;
             }
             ("cert-authority" | "principals", _) => {
                 return Err("certificate authorities are not supported; line skipped".into())
             }
             (
-                "restrict" | "no-pty" | "no-port-forwarding" | "no-agent-forwarding"
-                | "no-x11-forwarding" | "no-user-rc" | "pty" | "port-forwarding"
-                | "agent-forwarding" | "x11-forwarding" | "user-rc" | "no-touch-required"
+                "restrict"
+                | "no-pty"
+                | "no-port-forwarding"
+                | "no-agent-forwarding"
+                | "no-x11-forwarding"
+                | "no-user-rc"
+                | "pty"
+                | "port-forwarding"
+                | "agent-forwarding"
+                | "x11-forwarding"
+                | "user-rc"
+                | "no-touch-required"
                 | "verify-required",
                 None,
             ) => {}
             ("permitopen" | "permitlisten" | "environment" | "tunnel", Some(_)) => {}
-            (other, _) => return Err(format!("unknown or malformed option {other:?}; line skipped")),
+            (other, _) => {
+                return Err(format!(
+                    "unknown or malformed option {other:?}; line skipped"
+                ))
+            }
         }
     }
-    Ok(k)
+    Ok((k, note))
+}
+
+/// What a forced command that is an SFTP server means for its key.
+#[derive(Debug, PartialEq, Eq)]
+struct ForcedSftp {
+    read_only: bool,
+    /// What of the command is not applied, for the log.
+    note: Option<String>,
+}
+
+/// Accept a forced command that starts an SFTP server; refuse any other.
+fn forced_sftp(cmd: &str) -> Result<ForcedSftp, String> {
+    let refused = || {
+        format!(
+            "command={cmd:?} (a forced command) cannot be run by an SFTP-only server; key refused"
+        )
+    };
+    let words: Vec<&str> = cmd
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c| c == '\'' || c == '"'))
+        .collect();
+    let Some((program, args)) = words.split_first() else {
+        return Err(refused());
+    };
+    let base = program.rsplit('/').next().unwrap_or(program);
+    if base == "internal-sftp" || base.ends_with("sftp-server") {
+        return sftp_server_options(cmd, args);
+    }
+    let is_ferry = base == "ferry"
+        && args.first() == Some(&"serve")
+        && args.get(1) == Some(&"sftp")
+        && args.contains(&"--stdio");
+    if !is_ferry {
+        return Err(refused());
+    }
+    let mut read_only = false;
+    let mut ignored = Vec::new();
+    for a in &args[2..] {
+        match *a {
+            "--stdio" => {}
+            "--read-only" | "--read-only=true" => read_only = true,
+            other => ignored.push(other),
+        }
+    }
+    let note = (!ignored.is_empty()).then(|| {
+        format!(
+            "command={cmd:?}: the key gets SFTP on this server's remote; the command's own \
+             arguments ({}) are not applied",
+            ignored.join(" ")
+        )
+    });
+    Ok(ForcedSftp { read_only, note })
+}
+
+/// OpenSSH sftp-server's options: `-R` is honoured, the logging ones do
+/// not matter here, any other would change what the key may do and is not
+/// supported.
+fn sftp_server_options(cmd: &str, args: &[&str]) -> Result<ForcedSftp, String> {
+    let mut read_only = false;
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            return Err(format!(
+                "command={cmd:?}: argument {a:?} is not understood; key refused"
+            ));
+        };
+        for (i, f) in flags.char_indices() {
+            match f {
+                'R' => read_only = true,
+                'e' => {}
+                'f' | 'l' => {
+                    // The value is the rest of this word or the next one.
+                    if i + 1 == flags.len() {
+                        args.next();
+                    }
+                    break;
+                }
+                other => {
+                    return Err(format!(
+                        "command={cmd:?}: sftp-server option -{other} is not supported; key refused"
+                    ))
+                }
+            }
+        }
+    }
+    Ok(ForcedSftp {
+        read_only,
+        note: None,
+    })
 }
 
 /// Split `options rest` where options may contain quoted spaces.
@@ -366,7 +488,7 @@ mod tests {
         let parsed = parse_authorized_keys(&text, "ak");
         assert_eq!(parsed.keys.len(), 3, "{:?}", parsed.warnings);
         assert_eq!(parsed.warnings.len(), 4, "{:?}", parsed.warnings);
-        assert!(parsed.warnings[0].starts_with("ak:5: command="));
+        assert!(parsed.warnings[0].starts_with("ak:5: command=\"ls\""));
         assert_eq!(parsed.keys[0].comment, "alice@host");
         let bob = &parsed.keys[1];
         let now = SystemTime::now();
@@ -378,6 +500,47 @@ mod tests {
             !parsed.keys[2].allows(Some(ip("127.0.0.1")), now),
             "expired"
         );
+    }
+
+    #[test]
+    fn forced_sftp_commands_are_accepted_others_refused() {
+        let ok = |c: &str| forced_sftp(c).map(|f| f.read_only);
+        assert_eq!(ok("internal-sftp"), Ok(false));
+        assert_eq!(ok("internal-sftp -l INFO -f AUTH"), Ok(false));
+        assert_eq!(ok("internal-sftp -R"), Ok(true));
+        assert_eq!(ok("/usr/lib/openssh/sftp-server -e -lVERBOSE -R"), Ok(true));
+        assert_eq!(ok("/usr/libexec/sftp-server"), Ok(false));
+        assert_eq!(
+            ok("/usr/local/bin/ferry serve sftp --stdio /srv/files"),
+            Ok(false)
+        );
+        assert_eq!(ok("ferry serve sftp --stdio --read-only /srv"), Ok(true));
+        let noted = forced_sftp("ferry serve sftp --stdio /srv/files").unwrap();
+        assert!(noted.note.unwrap().contains("/srv/files"));
+        assert_eq!(forced_sftp("internal-sftp").unwrap().note, None);
+        for refused in [
+            "ls",
+            "",
+            "/bin/sh -c internal-sftp",
+            "internal-sftp -d /upload",
+            "internal-sftp -P remove",
+            "internal-sftp -u 077",
+            "sftp-server extra",
+            "ferry serve sftp /srv",
+            "ferry version --stdio",
+            "rrsync -ro /srv",
+        ] {
+            assert!(forced_sftp(refused).is_err(), "{refused:?} accepted");
+        }
+        let text = format!(
+            "command=\"internal-sftp -R\" {ED} ro\nrestrict,command=\"/usr/lib/openssh/sftp-server\" {ED} rw\ncommand=\"ferry serve sftp --stdio /x\" {ED} f\n"
+        );
+        let parsed = parse_authorized_keys(&text, "ak");
+        assert_eq!(parsed.keys.len(), 3, "{:?}", parsed.warnings);
+        assert!(parsed.keys[0].read_only);
+        assert!(!parsed.keys[1].read_only);
+        assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
+        assert!(parsed.warnings[0].starts_with("ak:3: "));
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //!   handle table and one function per operation.
 //! - [`ssh`]: the russh server: accept loop, per-connection handler,
 //!   channels and subsystems.
+//! - [`algorithms`]: the SSH algorithms offered and the flags that change
+//!   them.
 //! - [`auth`]: password and public-key checks, authorized_keys parsing.
 //! - [`exec`]: the exec commands rclone's client runs (hashes, `df`).
 //! - [`hostkeys`]: loading and generating host keys.
 
+pub mod algorithms;
 pub mod auth;
 pub mod exec;
 pub mod hostkeys;

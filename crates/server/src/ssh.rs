@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_vfs::Vfs;
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
-use russh::{cipher, kex, mac, Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Preferred};
+use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Preferred};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::algorithms::{Algorithms, List};
 use crate::auth::AuthConfig;
 use crate::sftp::{self, SftpOptions};
 
@@ -40,6 +41,8 @@ pub struct ServerConfig {
     pub max_auth_attempts: usize,
     /// Session channels per connection.
     pub max_channels: usize,
+    /// The SSH algorithms offered.
+    pub algorithms: Algorithms,
 }
 
 impl ServerConfig {
@@ -56,64 +59,15 @@ impl ServerConfig {
             // probe every OpenSSH client sends first.
             max_auth_attempts: 7,
             max_channels: 10,
+            algorithms: Algorithms::default(),
         }
     }
 }
 
-/// Ciphers offered, in order: AES-GCM, chacha20-poly1305, AES-CTR.
-const CIPHERS: &[cipher::Name] = &[
-    cipher::AES_128_GCM,
-    cipher::AES_256_GCM,
-    cipher::CHACHA20_POLY1305,
-    cipher::AES_128_CTR,
-    cipher::AES_192_CTR,
-    cipher::AES_256_CTR,
-];
-
-/// MACs (used only with CTR ciphers): encrypt-then-MAC first; the plain
-/// SHA-2 HMACs stay for clients without EtM (paramiko).
-const MACS: &[mac::Name] = &[
-    mac::HMAC_SHA256_ETM,
-    mac::HMAC_SHA512_ETM,
-    mac::HMAC_SHA256,
-    mac::HMAC_SHA512,
-];
-
-/// Key exchange: post-quantum hybrid and curve25519, a strong DH fallback,
-/// plus the ext-info and strict-kex (Terrapin) markers.
-const KEX: &[kex::Name] = &[
-    kex::MLKEM768X25519_SHA256,
-    kex::CURVE25519,
-    kex::CURVE25519_PRE_RFC_8731,
-    kex::DH_G16_SHA512,
-    kex::DH_G14_SHA256,
-    kex::EXTENSION_SUPPORT_AS_SERVER,
-    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
-];
-
-/// Host and user key algorithms: no SHA-1 `ssh-rsa` signatures.
-const KEY_ALGS: &[Algorithm] = &[
-    Algorithm::Ed25519,
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP256,
-    },
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP384,
-    },
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP521,
-    },
-    Algorithm::Rsa {
-        hash: Some(HashAlg::Sha512),
-    },
-    Algorithm::Rsa {
-        hash: Some(HashAlg::Sha256),
-    },
-];
-
 struct Shared {
     russh: Arc<russh::server::Config>,
     auth: AuthConfig,
+    algorithms: Algorithms,
     vfs: Vfs,
     sftp: Arc<SftpOptions>,
     login_grace: Duration,
@@ -145,10 +99,10 @@ fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
         maximum_packet_size: 64 * 1024,
         channel_buffer_size: 256,
         preferred: Preferred {
-            kex: Cow::Borrowed(KEX),
-            key: Cow::Borrowed(KEY_ALGS),
-            cipher: Cow::Borrowed(CIPHERS),
-            mac: Cow::Borrowed(MACS),
+            kex: Cow::Owned(cfg.algorithms.russh_kex()),
+            key: Cow::Owned(cfg.algorithms.russh_host_keys()),
+            cipher: Cow::Owned(cfg.algorithms.russh_ciphers()),
+            mac: Cow::Owned(cfg.algorithms.russh_macs()),
             compression: Cow::Borrowed(&[russh::compression::NONE]),
             ..Preferred::DEFAULT
         },
@@ -173,6 +127,7 @@ pub async fn serve(
         login_grace: cfg.login_grace,
         max_channels: cfg.max_channels,
         auth: cfg.auth,
+        algorithms: cfg.algorithms,
         vfs,
     });
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
@@ -209,6 +164,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         peer,
         attempt: None,
         user: String::new(),
+        read_only: false,
         channels: HashMap::new(),
         open_channels: Arc::new(AtomicUsize::new(0)),
         authed: authed.clone(),
@@ -235,10 +191,48 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
                 .await;
         }
     });
-    if let Err(e) = session.await {
-        tracing::debug!(%peer, "connection ended: {e}");
+    match session.await {
+        Err(russh::Error::NoCommonAlgo { kind, theirs, .. }) => {
+            log_no_common_algorithm(&shared.algorithms, peer, kind, &theirs)
+        }
+        Err(e) => tracing::debug!(%peer, "connection ended: {e}"),
+        Ok(()) => {}
     }
     watchdog.abort();
+}
+
+/// A client that shares no algorithm with us: say which, and what the
+/// operator could turn on for it.
+fn log_no_common_algorithm(
+    algorithms: &Algorithms,
+    peer: SocketAddr,
+    kind: russh::AlgorithmKind,
+    theirs: &[String],
+) {
+    let list = match kind {
+        russh::AlgorithmKind::Kex => List::Kex,
+        russh::AlgorithmKind::Key => List::HostKeys,
+        russh::AlgorithmKind::Cipher => List::Ciphers,
+        russh::AlgorithmKind::Mac => List::Macs,
+        russh::AlgorithmKind::Compression => {
+            tracing::info!(%peer, "SSH negotiation failed: no common compression; client offers {}", theirs.join(","));
+            return;
+        }
+    };
+    let hint = match algorithms.could_enable(list, theirs).as_slice() {
+        [] => String::new(),
+        can => format!(
+            "; {} +{} would allow it (legacy, off by default)",
+            list.flag(),
+            can.join(",")
+        ),
+    };
+    tracing::info!(
+        %peer,
+        "SSH negotiation failed: no common {} algorithm; client offers {}{hint}",
+        list.what(),
+        theirs.join(","),
+    );
 }
 
 /// One connection's state.
@@ -248,6 +242,8 @@ struct Conn {
     /// The method of the authentication attempt in progress, for the log.
     attempt: Option<&'static str>,
     user: String,
+    /// The login may not change anything (its key's forced command says so).
+    read_only: bool,
     /// Session channels opened but not yet given a subsystem or command.
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Session channels open now: counted at open, released when an
@@ -270,6 +266,23 @@ impl Conn {
     fn reject(&self, user: &str, method: &str) -> Auth {
         tracing::info!(peer = %self.peer, "SSH login failed for {user:?} ({method})");
         self.retry()
+    }
+
+    fn refuse_algorithm(&self, user: &str, alg: &russh::keys::Algorithm) -> Auth {
+        let name = alg.as_str();
+        let legacy = List::Pubkeys.supported().any(|n| n == name);
+        let hint = if legacy {
+            format!(
+                " (off by default; {} +{name} allows it)",
+                List::Pubkeys.flag()
+            )
+        } else {
+            String::new()
+        };
+        self.reject(
+            user,
+            &format!("publickey: signature algorithm {name} not accepted{hint}"),
+        )
     }
 
     /// A rejection that keeps every configured method on offer, so a
@@ -315,6 +328,17 @@ impl Conn {
 impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
+    async fn lookup_dh_gex_group(
+        &mut self,
+        gex: &russh::client::GexParams,
+    ) -> Result<Option<russh::kex::dh::groups::DhGroup>, Self::Error> {
+        Ok(crate::algorithms::gex_group(
+            gex.min_group_size(),
+            gex.preferred_group_size(),
+            gex.max_group_size(),
+        ))
+    }
+
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         if self.shared.auth.no_auth {
             return Ok(self.accept(user, "none"));
@@ -336,8 +360,8 @@ impl russh::server::Handler for Conn {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if matches!(offer.algorithm, Algorithm::Rsa { hash: None }) {
-            return Ok(self.reject(user, "publickey ssh-rsa (SHA-1) refused"));
+        if !self.shared.algorithms.accepts_pubkey(offer.algorithm) {
+            return Ok(self.refuse_algorithm(user, offer.algorithm));
         }
         match self
             .shared
@@ -354,15 +378,18 @@ impl russh::server::Handler for Conn {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if matches!(key.algorithm, Algorithm::Rsa { hash: None }) {
-            return Ok(self.reject(user, "publickey ssh-rsa (SHA-1) refused"));
+        if !self.shared.algorithms.accepts_pubkey(key.algorithm) {
+            return Ok(self.refuse_algorithm(user, key.algorithm));
         }
         match self
             .shared
             .auth
             .find_key(key.public_key, Some(self.peer.ip()))
         {
-            Some(_) => Ok(self.accept(user, "publickey")),
+            Some(k) => {
+                self.read_only = k.read_only;
+                Ok(self.accept(user, "publickey"))
+            }
             None => Ok(self.reject(user, "publickey")),
         }
     }
@@ -428,6 +455,7 @@ impl russh::server::Handler for Conn {
         let vfs = self.shared.vfs.clone();
         let mut opts = (*self.shared.sftp).clone();
         opts.user = self.user.clone();
+        opts.read_only = self.read_only;
         let peer = self.peer;
         let slot = self.slot();
         tokio::spawn(async move {
