@@ -13,10 +13,9 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
-use ferry_backend::{FileHandle, FileType, Metadata, RelPath, SetAttrs, UploadOptions};
+use ferry_backend::{FileHandle, FileType, RelPath, SetAttrs, UploadOptions};
 use rand::RngExt as _;
 
 use crate::cache::item::Item;
@@ -160,7 +159,7 @@ pub struct VfsFile {
     body: Body,
     /// Read-ahead, for read-only opens on high-latency stores.
     readahead: Option<Box<Reader>>,
-    /// The id of an atomic upload in [`crate::uploads::Uploads`].
+    /// The id of an atomic or streamed upload in [`crate::uploads::Uploads`].
     upload: Option<u64>,
     state: AtomicU8,
     /// Checks a whole-file read against the store's hash.
@@ -221,7 +220,7 @@ impl VfsFile {
         }
         let caps = inner.backend.capabilities();
         if flags.writes() && !caps.random_access_write {
-            return Self::open_stream(inner, path, flags).await;
+            return Self::open_stream(inner, viewer, path, flags).await;
         }
         let atomic = flags.truncate && (flags.write || flags.append);
         if !atomic {
@@ -393,7 +392,12 @@ impl VfsFile {
     /// on CLOSE. Only what such a store can honour is accepted: creating or
     /// replacing a whole file. Changing part of an existing file, appending
     /// and seeking back need the file cache (`--vfs-cache-mode writes`).
-    async fn open_stream(inner: Arc<Inner>, path: &RelPath, flags: OpenFlags) -> Result<VfsFile> {
+    async fn open_stream(
+        inner: Arc<Inner>,
+        viewer: u64,
+        path: &RelPath,
+        flags: OpenFlags,
+    ) -> Result<VfsFile> {
         if !inner.backend.capabilities().streaming_upload {
             return Err(VfsError::Unsupported(
                 "writing to this remote without --vfs-cache-mode writes",
@@ -429,13 +433,19 @@ impl VfsFile {
             )
             .await?;
         let budget = inner.reorder_budget.clone();
+        let writer = Arc::new(StreamWriter::new(upload, budget));
+        // Its session sees the new file at once (sshfs stats what it has
+        // just created); the others when it lands.
+        let id = inner
+            .uploads
+            .register_stream(viewer, path.clone(), writer.clone());
         Ok(VfsFile {
             inner,
             path: path.clone(),
             flags,
-            body: Body::Stream(Arc::new(StreamWriter::new(upload, budget))),
+            body: Body::Stream(writer),
             readahead: None,
-            upload: None,
+            upload: Some(id),
             state: AtomicU8::new(OPEN),
             verify: None,
         })
@@ -512,15 +522,7 @@ impl VfsFile {
         self.check_open()?;
         let meta = match &self.body {
             Body::Handle(h) => h.stat().await?,
-            Body::Stream(s) => Metadata {
-                file_type: FileType::File,
-                size: s.size(),
-                mtime: Some(s.mtime().unwrap_or_else(SystemTime::now)),
-                atime: None,
-                permissions: None,
-                owner: None,
-                change: None,
-            },
+            Body::Stream(s) => s.metadata(),
             Body::Cached { item, .. } => item.metadata(),
         };
         Ok(self.inner.attr(&meta))
@@ -630,7 +632,9 @@ impl VfsFile {
             return cache.close(item, *writer);
         }
         if let Body::Stream(s) = &self.body {
-            s.finish().await?;
+            let r = s.finish().await;
+            self.forget_stream();
+            r?;
             self.inner.landed(&self.path);
             return Ok(());
         }
@@ -694,11 +698,19 @@ impl VfsFile {
         true
     }
 
+    /// A streamed upload ends: its session stops seeing it as the file.
+    fn forget_stream(&self) {
+        if let (Body::Stream(_), Some(id)) = (&self.body, self.upload) {
+            self.inner.uploads.take_stream(id);
+        }
+    }
+
     async fn discard(&self) {
         if self.keep_cached() {
             return;
         }
         if let Body::Stream(s) = &self.body {
+            self.forget_stream();
             s.abort().await;
             return;
         }
@@ -724,6 +736,7 @@ impl Drop for VfsFile {
             return;
         }
         if let Body::Stream(s) = &self.body {
+            self.forget_stream();
             let s = s.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move { s.abort().await });

@@ -248,6 +248,9 @@ impl Vfs {
         for (name, attr) in in_progress {
             by_name.insert(name, attr);
         }
+        for (name, w) in self.inner.uploads.streams_in_dir(self.viewer, path) {
+            by_name.insert(name, self.inner.attr(&w.metadata()));
+        }
         // Files changed in the cache and not uploaded yet.
         if let Some(c) = &self.inner.cache {
             for (name, meta) in c.visible_in(path) {
@@ -779,6 +782,9 @@ impl Inner {
                 self.backend.lstat(&temp).await?
             };
             return Ok(m);
+        }
+        if let Some(w) = self.uploads.stream_for(viewer, path) {
+            return Ok(w.metadata());
         }
         let open_for_writing = self.lock_writers().contains_key(path);
         if !open_for_writing {

@@ -78,6 +78,19 @@ impl StreamWriter {
         *self.mtime.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What the file looks like so far (to the session writing it).
+    pub(crate) fn metadata(&self) -> Metadata {
+        Metadata {
+            file_type: ferry_backend::FileType::File,
+            size: self.size(),
+            mtime: Some(self.mtime().unwrap_or_else(SystemTime::now)),
+            atime: None,
+            permissions: None,
+            owner: None,
+            change: None,
+        }
+    }
+
     /// Accept `data` at `offset`.
     pub(crate) async fn write(&self, offset: u64, data: Bytes) -> Result<()> {
         if data.is_empty() {

@@ -24,10 +24,21 @@ async fn read_all(vfs: &Vfs, path: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn out_of_order_writes_are_reordered_and_nothing_shows_before_close() {
-    let vfs = setup();
+async fn out_of_order_writes_are_reordered_and_nothing_shows_to_others_before_close() {
+    let vfs = setup().session();
+    let other = vfs.session();
     let data: Vec<u8> = (0..640_000u32).map(|i| (i % 241) as u8).collect();
     let f = vfs.open(&p("f"), UPLOAD, None).await.unwrap();
+    // The writing session sees its new file at once (sshfs stats a file it
+    // has just created), empty so far; other sessions see nothing.
+    assert_eq!(vfs.stat(&p("f")).await.unwrap().size, 0);
+    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap();
+    assert_eq!(
+        names.iter().map(|(n, _)| n.as_slice()).collect::<Vec<_>>(),
+        [b"f"]
+    );
+    assert!(matches!(other.stat(&p("f")).await, Err(VfsError::NotFound)));
+    assert!(other.read_dir(&RelPath::root()).await.unwrap().is_empty());
     // 64 KiB pieces, written in a shuffled order (as concurrent WRITEs
     // arrive).
     let mut pieces: Vec<(u64, Bytes)> = data
@@ -42,9 +53,30 @@ async fn out_of_order_writes_are_reordered_and_nothing_shows_before_close() {
         f.write_at(off, b).await.unwrap();
     }
     assert_eq!(f.stat().await.unwrap().size, data.len() as u64);
-    assert!(matches!(vfs.stat(&p("f")).await, Err(VfsError::NotFound)));
+    assert_eq!(vfs.stat(&p("f")).await.unwrap().size, data.len() as u64);
+    assert!(matches!(other.stat(&p("f")).await, Err(VfsError::NotFound)));
     f.close().await.unwrap();
-    assert_eq!(read_all(&vfs, "f").await, data);
+    assert_eq!(read_all(&other, "f").await, data);
+    assert_eq!(other.stat(&p("f")).await.unwrap().size, data.len() as u64);
+}
+
+#[tokio::test]
+async fn an_abandoned_stream_stops_showing() {
+    let vfs = setup().session();
+    let f = vfs.open(&p("gone"), UPLOAD, None).await.unwrap();
+    f.write_at(0, Bytes::from_static(b"abc")).await.unwrap();
+    assert_eq!(vfs.stat(&p("gone")).await.unwrap().size, 3);
+    f.abort().await;
+    assert!(matches!(
+        vfs.stat(&p("gone")).await,
+        Err(VfsError::NotFound)
+    ));
+    let f = vfs.open(&p("dropped"), UPLOAD, None).await.unwrap();
+    drop(f);
+    assert!(matches!(
+        vfs.stat(&p("dropped")).await,
+        Err(VfsError::NotFound)
+    ));
 }
 
 #[tokio::test]

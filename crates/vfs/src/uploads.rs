@@ -9,11 +9,17 @@
 //! session sees the upload in progress as the file (STAT, READDIR, OPEN,
 //! RENAME and REMOVE follow it, as sshfs expects of a file it has just
 //! created); every other session sees the old file until the commit.
+//!
+//! Streamed uploads (object stores, `--vfs-cache-mode off`) have no
+//! temporary file: they are kept here with their writer, so that their
+//! session sees them too, at the size written so far.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ferry_backend::RelPath;
+
+use crate::stream::StreamWriter;
 
 /// One upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +42,8 @@ pub(crate) struct Uploads {
 struct State {
     next: u64,
     map: HashMap<u64, Upload>,
+    /// Streamed uploads: id -> (owner, target, writer).
+    streams: HashMap<u64, (u64, RelPath, Arc<StreamWriter>)>,
 }
 
 impl Uploads {
@@ -131,6 +139,53 @@ impl Uploads {
                 Some((u.temp.file_name()?.to_vec(), t.file_name()?.to_vec()))
             })
             .collect()
+    }
+
+    /// Add a streamed upload; returns its id.
+    pub(crate) fn register_stream(
+        &self,
+        owner: u64,
+        target: RelPath,
+        writer: Arc<StreamWriter>,
+    ) -> u64 {
+        let mut st = self.lock();
+        st.next += 1;
+        let id = st.next;
+        st.streams.insert(id, (owner, target, writer));
+        id
+    }
+
+    /// Remove a streamed upload (at commit or abort).
+    pub(crate) fn take_stream(&self, id: u64) {
+        self.lock().streams.remove(&id);
+    }
+
+    /// `owner`'s newest streamed upload to `path`.
+    pub(crate) fn stream_for(&self, owner: u64, path: &RelPath) -> Option<Arc<StreamWriter>> {
+        let st = self.lock();
+        st.streams
+            .iter()
+            .filter(|(_, (o, t, _))| *o == owner && t == path)
+            .max_by_key(|(id, _)| **id)
+            .map(|(_, (_, _, w))| w.clone())
+    }
+
+    /// `owner`'s streamed uploads into directory `dir`: name -> writer.
+    pub(crate) fn streams_in_dir(
+        &self,
+        owner: u64,
+        dir: &RelPath,
+    ) -> Vec<(Vec<u8>, Arc<StreamWriter>)> {
+        let st = self.lock();
+        let mut out: Vec<(u64, Vec<u8>, Arc<StreamWriter>)> = st
+            .streams
+            .iter()
+            .filter(|(_, (o, t, _))| *o == owner && t.parent().as_ref() == Some(dir))
+            .filter_map(|(id, (_, t, w))| Some((*id, t.file_name()?.to_vec(), w.clone())))
+            .collect();
+        // The newest upload of a name last, so it wins.
+        out.sort_by_key(|(id, _, _)| *id);
+        out.into_iter().map(|(_, n, w)| (n, w)).collect()
     }
 
     /// Remove every upload.
