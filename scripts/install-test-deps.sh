@@ -22,6 +22,22 @@ declare -A PKG_FOR=(
     [rclone]=rclone
     [sshfs]=sshfs
     [fusermount3]=fuse3
+    [curl]=curl
+    [psftp]=putty-tools
+    [pscp]=putty-tools
+    [puttygen]=putty-tools
+    [lftp]=lftp
+    [java]=default-jre-headless
+    [javac]=default-jdk-headless
+    [go]=golang-go
+    [node]=nodejs
+    [npm]=npm
+)
+# Client libraries the client matrix (tests/e2e/test_clients.py) drives.
+declare -A LIB_PKG=(
+    [/usr/share/java/jsch.jar]=libjsch-java
+    [/usr/share/gocode/src/github.com/pkg/sftp]=golang-github-pkg-sftp-dev
+    [/usr/share/gocode/src/golang.org/x/crypto/ssh]=golang-golang-x-crypto-dev
 )
 
 missing=()
@@ -30,6 +46,9 @@ for cmd in "${!PKG_FOR[@]}"; do
         pkg="${PKG_FOR[$cmd]}"
         case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
     fi
+done
+for path in "${!LIB_PKG[@]}"; do
+    [ -e "$path" ] || missing+=("${LIB_PKG[$path]}")
 done
 if ! python3 -m pip --version >/dev/null 2>&1; then
     missing+=(python3-pip)
@@ -57,7 +76,8 @@ apt_run() {
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}"
     apt_run apt-get update -q
-    apt_run apt-get install -y -q openssh-client openssh-server rclone sshfs fuse3 python3-pip python3-paramiko
+    apt_run apt-get install -y -q openssh-client openssh-server rclone sshfs fuse3 python3-pip \
+        python3-paramiko "${missing[@]}"
 else
     echo "install-test-deps: system packages already present"
 fi
@@ -67,6 +87,7 @@ python3 -c 'import paramiko' >/dev/null 2>&1 || pip_missing+=(paramiko)
 python3 -c 'import pytest' >/dev/null 2>&1 || pip_missing+=(pytest)
 python3 -c 'import blake3' >/dev/null 2>&1 || pip_missing+=(blake3)
 python3 -c 'import xxhash' >/dev/null 2>&1 || pip_missing+=(xxhash)
+python3 -c 'import asyncssh' >/dev/null 2>&1 || pip_missing+=(asyncssh)
 if [ "${#pip_missing[@]}" -gt 0 ]; then
     echo "install-test-deps: pip installing ${pip_missing[*]}"
     if ! python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null; then
@@ -76,6 +97,16 @@ if [ "${#pip_missing[@]}" -gt 0 ]; then
 else
     echo "install-test-deps: python packages already present"
 fi
+# Node's ssh2 client library, into the tools directory (never the repo).
+FERRY_TOOLS_DIR="${FERRY_TOOLS_DIR:-$HOME/.cache/ferry-test-tools}"
+if [ -d "$FERRY_TOOLS_DIR/node/node_modules/ssh2" ]; then
+    echo "install-test-deps: node ssh2 already present"
+else
+    echo "install-test-deps: npm installing ssh2 into $FERRY_TOOLS_DIR/node"
+    mkdir -p "$FERRY_TOOLS_DIR/node"
+    npm install --silent --no-audit --no-fund --prefix "$FERRY_TOOLS_DIR/node" ssh2@1
+fi
+
 # Garage, a real S3-compatible server for the backend tests
 # (tests/e2e/backends.py finds it at $FERRY_TOOLS_DIR/garage/bin/garage).
 # A test tool only, never linked into Ferry. Built once (about 8 minutes on

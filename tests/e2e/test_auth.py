@@ -10,7 +10,7 @@ import paramiko
 import pytest
 
 from conftest import (HOST, PASSWORD, USER, clean_env, connect_transport, ferry_bin,
-                      openssh_sftp, openssh_ssh, run)
+                      openssh_sftp, openssh_ssh, run, wait_until)
 
 
 def sftp_works(transport):
@@ -59,6 +59,58 @@ def test_key_ok_and_unknown_key(ferry, keys):
     assert rc != 0
     t = connect_transport(ferry.port, pkey=keys.paramiko_key("client"))
     t.close()
+
+
+@pytest.mark.parametrize("command", [
+    "internal-sftp",
+    "internal-sftp -l INFO -f AUTH",
+    "/usr/lib/openssh/sftp-server -e",
+    "/usr/local/bin/ferry serve sftp --stdio /srv/files",
+])
+def test_forced_sftp_commands_keep_the_key_working(ferry_factory, keys, tmp_path, command):
+    """command="internal-sftp" and friends make a key SFTP-only with
+    OpenSSH; Ferry serves only SFTP, so the key gets SFTP."""
+    ak = keys.write_authorized("forced", f'restrict,command="{command}" {keys.client_pub}\n')
+    srv = ferry_factory("--authorized-keys", ak, auth=False)
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(70000))
+    rc, out, err = openssh_sftp(srv, f"put {src} /up.bin\nls -l /\n")
+    assert rc == 0, err
+    assert srv.backing("up.bin").read_bytes() == src.read_bytes()
+    if "--stdio" in command:
+        assert "the command's own arguments (/srv/files) are not applied" in srv.log()
+
+
+def test_forced_read_only_sftp_refuses_changes(ferry_factory, keys, tmp_path):
+    ak = keys.write_authorized("forced_ro", f'command="internal-sftp -R" {keys.client_pub}\n')
+    srv = ferry_factory("--authorized-keys", ak, "--user", USER, "--pass", PASSWORD, auth=False)
+    srv.backing("there.txt").write_bytes(b"hello")
+    got = tmp_path / "got.txt"
+    rc, out, err = openssh_sftp(srv, f"get /there.txt {got}\n")
+    assert rc == 0 and got.read_bytes() == b"hello", err
+    src = tmp_path / "up.bin"
+    src.write_bytes(b"x")
+    for change in (f"put {src} /up.bin", "mkdir /d", "rm /there.txt", "rename /there.txt /t"):
+        rc, out, err = openssh_sftp(srv, change + "\n")
+        assert rc != 0 and "denied" in err.lower(), (change, err)
+    assert sorted(os.listdir(srv.root)) == ["there.txt"]
+    # The password login of the same server is not read-only.
+    t = connect_transport(srv.port, password=PASSWORD)
+    c = paramiko.SFTPClient.from_transport(t)
+    with c.open("/by-password.txt", "wb") as f:
+        f.write(b"ok")
+    t.close()
+    assert srv.backing("by-password.txt").read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize("command", ["ls", "internal-sftp -d /upload", "/bin/sh -c sftp-server"])
+def test_other_forced_commands_refuse_the_key(ferry_factory, keys, command):
+    ak = keys.write_authorized("forced_bad", f'command="{command}" {keys.client_pub}\n'
+                                             f'{keys.other_pub}\n')
+    srv = ferry_factory("--authorized-keys", ak, "--user", USER, "--pass", PASSWORD, auth=False)
+    rc, out, err = openssh_sftp(srv, "ls /\n")
+    assert rc != 0
+    assert "key refused" in srv.log(), srv.log_tail(10)
 
 
 def test_none_auth_refused_by_default(ferry):
@@ -295,6 +347,116 @@ def test_modern_algorithms_only(ferry_factory):
     assert not [c for c in ciphers if "cbc" in c or "3des" in c or "arcfour" in c], ciphers
     macs = field("MACs ctos")
     assert not [m for m in macs if "md5" in m or "sha1" in m], macs
+
+
+# What a stock OpenSSH 9 server offers (less sntrup761 and UMAC, which
+# russh does not have): each must work with OpenSSH's client forced to it.
+OPENSSH_DEFAULTS = {
+    "KexAlgorithms": ["mlkem768x25519-sha256", "curve25519-sha256",
+                      "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
+                      "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
+                      "diffie-hellman-group-exchange-sha256", "diffie-hellman-group16-sha512",
+                      "diffie-hellman-group18-sha512", "diffie-hellman-group14-sha256"],
+    "Ciphers": ["chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr",
+                "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"],
+    "MACs": ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
+             "hmac-sha2-256", "hmac-sha2-512"],
+    "HostKeyAlgorithms": ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512",
+                          "rsa-sha2-256"],
+}
+
+# Legacy algorithms: off by default, each on with the flag named.
+LEGACY = [
+    ("--ssh-kex", "KexAlgorithms", "diffie-hellman-group14-sha1"),
+    ("--ssh-kex", "KexAlgorithms", "diffie-hellman-group-exchange-sha1"),
+    ("--ssh-kex", "KexAlgorithms", "diffie-hellman-group1-sha1"),
+    ("--ssh-ciphers", "Ciphers", "aes128-cbc"),
+    ("--ssh-ciphers", "Ciphers", "aes256-cbc"),
+    ("--ssh-macs", "MACs", "hmac-sha1"),
+    ("--ssh-macs", "MACs", "hmac-sha1-etm@openssh.com"),
+    ("--ssh-host-key-algorithms", "HostKeyAlgorithms", "ssh-rsa"),
+]
+
+
+def forced(option, name):
+    """ssh options that make the client use only `name` for `option`."""
+    extra = ["-o", f"{option}={name}"]
+    if option == "MACs":
+        extra += ["-o", "Ciphers=aes128-ctr"]     # AEAD ciphers use no MAC
+    return extra
+
+
+def client_knows(option):
+    """What this OpenSSH client supports for `option` (`ssh -Q`): 9.2 has
+    no ML-KEM yet."""
+    q = {"KexAlgorithms": "kex", "Ciphers": "cipher", "MACs": "mac",
+         "HostKeyAlgorithms": "key-sig", "PubkeyAcceptedAlgorithms": "key-sig"}[option]
+    return set(run(["ssh", "-Q", q], timeout=20).stdout.split())
+
+
+def test_every_openssh_default_algorithm_works(ferry_factory):
+    srv = ferry_factory(host_key=False)     # generated Ed25519, ECDSA and RSA keys
+    failed = []
+    for option, names in OPENSSH_DEFAULTS.items():
+        known = client_knows(option)
+        for name in names:
+            if name not in known:
+                continue
+            rc, out, err = openssh_ssh(srv, "echo", "ok", extra=forced(option, name))
+            if (rc, out) != (0, "ok\n"):
+                failed.append(f"{option}={name}: rc {rc} {err.strip()[-300:]}")
+    assert not failed, "\n".join(failed)
+
+
+def test_legacy_algorithms_are_off_by_default_and_on_with_their_flag(ferry_factory):
+    default = ferry_factory(host_key=False)
+    for flag, option, name in LEGACY:
+        rc, out, err = openssh_ssh(default, "echo", "ok", extra=forced(option, name))
+        assert rc != 0, f"{option}={name} accepted by default"
+        what = {"KexAlgorithms": "key exchange", "Ciphers": "cipher", "MACs": "MAC",
+                "HostKeyAlgorithms": "host key"}[option]
+        line = re.escape(f"no common {what} algorithm; client offers {name}; "
+                         f"{flag} +{name} would allow it")
+        assert wait_until(lambda: re.search(line, default.log()), timeout=10), \
+            f"no log line for {name}:\n{default.log_tail(20)}"
+    flags = [a for flag, _, name in LEGACY for a in (flag, f"+{name}")]
+    legacy = ferry_factory(*flags, host_key=False, cache_dir=default.cache_dir)
+    failed = []
+    for flag, option, name in LEGACY:
+        rc, out, err = openssh_ssh(legacy, "echo", "ok", extra=forced(option, name))
+        if (rc, out) != (0, "ok\n"):
+            failed.append(f"{flag} +{name}: rc {rc} {err.strip()[-300:]}")
+    assert not failed, "\n".join(failed)
+
+
+def test_rsa_keys_log_in_with_sha2_signatures(ferry_factory, keys, tmp_path):
+    """RSA keys sign with rsa-sha2-* by default. (SHA-1 ssh-rsa signatures,
+    refused unless --ssh-pubkey-algorithms +ssh-rsa, are tested with the
+    clients that make them, JSch and curl, in test_clients.py: OpenSSH's
+    client never offers them to a server whose server-sig-algs lacks them.)"""
+    rsa = tmp_path / "id_rsa"
+    r = run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", rsa], timeout=60)
+    assert r.returncode == 0, r.stderr
+    ak = keys.write_authorized("rsa_authorized", (tmp_path / "id_rsa.pub").read_text())
+    srv = ferry_factory("--authorized-keys", ak, auth=False)
+    for alg in ("rsa-sha2-256", "rsa-sha2-512"):
+        extra = ["-o", f"PubkeyAcceptedAlgorithms={alg}"]
+        assert openssh_ssh(srv, "echo", "ok", key=rsa, extra=extra)[:2] == (0, "ok\n"), alg
+
+
+@pytest.mark.parametrize("args", [
+    ["--ssh-kex", "+sntrup761x25519-sha512@openssh.com"],
+    ["--ssh-ciphers", "3des-cbc"],
+    ["--ssh-macs", "-hmac-sha2-*"],
+    ["--ssh-host-key-algorithms", ""],
+    ["--ssh-pubkey-algorithms", "ssh-ed25519,,ssh-rsa"],
+], ids=["unknown-kex", "unsupported-cipher", "leaves-none", "empty", "empty-name"])
+def test_bad_algorithm_flags(ferry_factory, tmp_path, args):
+    p = run([ferry_bin(), "serve", "sftp", tmp_path, "--no-auth", *args], timeout=30,
+            env=clean_env({"HOME": str(tmp_path)}))
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "--ssh-" in p.stderr, p.stderr
 
 
 # --------------------------------------------------------------------------

@@ -219,7 +219,13 @@ fn log_no_common_algorithm(
             return;
         }
     };
-    let hint = match algorithms.could_enable(list, theirs).as_slice() {
+    // The ext-info and strict-kex markers are no algorithms.
+    let theirs: Vec<String> = theirs
+        .iter()
+        .filter(|t| !t.starts_with("ext-info-") && !t.starts_with("kex-strict-"))
+        .cloned()
+        .collect();
+    let hint = match algorithms.could_enable(list, &theirs).as_slice() {
         [] => String::new(),
         can => format!(
             "; {} +{} would allow it (legacy, off by default)",
