@@ -35,7 +35,7 @@ import conftest as _c
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "clients"
-RUN_TIMEOUT = 300       # one client session, 100 MiB each way included
+RUN_TIMEOUT = 60        # one client session (100 MiB each way takes seconds): a hang fails here
 
 
 class ClientFailed(Exception):
