@@ -51,7 +51,7 @@ impl ErrorKind {
 }
 
 /// The backend operation that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[allow(missing_docs)]
 pub enum Operation {

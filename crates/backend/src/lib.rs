@@ -10,12 +10,15 @@
 //! - [`path`]: [`RelPath`], a normalised relative path of bytes.
 //! - [`error`]: [`BackendError`] and its [`ErrorKind`].
 //! - [`meta`]: [`Metadata`], [`DirEntry`], [`Usage`], [`HashKind`].
+//! - [`layer`]: [`Layer`], [`FileLayer`] and [`UploadLayer`], what a
+//!   wrapper around a backend implements: only the methods it changes.
 //! - this module: the [`Backend`] trait and the handle traits it returns.
 //!
 //! Cross-cutting concerns (retries, timeouts, metrics) are layers that wrap a
 //! `Backend`, never code inside each backend.
 
 pub mod error;
+pub mod layer;
 pub mod meta;
 pub mod path;
 
@@ -25,14 +28,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use error::{BackendError, ErrorKind, Operation, Result};
+pub use layer::{FileLayer, Layer, Layered, LayeredFile, LayeredUpload, UploadLayer};
 pub use meta::{DirEntry, FileType, HashKind, Metadata, Usage};
 pub use path::{PathError, RelPath};
 
-/// What a backend can do. The VFS reads these to choose a strategy (for
-/// example buffering writes when there is no random-access write).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
+/// What a backend can do: everything the VFS and the tests branch on, in
+/// one value. Each backend writes it as a struct literal (there is no
+/// default), so a new capability cannot be left out silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
+    /// The store takes no changes at all (a plain HTTP server).
+    pub read_only: bool,
+    /// Directories can be listed ([`Backend::list`]); a plain HTTP server
+    /// serves only files it is asked for by name.
+    pub listings: bool,
     /// Files can be opened for random-access reads and writes
     /// ([`Backend::open_file`]).
     pub random_access_write: bool,
@@ -64,6 +73,14 @@ pub struct Capabilities {
     /// Requests are cheap and fast (a local disk, memory): no read-ahead
     /// is needed. Network stores leave this false.
     pub low_latency: bool,
+    /// Open files give ranged streams ([`FileHandle::read_stream`]), one
+    /// request for many bytes (object stores).
+    pub read_streams: bool,
+    /// Changes made by others are reported ([`Backend::watch_changes`]).
+    pub change_watch: bool,
+    /// Hashes the store keeps, answered by [`Backend::stored_hash`]
+    /// without reading the file (an S3 ETag's MD5, a remote `md5sum`).
+    pub native_hashes: &'static [HashKind],
 }
 
 /// How to open a file for random access with [`Backend::open_file`].
@@ -121,8 +138,10 @@ pub trait FileHandle: Send + Sync {
     async fn sync(&self) -> Result<()>;
     /// The bytes of `[offset, offset + len)` from one request, as they
     /// arrive (a ranged GET on an object store), for readers that go
-    /// through a file front to back. `Ok(None)` when the handle has no such
-    /// thing (the default): read with [`FileHandle::read_at`] then.
+    /// through a file front to back.
+    ///
+    /// Requires [`Capabilities::read_streams`]; without it `Ok(None)` (the
+    /// default): read with [`FileHandle::read_at`] then.
     async fn read_stream(&self, offset: u64, len: u64) -> Result<Option<Box<dyn ByteStream>>> {
         let _ = (offset, len);
         Ok(None)
@@ -251,11 +270,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn usage(&self) -> Result<Usage>;
 
     /// Start reporting changes made to the store by others to `on_change`,
-    /// for as long as the backend lives. `Ok(false)` when this backend
-    /// cannot report changes (the default).
-    fn watch_changes(&self, on_change: ChangeNotify) -> Result<bool> {
+    /// for as long as the backend lives.
+    ///
+    /// Requires [`Capabilities::change_watch`].
+    fn watch_changes(&self, on_change: ChangeNotify) -> Result<()> {
         let _ = on_change;
-        Ok(false)
+        Err(BackendError::new(ErrorKind::Unsupported, Operation::List))
     }
 
     /// Start writing a new file at `path`, front to back; it replaces any
@@ -267,13 +287,9 @@ pub trait Backend: Send + Sync + 'static {
         Err(BackendError::new(ErrorKind::Unsupported, Operation::Write).with_path(path))
     }
 
-    /// The hashes this backend can give without reading the file.
-    fn native_hashes(&self) -> &'static [HashKind] {
-        &[]
-    }
-
     /// A hash the store keeps for `path`, or `None` when it has none (then
-    /// the caller computes it by reading).
+    /// the caller computes it by reading). Asked only for the kinds in
+    /// [`Capabilities::native_hashes`].
     async fn stored_hash(&self, path: &RelPath, kind: HashKind) -> Result<Option<String>> {
         let _ = (path, kind);
         Ok(None)

@@ -25,45 +25,8 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-/// The storage to serve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A local directory.
-    Local(PathBuf),
-    /// A fresh in-memory store (rclone's `memory` remote).
-    Memory,
-    /// A remote of another type (s3, webdav, sftp, ...), with its options
-    /// by rclone's names and obscured secrets revealed.
-    Remote(RemoteTarget),
-}
-
-/// A remote served through one of the network backends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteTarget {
-    /// The remote's name as the user wrote it (empty for on-the-fly).
-    pub name: String,
-    /// rclone's type name.
-    pub type_: String,
-    /// Options, secrets revealed.
-    pub options: std::collections::BTreeMap<String, String>,
-    /// The path inside the remote.
-    pub path: String,
-}
-
-/// Options rclone stores obscured, by remote type.
-fn obscured_keys(type_: &str) -> &'static [&'static str] {
-    match type_ {
-        "sftp" => &["pass", "key_file_pass"],
-        "webdav" => &["pass"],
-        "ftp" => &["pass"],
-        _ => &[],
-    }
-}
-
-/// The remote types served besides local and memory.
-pub fn network_type(type_: &str) -> bool {
-    type_ == "sftp" || ferry_backend_opendal::config::supports(type_)
-}
+/// The storage to serve: a remote as the backend registry opens it.
+pub use ferry_registry::Spec as Target;
 
 /// The typed `serve sftp` configuration.
 pub struct ServeConfig {
@@ -79,10 +42,8 @@ pub struct ServeConfig {
     pub cache_dir: PathBuf,
     /// VFS policy.
     pub vfs: VfsOptions,
-    /// Low-level retries of the backend.
-    pub retry: ferry_layers::RetryOptions,
-    /// Testing only: a delay added to every backend request.
-    pub debug_latency: Option<std::time::Duration>,
+    /// The layers around the backend.
+    pub layers: ferry_registry::LayerOptions,
     /// The SSH algorithms offered.
     pub algorithms: Algorithms,
     /// Warnings to log once logging is up.
@@ -218,7 +179,7 @@ fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
     if v.eq_ignore_ascii_case("off") || v == "-1" {
         return Ok(None);
     }
-    ferry_backend_opendal::config::parse_size(v)
+    ferry_config::parse_size(v)
         .map(|n| Some(n as u64))
         .ok_or_else(|| {
             usage(format!(
@@ -231,16 +192,21 @@ fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
 /// remote's name (with a digest of its options for on-the-fly remotes, so
 /// two different stores never share a cache) and the served path.
 pub fn cache_key(target: &Target) -> PathBuf {
-    let (name, path): (String, String) = match target {
-        Target::Local(root) => {
-            let abs = std::path::absolute(root).unwrap_or_else(|_| root.clone());
-            ("local".into(), abs.to_string_lossy().into_owned())
+    let named = !target.name.is_empty() && !target.name.starts_with(':');
+    let (name, path): (String, PathBuf) = match target.type_.as_str() {
+        "local" => {
+            // The absolute path as bytes: two roots that differ only in
+            // bytes that are not UTF-8 get two caches.
+            let root = PathBuf::from(if target.path.is_empty() {
+                "."
+            } else {
+                &target.path
+            });
+            ("local".into(), std::path::absolute(&root).unwrap_or(root))
         }
-        Target::Memory => ("memory".into(), String::new()),
-        Target::Remote(r) if !r.name.is_empty() && !r.name.starts_with(':') => {
-            (r.name.clone(), r.path.clone())
-        }
-        Target::Remote(r) => {
+        "memory" => ("memory".into(), PathBuf::new()),
+        _ if named => (target.name.clone(), PathBuf::from(&target.path)),
+        t => {
             // FNV-1a over the type and options: stable across runs.
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;
             let mut feed = |b: &[u8]| {
@@ -249,20 +215,24 @@ pub fn cache_key(target: &Target) -> PathBuf {
                     h = h.wrapping_mul(0x100_0000_01b3);
                 }
             };
-            feed(r.type_.as_bytes());
-            for (k, v) in &r.options {
+            feed(t.as_bytes());
+            for (k, v) in &target.options {
                 feed(k.as_bytes());
                 feed(v.as_bytes());
             }
-            (format!("{}{{{:08x}}}", r.type_, h as u32), r.path.clone())
+            (
+                format!("{t}{{{:08x}}}", h as u32),
+                PathBuf::from(&target.path),
+            )
         }
     };
     let mut key = PathBuf::from(name.replace('/', "_"));
-    for part in path.split('/') {
+    for part in path.components() {
+        use std::path::Component as C;
         match part {
-            "" | "." => {}
-            ".." => key.push("_"),
-            p => key.push(p),
+            C::Normal(p) => key.push(p),
+            C::ParentDir => key.push("_"),
+            C::RootDir | C::CurDir | C::Prefix(_) => {}
         }
     }
     key
@@ -320,8 +290,9 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         return Err(usage("--auth-proxy is not supported yet"));
     }
     let mut warnings = Vec::new();
-    let target = serve_target(&args.path, config_flag, &mut warnings)?;
-    if let Target::Local(root) = &target {
+    let mut target = serve_target(&args.path, config_flag, &mut warnings)?;
+    if target.type_ == "local" {
+        let root = Path::new(&target.path);
         match std::fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(usage(format!("{} is not a directory", root.display()))),
@@ -357,10 +328,8 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         None => process_umask(),
     };
     let override_perms = args.dir_perms != "0777" || args.file_perms != "0666";
-    // An HTTP server takes no writes: say so as a read-only server does.
-    let read_only_store = matches!(&target, Target::Remote(r) if r.type_ == "http");
     let vfs = VfsOptions {
-        read_only: args.read_only || read_only_store,
+        read_only: args.read_only,
         no_modtime: args.no_modtime,
         dir_perms,
         file_perms,
@@ -373,14 +342,12 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         no_checksum: args.no_checksum,
         dir_cache_time: parse_duration("dir-cache-time", &args.dir_cache_time)?,
         poll_interval: parse_duration("poll-interval", &args.poll_interval)?,
-        buffer_size: ferry_backend_opendal::config::parse_size(&args.buffer_size).ok_or_else(
-            || {
-                usage(format!(
-                    "invalid value {:?} for --buffer-size: want a size such as 16Mi, 512k or 0",
-                    args.buffer_size
-                ))
-            },
-        )?,
+        buffer_size: ferry_config::parse_size(&args.buffer_size).ok_or_else(|| {
+            usage(format!(
+                "invalid value {:?} for --buffer-size: want a size such as 16Mi, 512k or 0",
+                args.buffer_size
+            ))
+        })?,
         cache_mode: args
             .vfs_cache_mode
             .parse()
@@ -418,16 +385,20 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     vfs.no_seek = args.no_seek;
     parse_duration("vfs-read-wait", &args.vfs_read_wait)?;
     parse_duration("vfs-write-wait", &args.vfs_write_wait)?;
+    target.read_only = args.read_only;
+    target.spool_dir = Some(cache_dir.join("spool"));
     Ok(ServeConfig {
         algorithms: algorithms(args)?,
-        debug_latency: args
-            .debug_backend_latency
-            .as_deref()
-            .map(|v| parse_duration("debug-backend-latency", v))
-            .transpose()?,
-        retry: ferry_layers::RetryOptions {
-            attempts: args.low_level_retries,
-            ..Default::default()
+        layers: ferry_registry::LayerOptions {
+            retry: ferry_layers::RetryOptions {
+                attempts: args.low_level_retries,
+                ..Default::default()
+            },
+            debug_latency: args
+                .debug_backend_latency
+                .as_deref()
+                .map(|v| parse_duration("debug-backend-latency", v))
+                .transpose()?,
         },
         target,
         addr: args.addr.clone(),
@@ -467,54 +438,50 @@ pub fn serve_target(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<Target> {
     use ferry_config::RemoteKind;
+    let _ = warnings;
     let spec = ferry_config::parse_remote(spec).map_err(|e| usage(e.to_string()))?;
+    let local = |name: String, path: &str, options| Target {
+        name,
+        type_: "local".into(),
+        options,
+        path: local_root(path).to_string_lossy().into_owned(),
+        read_only: false,
+        spool_dir: None,
+    };
     if matches!(spec.kind, RemoteKind::Local) {
-        return Ok(Target::Local(local_root(&spec.path)));
+        return Ok(local(String::new(), &spec.path, Default::default()));
     }
     let cfg = load_config(config_flag)?;
     let remote = ferry_config::resolve(&spec, &cfg, &ferry_config::Env::from_os())
         .map_err(|e| usage(e.to_string()))?;
-    match remote.type_.as_str() {
-        "local" => {
-            for key in remote.options.keys() {
-                warnings.push(format!(
-                    "remote {}: option {key:?} of the local backend is not supported yet; ignored",
-                    remote.name
-                ));
-            }
-            Ok(Target::Local(local_root(&remote.path)))
+    let Some(ty) = ferry_registry::find(&remote.type_) else {
+        return Err(usage(format!(
+            "remote {}: backend type {:?} is not supported yet (Ferry serves {} remotes)",
+            remote.name,
+            remote.type_,
+            ferry_registry::names().join(", ")
+        )));
+    };
+    let mut options = remote.options.clone();
+    for key in ty.obscured {
+        if let Some(v) = remote
+            .reveal_option(key)
+            .map_err(|e| usage(e.to_string()))?
+        {
+            options.insert(key.to_string(), v);
         }
-        "memory" => {
-            if !remote.path.trim_matches('/').is_empty() {
-                return Err(usage(format!(
-                    "remote {}: a path inside a memory remote is not supported yet; serve {}: itself",
-                    remote.name, remote.name
-                )));
-            }
-            Ok(Target::Memory)
-        }
-        t if network_type(t) => {
-            let mut options = remote.options.clone();
-            for key in obscured_keys(t) {
-                if let Some(v) = remote
-                    .reveal_option(key)
-                    .map_err(|e| usage(e.to_string()))?
-                {
-                    options.insert(key.to_string(), v);
-                }
-            }
-            Ok(Target::Remote(RemoteTarget {
-                name: remote.name.clone(),
-                type_: t.to_string(),
-                options,
-                path: remote.path.clone(),
-            }))
-        }
-        other => Err(usage(format!(
-            "remote {}: backend type {other:?} is not supported yet (Ferry serves local, memory, sftp, s3, webdav, http, gcs and azureblob remotes)",
-            remote.name
-        ))),
     }
+    if ty.name == "local" {
+        return Ok(local(remote.name.clone(), &remote.path, options));
+    }
+    Ok(Target {
+        name: remote.name.clone(),
+        type_: ty.name.to_string(),
+        options,
+        path: remote.path.clone(),
+        read_only: false,
+        spool_dir: None,
+    })
 }
 
 fn local_root(path: &str) -> PathBuf {
@@ -562,10 +529,8 @@ mod tests {
     #[test]
     fn targets() {
         let mut w = Vec::new();
-        assert_eq!(
-            serve_target("/srv/x:y", None, &mut w).unwrap(),
-            Target::Local(PathBuf::from("/srv/x:y"))
-        );
+        let t = serve_target("/srv/x:y", None, &mut w).unwrap();
+        assert_eq!((t.type_.as_str(), t.path.as_str()), ("local", "/srv/x:y"));
         let dir = std::env::temp_dir().join(format!("ferry-cfg-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("ferry.conf");
@@ -574,23 +539,19 @@ mod tests {
             "[disk]\ntype = local\ncopy_links = true\n\n[mem]\ntype = memory\n\n[bucket]\ntype = s3\n\n[box]\ntype = dropbox\n\n[dav]\ntype = webdav\nurl = http://h/\npass = bm90IG9ic2N1cmVk\n",
         )
         .unwrap();
+        let t = serve_target("disk:/data", Some(&conf), &mut w).unwrap();
+        assert_eq!((t.type_.as_str(), t.path.as_str()), ("local", "/data"));
+        assert_eq!(t.options.keys().collect::<Vec<_>>(), ["copy_links"]);
         assert_eq!(
-            serve_target("disk:/data", Some(&conf), &mut w).unwrap(),
-            Target::Local(PathBuf::from("/data"))
-        );
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert_eq!(
-            serve_target("mem:", Some(&conf), &mut w).unwrap(),
-            Target::Memory
+            serve_target("mem:", Some(&conf), &mut w).unwrap().type_,
+            "memory"
         );
         assert_eq!(
-            serve_target(":memory:", Some(&conf), &mut w).unwrap(),
-            Target::Memory
+            serve_target(":memory:", Some(&conf), &mut w).unwrap().type_,
+            "memory"
         );
-        match serve_target("bucket:b/p", Some(&conf), &mut w).unwrap() {
-            Target::Remote(r) => assert_eq!((r.type_.as_str(), r.path.as_str()), ("s3", "b/p")),
-            t => panic!("{t:?}"),
-        }
+        let t = serve_target("bucket:b/p", Some(&conf), &mut w).unwrap();
+        assert_eq!((t.type_.as_str(), t.path.as_str()), ("s3", "b/p"));
         let e = serve_target("box:x", Some(&conf), &mut w)
             .unwrap_err()
             .to_string();
@@ -604,7 +565,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope"), "{e}");
-        assert!(serve_target("mem:sub", Some(&conf), &mut w).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

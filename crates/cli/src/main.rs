@@ -5,7 +5,7 @@
 //! - [`config`]: flags to typed configuration, with one-line errors.
 //! - this file: logging, signals, and wiring the backend, VFS and server.
 //!
-//! This is the only crate that names concrete backends.
+//! Backends are named only by the registry (`ferry-registry`).
 
 mod args;
 mod config;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use ferry_backend_local::LocalBackend;
+use ferry_server::login::{Policy, StaticAuthenticator, VfsPool};
 use ferry_server::ssh::ServerConfig;
 use ferry_vfs::Vfs;
 use tokio::signal::unix::{signal, SignalKind};
@@ -128,76 +128,56 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-/// The backend and VFS for the configured root, and the backend's
-/// description for logs. The only place that names a concrete backend.
-pub(crate) async fn open_vfs(cfg: &config::ServeConfig) -> anyhow::Result<(Vfs, String)> {
-    use ferry_layers::Retry;
-    let backend: Arc<dyn ferry_vfs::backend::Backend> = match &cfg.target {
-        config::Target::Local(root) => Arc::new(Retry::new(
-            LocalBackend::open(root).with_context(|| format!("cannot open {}", root.display()))?,
-            cfg.retry,
-        )),
-        config::Target::Memory => Arc::new(Retry::new(
-            ferry_backend_memory::MemoryBackend::new(),
-            cfg.retry,
-        )),
-        config::Target::Remote(r) if r.type_ == "sftp" => {
-            let (sftp_cfg, warnings) =
-                ferry_backend_sftp::rclone::from_rclone(&r.name, &r.options, &r.path)
-                    .map_err(config::UsageError)?;
-            for w in &warnings {
-                tracing::warn!("{w}");
-            }
-            let backend = ferry_backend_sftp::SftpBackend::connect(sftp_cfg)
-                .await
-                .map_err(|e| {
-                    config::UsageError(format!("remote {}: cannot connect: {e}", r.name))
-                })?;
-            Arc::new(Retry::new(backend, cfg.retry))
-        }
-        config::Target::Remote(r) => {
-            let spec = ferry_backend_opendal::config::RemoteSpec {
-                name: &r.name,
-                type_: &r.type_,
-                options: &r.options,
-                path: &r.path,
-                read_only: cfg.vfs.read_only,
-                spool_dir: Some(cfg.cache_dir.join("spool")),
-            };
-            let opened = ferry_backend_opendal::config::open(&spec).map_err(config::UsageError)?;
-            for w in &opened.warnings {
-                tracing::warn!("{w}");
-            }
-            Arc::new(Retry::new(opened.backend, cfg.retry))
-        }
-    };
-    let describe = backend.describe();
-    let backend: Arc<dyn ferry_vfs::backend::Backend> = match cfg.debug_latency {
-        Some(d) if !d.is_zero() => {
-            tracing::warn!("every backend request is delayed by {d:?} (--debug-backend-latency)");
-            Arc::new(ferry_layers::Latency::new(backend, d))
-        }
-        _ => backend,
-    };
-    let vfs = Vfs::try_new(backend, cfg.vfs.clone()).map_err(|e| {
+/// The VFS of `target`: its backend from the registry inside the layer
+/// stack, `cfg`'s VFS options, and cache folders of its own. Returns the
+/// backend's description for logs too.
+pub(crate) async fn open_vfs(
+    target: &config::Target,
+    cfg: &config::ServeConfig,
+) -> anyhow::Result<(Vfs, String)> {
+    let opened = ferry_registry::open(target, &cfg.layers)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
+    for w in &opened.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(d) = cfg.layers.debug_latency.filter(|d| !d.is_zero()) {
+        tracing::warn!("every backend request is delayed by {d:?} (--debug-backend-latency)");
+    }
+    let mut opts = cfg.vfs.clone();
+    let key = config::cache_key(target);
+    opts.cache.data_dir = cfg.cache_dir.join("vfs").join(&key);
+    opts.cache.meta_dir = cfg.cache_dir.join("vfsMeta").join(&key);
+    let vfs = Vfs::try_new(opened.backend, opts.clone()).map_err(|e| {
         UsageError(format!(
             "cannot set up the file cache in {}: {e}",
-            cfg.vfs.cache.data_dir.display()
+            opts.cache.data_dir.display()
         ))
     })?;
-    Ok((vfs, describe))
+    Ok((vfs, opened.describe))
 }
+
+/// How long a VFS no login uses is kept (its caches stay warm for the next
+/// login of the same remote).
+const VFS_LINGER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// At shutdown, upload what the file cache still holds; a second SIGINT or
 /// SIGTERM stops waiting (the files stay in the cache, marked changed, and
 /// are uploaded on the next start).
 pub(crate) async fn finish_cache_uploads(
-    vfs: &Vfs,
+    pool: &VfsPool<config::Target>,
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
 ) {
-    let pending = vfs.pending_uploads();
+    let pending = pool.pending_uploads();
+    let give_up = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
     if pending == 0 {
+        pool.shutdown(give_up).await;
         return;
     }
     let msg = format!(
@@ -206,14 +186,7 @@ pub(crate) async fn finish_cache_uploads(
     );
     tracing::warn!("{msg}");
     eprintln!("ferry: {msg}");
-    let left = vfs
-        .flush_uploads(async {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        })
-        .await;
+    let left = pool.shutdown(give_up).await;
     if left == 0 {
         tracing::info!("all changed files uploaded");
     } else {
@@ -300,10 +273,33 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
     };
 
     runtime()?.block_on(async move {
-        let (vfs, describe) = open_vfs(&cfg).await?;
-        if matches!(cfg.target, config::Target::Remote(_)) {
+        let cfg = Arc::new(cfg);
+        // The served remote is opened at start, so a wrong configuration
+        // stops the start, and stays open for as long as the server runs.
+        let (vfs, describe) = open_vfs(&cfg.target, &cfg).await?;
+        if !vfs.capabilities().low_latency {
             probe_remote(&vfs, &describe).await;
         }
+        let pool = {
+            let cfg = cfg.clone();
+            let first = std::sync::Mutex::new(Some(vfs));
+            VfsPool::new(VFS_LINGER, move |target: config::Target| {
+                let cfg = cfg.clone();
+                let ready = (target == cfg.target)
+                    .then(|| first.lock().unwrap_or_else(|e| e.into_inner()).take())
+                    .flatten();
+                async move {
+                    match ready {
+                        Some(vfs) => Ok(vfs),
+                        None => open_vfs(&target, &cfg)
+                            .await
+                            .map(|(v, _)| v)
+                            .map_err(|e| e.to_string()),
+                    }
+                }
+            })
+        };
+        let served = pool.get(cfg.target.clone()).await.map_err(UsageError)?;
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
             .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?;
@@ -314,14 +310,15 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         }
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut server_cfg = ServerConfig::new(cfg.auth, host_keys);
-        server_cfg.algorithms = cfg.algorithms;
-        let server = tokio::spawn(ferry_server::ssh::serve(
-            listener,
-            server_cfg,
-            vfs.clone(),
-            stop_rx,
-        ));
+        let auth = StaticAuthenticator::new(
+            cfg.auth.clone(),
+            pool.clone(),
+            cfg.target.clone(),
+            Policy::default(),
+        );
+        let mut server_cfg = ServerConfig::new(Arc::new(auth), host_keys);
+        server_cfg.algorithms = cfg.algorithms.clone();
+        let server = tokio::spawn(ferry_server::ssh::serve(listener, server_cfg, stop_rx));
 
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -331,17 +328,20 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    vfs.forget(None);
-                    tracing::info!("SIGHUP: directory cache flushed");
+                    for vfs in pool.each() {
+                        vfs.forget(None);
+                    }
+                    tracing::info!("SIGHUP: directory caches flushed");
                 }
             }
         }
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = server.await;
-        // Uploads still open are discarded: the files they replace stay intact.
-        vfs.discard_pending_uploads().await;
-        finish_cache_uploads(&vfs, &mut term, &mut int).await;
+        // Uploads still open are discarded (the files they replace stay
+        // intact); every VFS uploads what its file cache holds.
+        finish_cache_uploads(&pool, &mut term, &mut int).await;
+        drop(served);
         Ok(())
     })
 }

@@ -46,7 +46,7 @@ pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
     }
     crate::init_logging(args)?;
     crate::runtime()?.block_on(async move {
-        let (vfs, _) = crate::open_vfs(&cfg).await?;
+        let (vfs, _) = crate::open_vfs(&cfg.target, &cfg).await?;
         let input = StdinInput {
             stdin: tokio::io::stdin(),
             buf: BytesMut::new(),
@@ -58,12 +58,19 @@ pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
             ..SftpOptions::default()
         };
         let result = sftp::serve(vfs.clone(), Arc::new(opts), input, output).await;
-        vfs.discard_pending_uploads().await;
         // The client is gone; the file cache still uploads what it holds.
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        crate::finish_cache_uploads(&vfs, &mut term, &mut int).await;
+        let pool = ferry_server::login::VfsPool::new(std::time::Duration::ZERO, {
+            let vfs = vfs.clone();
+            move |_| {
+                let vfs = vfs.clone();
+                async move { Ok(vfs) }
+            }
+        });
+        let _held = pool.get(cfg.target.clone()).await.map_err(UsageError)?;
+        crate::finish_cache_uploads(&pool, &mut term, &mut int).await;
         result.map_err(|e| anyhow::anyhow!("SFTP session ended: {e}"))
     })
 }

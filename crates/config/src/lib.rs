@@ -34,6 +34,7 @@
 //! - [`resolve`](mod@resolve): [`resolve`](fn@resolve), [`ResolvedRemote`],
 //!   [`OptionSource`], and redaction of secrets.
 //! - [`error`]: [`ConfigError`] and the reasons it carries.
+//! - [`size`](mod@size): [`parse_size`], rclone's sizes (`16Mi`).
 //!
 //! Every error names the file (and line) where known, the remote and the
 //! key where relevant.
@@ -63,6 +64,7 @@ pub mod location;
 pub mod obscure;
 pub mod remote;
 pub mod resolve;
+pub mod size;
 
 pub use env::Env;
 pub use error::{ConfigError, RemoteSyntaxError, SyntaxReason};
@@ -71,3 +73,4 @@ pub use location::default_path;
 pub use obscure::{obscure, obscure_with_iv, reveal, RevealError};
 pub use remote::{parse_remote, RemoteKind, RemoteSpec};
 pub use resolve::{resolve, OptionSource, ResolvedRemote, DEFAULT_SECRET_KEYS, REDACTED};
+pub use size::parse_size;

@@ -6,8 +6,10 @@
 //! - [`retry`]: [`Retry`], low-level retries of temporary failures with
 //!   capped exponential backoff (`--low-level-retries`).
 //!
-//! Timeouts, bandwidth limits and metrics will be further layers here; the
-//! CLI stacks them around the backend it builds.
+//! Each is a [`ferry_backend::Layer`]: it writes only what it changes and
+//! everything else passes through. Timeouts, bandwidth limits and metrics
+//! will be further layers here; the backend registry stacks them around
+//! every backend it builds.
 
 #![forbid(unsafe_code)]
 
@@ -17,3 +19,6 @@ pub mod retry;
 pub use ferry_backend::Backend;
 pub use latency::Latency;
 pub use retry::{Retry, RetryOptions};
+
+#[cfg(test)]
+mod forwarding_tests;

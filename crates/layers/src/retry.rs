@@ -19,8 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_backend::{
-    Backend, Capabilities, DirEntry, FileHandle, HashKind, Metadata, OpenOptions, RelPath, Result,
-    SetAttrs, Upload, UploadOptions, Usage,
+    Backend, ByteStream, DirEntry, FileHandle, FileLayer, HashKind, Layer, Layered, LayeredFile,
+    Metadata, OpenOptions, RelPath, Result, SetAttrs, Usage,
 };
 use std::sync::Arc;
 
@@ -73,29 +73,32 @@ impl RetryOptions {
 }
 
 /// A backend whose idempotent operations are retried. See the module docs.
-pub struct Retry<B> {
-    inner: Arc<B>,
+/// Operations not written here (the ones that are not idempotent, and
+/// uploads, whose data cannot be replayed: stores retry their own parts)
+/// are tried once.
+pub struct Retry {
+    inner: Arc<dyn Backend>,
     opts: RetryOptions,
 }
 
-impl<B: Backend> Retry<B> {
-    /// Wrap `inner`.
-    pub fn new(inner: B, opts: RetryOptions) -> Self {
-        Retry {
-            inner: Arc::new(inner),
-            opts,
-        }
+impl Retry {
+    /// `inner` with its idempotent operations retried.
+    pub fn wrap(inner: Arc<dyn Backend>, opts: RetryOptions) -> Layered<Retry> {
+        Layered(Retry { inner, opts })
     }
 }
 
 #[async_trait]
-impl<B: Backend> Backend for Retry<B> {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl Layer for Retry {
+    fn inner(&self) -> &dyn Backend {
+        &*self.inner
     }
 
-    fn describe(&self) -> String {
-        self.inner.describe()
+    fn wrap_file(&self, inner: Box<dyn FileHandle>) -> Box<dyn FileHandle> {
+        Box::new(LayeredFile(RetryFile {
+            inner,
+            opts: self.opts,
+        }))
     }
 
     async fn stat(&self, path: &RelPath) -> Result<Metadata> {
@@ -110,34 +113,15 @@ impl<B: Backend> Backend for Retry<B> {
         self.opts.run("list", || self.inner.list(path)).await
     }
 
+    /// An exclusive create is tried once: after an ambiguous failure a
+    /// retry could fail on the file the first try made.
     async fn open_file(&self, path: &RelPath, opts: OpenOptions) -> Result<Box<dyn FileHandle>> {
-        let handle = if opts.create_new {
-            self.inner.open_file(path, opts).await?
-        } else {
-            self.opts
-                .run("open", || self.inner.open_file(path, opts))
-                .await?
-        };
-        Ok(Box::new(RetryFile {
-            inner: handle,
-            opts: self.opts,
-        }))
-    }
-
-    async fn remove_file(&self, path: &RelPath) -> Result<()> {
-        self.inner.remove_file(path).await
-    }
-
-    async fn create_dir(&self, path: &RelPath, mode: Option<u32>) -> Result<()> {
-        self.inner.create_dir(path, mode).await
-    }
-
-    async fn remove_dir(&self, path: &RelPath) -> Result<()> {
-        self.inner.remove_dir(path).await
-    }
-
-    async fn rename(&self, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<()> {
-        self.inner.rename(from, to, overwrite).await
+        if opts.create_new {
+            return self.inner.open_file(path, opts).await;
+        }
+        self.opts
+            .run("open", || self.inner.open_file(path, opts))
+            .await
     }
 
     async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
@@ -156,42 +140,20 @@ impl<B: Backend> Backend for Retry<B> {
             .await
     }
 
-    async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
-        self.inner.symlink(target, link).await
-    }
-
     async fn read_link(&self, path: &RelPath) -> Result<Vec<u8>> {
         self.opts
             .run("read_link", || self.inner.read_link(path))
             .await
     }
 
-    async fn hard_link(&self, existing: &RelPath, link: &RelPath) -> Result<()> {
-        self.inner.hard_link(existing, link).await
-    }
-
     async fn usage(&self) -> Result<Usage> {
         self.opts.run("usage", || self.inner.usage()).await
-    }
-
-    fn native_hashes(&self) -> &'static [HashKind] {
-        self.inner.native_hashes()
     }
 
     async fn stored_hash(&self, path: &RelPath, kind: HashKind) -> Result<Option<String>> {
         self.opts
             .run("stored_hash", || self.inner.stored_hash(path, kind))
             .await
-    }
-
-    fn watch_changes(&self, on_change: ferry_backend::ChangeNotify) -> Result<bool> {
-        self.inner.watch_changes(on_change)
-    }
-
-    /// Not retried as a whole: the data already sent cannot be replayed.
-    /// Stores retry their own parts (multipart uploads) where they can.
-    async fn create_upload(&self, path: &RelPath, opts: UploadOptions) -> Result<Box<dyn Upload>> {
-        self.inner.create_upload(path, opts).await
     }
 }
 
@@ -202,7 +164,11 @@ struct RetryFile {
 }
 
 #[async_trait]
-impl FileHandle for RetryFile {
+impl FileLayer for RetryFile {
+    fn inner(&self) -> &dyn FileHandle {
+        &*self.inner
+    }
+
     async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
         // The buffer moves into each try and a failed try hands nothing
         // back, so keep the caller's prefix (a reply header, a few bytes) to
@@ -237,20 +203,12 @@ impl FileHandle for RetryFile {
         self.opts.run("fsync", || self.inner.sync()).await
     }
 
-    async fn read_stream(
-        &self,
-        offset: u64,
-        len: u64,
-    ) -> Result<Option<Box<dyn ferry_backend::ByteStream>>> {
+    async fn read_stream(&self, offset: u64, len: u64) -> Result<Option<Box<dyn ByteStream>>> {
         // Opening the stream is retried; a stream that breaks midway is the
         // reader's to restart from where it got to.
         self.opts
             .run("read stream", || self.inner.read_stream(offset, len))
             .await
-    }
-
-    fn stored_hash(&self) -> Option<(HashKind, String)> {
-        self.inner.stored_hash()
     }
 }
 

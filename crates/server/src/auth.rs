@@ -32,7 +32,7 @@ use russh::keys::PublicKey;
 use subtle::ConstantTimeEq;
 
 /// Who may log in.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AuthConfig {
     /// The password user (`--user`).
     pub user: Option<String>,

@@ -11,10 +11,13 @@
 //! - [`auth`]: password and public-key checks, authorized_keys parsing.
 //! - [`exec`]: the exec commands rclone's client runs (hashes, `df`).
 //! - [`hostkeys`]: loading and generating host keys.
+//! - [`login`]: the login seam: [`login::Authenticator`], what a login
+//!   gets ([`login::Login`]), and the pool of live VFSes.
 
 pub mod algorithms;
 pub mod auth;
 pub mod exec;
 pub mod hostkeys;
+pub mod login;
 pub mod sftp;
 pub mod ssh;

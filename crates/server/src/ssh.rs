@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_vfs::Vfs;
 use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Preferred};
@@ -20,13 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::algorithms::{Algorithms, List};
-use crate::auth::AuthConfig;
+use crate::login::{Authenticator, Credential, Login, Refusal};
 use crate::sftp::{self, SftpOptions};
 
 /// Everything a server needs, typed.
 pub struct ServerConfig {
-    /// Who may log in.
-    pub auth: AuthConfig,
+    /// Who may log in, and what each login gets.
+    pub auth: Arc<dyn Authenticator>,
     /// Host keys (at least one).
     pub host_keys: Vec<PrivateKey>,
     /// SFTP session limits.
@@ -47,7 +46,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Defaults for everything but auth and keys.
-    pub fn new(auth: AuthConfig, host_keys: Vec<PrivateKey>) -> Self {
+    pub fn new(auth: Arc<dyn Authenticator>, host_keys: Vec<PrivateKey>) -> Self {
         ServerConfig {
             auth,
             host_keys,
@@ -66,23 +65,23 @@ impl ServerConfig {
 
 struct Shared {
     russh: Arc<russh::server::Config>,
-    auth: AuthConfig,
+    auth: Arc<dyn Authenticator>,
     algorithms: Algorithms,
-    vfs: Vfs,
     sftp: Arc<SftpOptions>,
     login_grace: Duration,
     max_channels: usize,
 }
 
 fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
+    let offered = cfg.auth.methods();
     let mut methods = MethodSet::empty();
-    if cfg.auth.no_auth {
+    if offered.none {
         methods.push(MethodKind::None);
     }
-    if !cfg.auth.keys.is_empty() {
+    if offered.public_key {
         methods.push(MethodKind::PublicKey);
     }
-    if cfg.auth.password_enabled() {
+    if offered.password {
         methods.push(MethodKind::Password);
     }
     russh::server::Config {
@@ -118,7 +117,6 @@ fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
 pub async fn serve(
     listener: TcpListener,
     cfg: ServerConfig,
-    vfs: Vfs,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
@@ -128,7 +126,6 @@ pub async fn serve(
         max_channels: cfg.max_channels,
         auth: cfg.auth,
         algorithms: cfg.algorithms,
-        vfs,
     });
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     loop {
@@ -164,7 +161,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         peer,
         attempt: None,
         user: String::new(),
-        read_only: false,
+        login: None,
         channels: HashMap::new(),
         open_channels: Arc::new(AtomicUsize::new(0)),
         authed: authed.clone(),
@@ -248,8 +245,8 @@ struct Conn {
     /// The method of the authentication attempt in progress, for the log.
     attempt: Option<&'static str>,
     user: String,
-    /// The login may not change anything (its key's forced command says so).
-    read_only: bool,
+    /// What the login gets, once logged in (its sessions hold it too).
+    login: Option<Arc<Login>>,
     /// Session channels opened but not yet given a subsystem or command.
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Session channels open now: counted at open, released when an
@@ -300,10 +297,25 @@ impl Conn {
         }
     }
 
-    fn accept(&mut self, user: &str, method: &'static str) -> Auth {
-        self.user = user.to_string();
-        self.attempt = Some(method);
-        Auth::Accept
+    /// Ask the authenticator; a login it gives is kept for the channels.
+    async fn try_login(&mut self, user: &str, credential: Credential<'_>) -> Auth {
+        let method = credential.method();
+        match self.shared.auth.login(user, credential, self.peer).await {
+            Ok(login) => {
+                self.user = user.to_string();
+                self.attempt = Some(method);
+                self.login = Some(Arc::new(login));
+                Auth::Accept
+            }
+            Err(Refusal::BadCredentials) => self.reject(user, method),
+            Err(Refusal::Unavailable(why)) => {
+                tracing::warn!(
+                    peer = %self.peer,
+                    "SSH login of {user:?} ({method}) refused: its remote cannot be served: {why}"
+                );
+                self.retry()
+            }
+        }
     }
 
     /// The slot of a channel taken out of `channels` to be used.
@@ -346,19 +358,15 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        if self.shared.auth.no_auth {
-            return Ok(self.accept(user, "none"));
+        if self.shared.auth.methods().none {
+            return Ok(self.try_login(user, Credential::None).await);
         }
         // The usual first probe: not logged as a failure.
         Ok(self.retry())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.shared.auth.check_password(user, password) {
-            Ok(self.accept(user, "password"))
-        } else {
-            Ok(self.reject(user, "password"))
-        }
+        Ok(self.try_login(user, Credential::Password(password)).await)
     }
 
     async fn auth_publickey_offered(
@@ -369,13 +377,14 @@ impl russh::server::Handler for Conn {
         if !self.shared.algorithms.accepts_pubkey(offer.algorithm) {
             return Ok(self.refuse_algorithm(user, offer.algorithm));
         }
-        match self
+        if self
             .shared
             .auth
-            .find_key(offer.public_key, Some(self.peer.ip()))
+            .key_acceptable(user, offer.public_key, self.peer)
         {
-            Some(_) => Ok(Auth::Accept),
-            None => Ok(Auth::reject()),
+            Ok(Auth::Accept)
+        } else {
+            Ok(Auth::reject())
         }
     }
 
@@ -387,17 +396,9 @@ impl russh::server::Handler for Conn {
         if !self.shared.algorithms.accepts_pubkey(key.algorithm) {
             return Ok(self.refuse_algorithm(user, key.algorithm));
         }
-        match self
-            .shared
-            .auth
-            .find_key(key.public_key, Some(self.peer.ip()))
-        {
-            Some(k) => {
-                self.read_only = k.read_only;
-                Ok(self.accept(user, "publickey"))
-            }
-            None => Ok(self.reject(user, "publickey")),
-        }
+        Ok(self
+            .try_login(user, Credential::PublicKey(key.public_key))
+            .await)
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
@@ -457,15 +458,19 @@ impl russh::server::Handler for Conn {
         let Some(ch) = self.channels.remove(&channel) else {
             return session.channel_failure(channel);
         };
+        let Some(login) = self.login.clone() else {
+            drop(self.slot());
+            return session.channel_failure(channel);
+        };
         session.channel_success(channel)?;
-        let vfs = self.shared.vfs.clone();
         let mut opts = (*self.shared.sftp).clone();
-        opts.user = self.user.clone();
-        opts.read_only = self.read_only;
+        opts.user = login.user.clone();
+        opts.read_only = login.policy.read_only;
         let peer = self.peer;
         let slot = self.slot();
         tokio::spawn(async move {
             let _slot = slot;
+            let vfs = login.vfs.vfs().clone();
             let (read, write) = ch.split();
             let input = ChannelInput { read };
             let output = ChannelOutput {
@@ -491,15 +496,18 @@ impl russh::server::Handler for Conn {
         let Some(ch) = self.channels.remove(&channel) else {
             return session.channel_failure(channel);
         };
+        let Some(login) = self.login.clone() else {
+            drop(self.slot());
+            return session.channel_failure(channel);
+        };
         session.channel_success(channel)?;
         let line = String::from_utf8_lossy(data).into_owned();
         tracing::debug!(peer = %self.peer, "exec {line:?}");
-        let vfs = self.shared.vfs.clone();
         let slot = self.slot();
         tokio::spawn(async move {
             let _slot = slot;
             let cmd = crate::exec::parse(&line);
-            let out = crate::exec::run(&vfs, &cmd).await;
+            let out = crate::exec::run(login.vfs.vfs(), &cmd).await;
             let (_read, write) = ch.split();
             if !out.stdout.is_empty() {
                 let _ = write.data_bytes(out.stdout).await;

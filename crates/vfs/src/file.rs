@@ -96,11 +96,12 @@ enum Reader {
 impl Reader {
     async fn new(
         opts: &crate::VfsOptions,
+        caps: &ferry_backend::Capabilities,
         handle: Arc<dyn FileHandle>,
         size: u64,
     ) -> Result<Reader> {
         let streams = opts.read_chunk_streams;
-        if streams == 0 && handle.read_stream(0, 0).await?.is_some() {
+        if streams == 0 && caps.read_streams {
             let policy = ChunkPolicy {
                 first: opts.read_chunk_size,
                 limit: opts.read_chunk_size_limit,
@@ -246,7 +247,7 @@ impl VfsFile {
             };
             let readahead = if wants_readahead {
                 Some(Box::new(
-                    Reader::new(&inner.opts, handle.clone(), size).await?,
+                    Reader::new(&inner.opts, &caps, handle.clone(), size).await?,
                 ))
             } else {
                 None

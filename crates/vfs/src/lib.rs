@@ -95,7 +95,10 @@ impl Vfs {
     /// the file cache directories are made and what an earlier run left in
     /// them is taken up (changed files are uploaded). Must run inside a
     /// Tokio runtime for the cache's background work.
-    pub fn try_new(backend: Arc<dyn Backend>, opts: VfsOptions) -> std::io::Result<Self> {
+    pub fn try_new(backend: Arc<dyn Backend>, mut opts: VfsOptions) -> std::io::Result<Self> {
+        let caps = backend.capabilities();
+        // A store that takes no changes is served read-only.
+        opts.read_only |= caps.read_only;
         let cache = if opts.cache_mode == CacheMode::Off {
             None
         } else {
@@ -107,7 +110,7 @@ impl Vfs {
             )?)
         };
         let dircache = Arc::new(dircache::DirCache::new(opts.dir_cache_time));
-        if dircache.enabled() && !opts.poll_interval.is_zero() {
+        if caps.change_watch && dircache.enabled() && !opts.poll_interval.is_zero() {
             let dc = dircache.clone();
             let notify: ferry_backend::ChangeNotify =
                 Arc::new(move |p: Option<&RelPath>| match p {
@@ -115,8 +118,7 @@ impl Vfs {
                     None => dc.clear(),
                 });
             match backend.watch_changes(notify) {
-                Ok(true) => tracing::debug!("{}: watching for changes", backend.describe()),
-                Ok(false) => {}
+                Ok(()) => tracing::debug!("{}: watching for changes", backend.describe()),
                 Err(e) => tracing::warn!(
                     "{}: changes made outside Ferry will show only after --dir-cache-time: {e}",
                     backend.describe()
@@ -664,7 +666,7 @@ impl Vfs {
         if meta.is_dir() {
             return Err(VfsError::IsADirectory);
         }
-        if backend.native_hashes().contains(&kind) {
+        if backend.capabilities().native_hashes.contains(&kind) {
             if let Some(h) = backend.stored_hash(&target, kind).await? {
                 return Ok(h.to_ascii_lowercase());
             }

@@ -10,7 +10,8 @@ use crate::test_util::{p, READ, UPLOAD};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_backend::{
-    BackendError, Capabilities, DirEntry, FileHandle, HashKind, Upload, UploadOptions,
+    BackendError, FileHandle, FileLayer, HashKind, Layer, Layered, LayeredFile, Upload,
+    UploadOptions,
 };
 use ferry_backend_opendal::{ObjectBackend, ObjectOptions};
 
@@ -31,27 +32,9 @@ struct Probe {
 /// A handle claiming a stored hash.
 struct Claiming(Box<dyn FileHandle>, String);
 
-#[async_trait]
-impl FileHandle for Claiming {
-    async fn read_at(
-        &self,
-        offset: u64,
-        len: usize,
-        buf: Vec<u8>,
-    ) -> ferry_backend::Result<Vec<u8>> {
-        self.0.read_at(offset, len, buf).await
-    }
-    async fn write_at(&self, offset: u64, data: Bytes) -> ferry_backend::Result<()> {
-        self.0.write_at(offset, data).await
-    }
-    async fn stat(&self) -> ferry_backend::Result<Metadata> {
-        self.0.stat().await
-    }
-    async fn set_attrs(&self, attrs: &SetAttrs) -> ferry_backend::Result<()> {
-        self.0.set_attrs(attrs).await
-    }
-    async fn sync(&self) -> ferry_backend::Result<()> {
-        self.0.sync().await
+impl FileLayer for Claiming {
+    fn inner(&self) -> &dyn FileHandle {
+        &*self.0
     }
     fn stored_hash(&self) -> Option<(HashKind, String)> {
         Some((HashKind::Md5, self.1.clone()))
@@ -83,22 +66,15 @@ impl Probe {
     }
 }
 
+/// The probe is a layer: it counts opens and uploads, and fails or slows
+/// uploads on demand; everything else passes through.
+/// [`Probe`] as a layer (a local type, for the orphan rule).
+struct ProbeLayer(Arc<Probe>);
+
 #[async_trait]
-impl Backend for Probe {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn stat(&self, path: &RelPath) -> ferry_backend::Result<Metadata> {
-        self.inner.stat(path).await
-    }
-    async fn lstat(&self, path: &RelPath) -> ferry_backend::Result<Metadata> {
-        self.inner.lstat(path).await
-    }
-    async fn list(&self, path: &RelPath) -> ferry_backend::Result<Vec<DirEntry>> {
-        self.inner.list(path).await
+impl Layer for ProbeLayer {
+    fn inner(&self) -> &dyn Backend {
+        &*self.0.inner
     }
     async fn open_file(
         &self,
@@ -106,75 +82,32 @@ impl Backend for Probe {
         opts: OpenOptions,
     ) -> ferry_backend::Result<Box<dyn FileHandle>> {
         if opts.write {
-            self.failing()?;
-            self.uploads.fetch_add(1, Ordering::SeqCst);
+            self.0.failing()?;
+            self.0.uploads.fetch_add(1, Ordering::SeqCst);
         } else {
-            self.read_opens.fetch_add(1, Ordering::SeqCst);
-            let claim = self.claim_md5.lock().unwrap().clone();
+            self.0.read_opens.fetch_add(1, Ordering::SeqCst);
+            let claim = self.0.claim_md5.lock().unwrap().clone();
             if let Some(md5) = claim {
-                let h = self.inner.open_file(path, opts).await?;
-                return Ok(Box::new(Claiming(h, md5)));
+                let h = self.0.inner.open_file(path, opts).await?;
+                return Ok(Box::new(LayeredFile(Claiming(h, md5))));
             }
         }
-        self.inner.open_file(path, opts).await
-    }
-    async fn remove_file(&self, path: &RelPath) -> ferry_backend::Result<()> {
-        self.inner.remove_file(path).await
-    }
-    async fn create_dir(&self, path: &RelPath, mode: Option<u32>) -> ferry_backend::Result<()> {
-        self.inner.create_dir(path, mode).await
-    }
-    async fn remove_dir(&self, path: &RelPath) -> ferry_backend::Result<()> {
-        self.inner.remove_dir(path).await
-    }
-    async fn rename(&self, from: &RelPath, to: &RelPath, o: bool) -> ferry_backend::Result<()> {
-        self.inner.rename(from, to, o).await
-    }
-    async fn copy(&self, from: &RelPath, to: &RelPath) -> ferry_backend::Result<()> {
-        self.inner.copy(from, to).await
-    }
-    async fn set_attrs(&self, path: &RelPath, a: &SetAttrs) -> ferry_backend::Result<()> {
-        self.inner.set_attrs(path, a).await
-    }
-    async fn set_attrs_nofollow(&self, path: &RelPath, a: &SetAttrs) -> ferry_backend::Result<()> {
-        self.inner.set_attrs_nofollow(path, a).await
-    }
-    async fn symlink(&self, target: &[u8], link: &RelPath) -> ferry_backend::Result<()> {
-        self.inner.symlink(target, link).await
-    }
-    async fn read_link(&self, path: &RelPath) -> ferry_backend::Result<Vec<u8>> {
-        self.inner.read_link(path).await
-    }
-    async fn hard_link(&self, existing: &RelPath, link: &RelPath) -> ferry_backend::Result<()> {
-        self.inner.hard_link(existing, link).await
-    }
-    async fn usage(&self) -> ferry_backend::Result<Usage> {
-        self.inner.usage().await
+        self.0.inner.open_file(path, opts).await
     }
     async fn create_upload(
         &self,
         path: &RelPath,
         opts: UploadOptions,
     ) -> ferry_backend::Result<Box<dyn Upload>> {
-        self.failing()?;
-        self.uploads.fetch_add(1, Ordering::SeqCst);
-        if self.slow_uploads.load(Ordering::SeqCst) {
-            let now = self.starting.fetch_add(1, Ordering::SeqCst) + 1;
-            self.peak_starting.fetch_max(now, Ordering::SeqCst);
+        self.0.failing()?;
+        self.0.uploads.fetch_add(1, Ordering::SeqCst);
+        if self.0.slow_uploads.load(Ordering::SeqCst) {
+            let now = self.0.starting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0.peak_starting.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(150)).await;
-            self.starting.fetch_sub(1, Ordering::SeqCst);
+            self.0.starting.fetch_sub(1, Ordering::SeqCst);
         }
-        self.inner.create_upload(path, opts).await
-    }
-    fn native_hashes(&self) -> &'static [HashKind] {
-        self.inner.native_hashes()
-    }
-    async fn stored_hash(
-        &self,
-        path: &RelPath,
-        kind: HashKind,
-    ) -> ferry_backend::Result<Option<String>> {
-        self.inner.stored_hash(path, kind).await
+        self.0.inner.create_upload(path, opts).await
     }
 }
 
@@ -202,7 +135,7 @@ impl Setup {
     fn restart(&self) -> Vfs {
         let mut opts = self.opts.clone();
         opts.cache.write_back = Duration::ZERO;
-        Vfs::try_new(self.probe.clone(), opts).unwrap()
+        Vfs::try_new(Arc::new(Layered(ProbeLayer(self.probe.clone()))), opts).unwrap()
     }
 
     fn with(backend: Arc<dyn Backend>, mode: CacheMode, dir: Option<tempfile::TempDir>) -> Setup {
@@ -223,7 +156,11 @@ impl Setup {
     }
 
     fn vfs(&self) -> Vfs {
-        Vfs::try_new(self.probe.clone(), self.opts.clone()).unwrap()
+        Vfs::try_new(
+            Arc::new(Layered(ProbeLayer(self.probe.clone()))),
+            self.opts.clone(),
+        )
+        .unwrap()
     }
 
     /// Put `data` at `path` on the store directly.

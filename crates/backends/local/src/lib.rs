@@ -393,20 +393,26 @@ fn rename_noreplace(root: &Dir, from: &RelPath, to: &RelPath) -> io::Result<()> 
 #[async_trait]
 impl Backend for LocalBackend {
     fn capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.random_access_write = true;
-        c.low_latency = true;
-        c.real_directories = true;
-        c.atomic_rename = true;
-        c.rename_noreplace = true;
-        c.server_side_copy = true;
-        c.symlinks = true;
-        c.hard_links = true;
-        c.set_mtime = true;
-        c.permissions = true;
-        c.ownership = true;
-        c.usage = true;
-        c
+        Capabilities {
+            read_only: false,
+            listings: true,
+            random_access_write: true,
+            real_directories: true,
+            atomic_rename: true,
+            rename_noreplace: true,
+            server_side_copy: true,
+            symlinks: true,
+            hard_links: true,
+            set_mtime: true,
+            permissions: true,
+            ownership: true,
+            usage: true,
+            streaming_upload: false,
+            low_latency: true,
+            read_streams: false,
+            change_watch: true,
+            native_hashes: &[],
+        }
     }
 
     fn describe(&self) -> String {
@@ -621,7 +627,7 @@ impl Backend for LocalBackend {
 
     /// Changes are reported by inotify, on every directory below the root,
     /// in batches (see the `watch` module).
-    fn watch_changes(&self, on_change: ferry_backend::ChangeNotify) -> Result<bool> {
+    fn watch_changes(&self, on_change: ferry_backend::ChangeNotify) -> Result<()> {
         let watcher = watch::start(self.root_path.clone(), on_change).map_err(|e| {
             BackendError::new(ErrorKind::Other, Operation::List).with_source(format!(
                 "cannot watch {} for changes: {e}",
@@ -629,7 +635,7 @@ impl Backend for LocalBackend {
             ))
         })?;
         *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -453,17 +453,26 @@ impl MemoryBackend {
 #[async_trait]
 impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.random_access_write = true;
-        c.low_latency = true;
-        c.real_directories = true;
-        c.atomic_rename = true;
-        c.rename_noreplace = true;
-        c.server_side_copy = true;
-        c.set_mtime = true;
-        c.permissions = true;
-        c.usage = true;
-        c
+        Capabilities {
+            read_only: false,
+            listings: true,
+            random_access_write: true,
+            real_directories: true,
+            atomic_rename: true,
+            rename_noreplace: true,
+            server_side_copy: true,
+            symlinks: false,
+            hard_links: false,
+            set_mtime: true,
+            permissions: true,
+            ownership: false,
+            usage: true,
+            streaming_upload: false,
+            low_latency: true,
+            read_streams: false,
+            change_watch: false,
+            native_hashes: &[],
+        }
     }
 
     fn describe(&self) -> String {

@@ -120,23 +120,33 @@ impl ObjectBackend {
     pub fn new(op: Operator, mut opts: ObjectOptions) -> Self {
         let full = op.info().capability();
         opts.mtime_metadata &= full.write_with_user_metadata;
-        let mut caps = Capabilities::default();
         let writable = !opts.read_only && full.write;
-        caps.random_access_write = false;
-        caps.real_directories = opts.kind == StoreKind::Webdav;
-        caps.atomic_rename = writable && full.rename;
-        caps.rename_noreplace = false;
-        caps.server_side_copy = writable && full.copy;
-        caps.symlinks = false;
-        caps.hard_links = false;
-        caps.set_mtime = writable
-            && opts.mtime_metadata
-            && full.write_with_user_metadata
-            && full.write_can_copy_from;
-        caps.permissions = false;
-        caps.ownership = false;
-        caps.usage = false;
-        caps.streaming_upload = writable;
+        let caps = Capabilities {
+            read_only: !writable,
+            listings: full.list,
+            random_access_write: false,
+            real_directories: opts.kind == StoreKind::Webdav,
+            atomic_rename: writable && full.rename,
+            rename_noreplace: false,
+            server_side_copy: writable && full.copy,
+            symlinks: false,
+            hard_links: false,
+            set_mtime: writable
+                && opts.mtime_metadata
+                && full.write_with_user_metadata
+                && full.write_can_copy_from,
+            permissions: false,
+            ownership: false,
+            usage: false,
+            streaming_upload: writable,
+            low_latency: false,
+            read_streams: true,
+            change_watch: false,
+            native_hashes: match opts.kind {
+                StoreKind::Bucket => &[HashKind::Md5],
+                _ => &[],
+            },
+        };
         ObjectBackend {
             op,
             opts: Arc::new(opts),
@@ -789,13 +799,6 @@ impl Backend for ObjectBackend {
 
     async fn usage(&self) -> Result<Usage> {
         Err(BackendError::new(ErrorKind::Unsupported, Operation::Usage))
-    }
-
-    fn native_hashes(&self) -> &'static [HashKind] {
-        match self.opts.kind {
-            StoreKind::Bucket => &[HashKind::Md5],
-            _ => &[],
-        }
     }
 
     async fn stored_hash(&self, path: &RelPath, kind: HashKind) -> Result<Option<String>> {

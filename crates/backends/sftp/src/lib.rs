@@ -320,6 +320,19 @@ fn parse_hash(out: &[u8], kind: HashKind) -> Option<String> {
 }
 
 impl SftpBackend {
+    /// The hashes the remote's `md5sum`/`sha1sum` give.
+    fn native_hashes(&self) -> &'static [HashKind] {
+        match (
+            self.hash_command(HashKind::Md5).is_some(),
+            self.hash_command(HashKind::Sha1).is_some(),
+        ) {
+            (true, true) => &[HashKind::Md5, HashKind::Sha1],
+            (true, false) => &[HashKind::Md5],
+            (false, true) => &[HashKind::Sha1],
+            (false, false) => &[],
+        }
+    }
+
     /// Connect to the server (the first connection is made now, so bad
     /// credentials or host keys show at once) and resolve the root.
     pub async fn connect(mut cfg: SftpConfig) -> Result<SftpBackend> {
@@ -619,22 +632,30 @@ async fn resolve_root(c: &Conn, root: &[u8]) -> Result<Vec<u8>, SftpErr> {
 #[async_trait]
 impl Backend for SftpBackend {
     fn capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::default();
-        c.random_access_write = true;
-        c.real_directories = true;
-        c.atomic_rename = self.ext.posix_rename;
-        c.rename_noreplace = true;
-        c.server_side_copy = self.ext.copy_data;
-        // Links made by clients could point outside the served directory,
-        // and the remote server follows them: not offered (links already on
-        // the server are the operator's, and are followed as rclone does).
-        c.symlinks = false;
-        c.hard_links = self.ext.hardlink;
-        c.set_mtime = self.cfg.set_modtime;
-        c.permissions = true;
-        c.ownership = true;
-        c.usage = self.ext.statvfs;
-        c
+        Capabilities {
+            read_only: false,
+            listings: true,
+            random_access_write: true,
+            real_directories: true,
+            atomic_rename: self.ext.posix_rename,
+            rename_noreplace: true,
+            server_side_copy: self.ext.copy_data,
+            // Links made by clients could point outside the served
+            // directory, and the remote server follows them: not offered
+            // (links already on the server are the operator's, and are
+            // followed as rclone does).
+            symlinks: false,
+            hard_links: self.ext.hardlink,
+            set_mtime: self.cfg.set_modtime,
+            permissions: true,
+            ownership: true,
+            usage: self.ext.statvfs,
+            streaming_upload: false,
+            low_latency: false,
+            read_streams: false,
+            change_watch: false,
+            native_hashes: self.native_hashes(),
+        }
     }
 
     fn describe(&self) -> String {
@@ -1108,18 +1129,6 @@ impl Backend for SftpBackend {
             files_free: Some(s.favail),
             name_max: Some(s.namemax),
         })
-    }
-
-    fn native_hashes(&self) -> &'static [HashKind] {
-        match (
-            self.hash_command(HashKind::Md5).is_some(),
-            self.hash_command(HashKind::Sha1).is_some(),
-        ) {
-            (true, true) => &[HashKind::Md5, HashKind::Sha1],
-            (true, false) => &[HashKind::Md5],
-            (false, true) => &[HashKind::Sha1],
-            (false, false) => &[],
-        }
     }
 
     async fn stored_hash(&self, path: &RelPath, kind: HashKind) -> Result<Option<String>> {

@@ -1,127 +1,87 @@
 //! The retry layer over the memory backend, with failures injected by a
-//! wrapper that fails the first calls of chosen operations.
+//! layer below it that fails the first calls of each operation.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-use ferry_backend::{ErrorKind, Operation};
+use ferry_backend::{BackendError, ErrorKind, Layer, LayeredFile, OpenOptions, Operation, RelPath};
 use ferry_backend_memory::MemoryBackend;
 
 use super::*;
+use ferry_backend::layer::Request;
 
-/// Fails the first `fail` calls of stat, create_dir and file reads/writes
-/// with `kind`, then passes through.
-struct Flaky {
-    inner: MemoryBackend,
-    kind: ErrorKind,
-    fail: u32,
-    calls: Arc<AtomicU32>,
-}
+/// What the flaky layer has done: calls per operation, shared by the
+/// backend and every file it opened.
+#[derive(Default)]
+struct Counts(Mutex<HashMap<Operation, u32>>);
 
-impl Flaky {
-    fn check(&self, op: Operation) -> Result<()> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if n < self.fail {
-            Err(BackendErrorExt::new(self.kind, op))
-        } else {
-            Ok(())
-        }
+impl Counts {
+    /// Count a call of `op`; true if it is one of the first `fail`.
+    fn fails(&self, op: Operation, fail: u32) -> bool {
+        let mut m = self.0.lock().unwrap();
+        let n = m.entry(op).or_insert(0);
+        *n += 1;
+        *n <= fail
+    }
+
+    fn of(&self, op: Operation) -> u32 {
+        self.0.lock().unwrap().get(&op).copied().unwrap_or(0)
     }
 }
 
-use ferry_backend::BackendError as BackendErrorExt;
+/// Fails the first `fail` calls of every operation, each counted apart,
+/// with `kind`; then passes them through.
+struct Flaky {
+    inner: Arc<dyn Backend>,
+    kind: ErrorKind,
+    fail: u32,
+    counts: Arc<Counts>,
+}
+
+fn injected<'a, T: Send + 'a>(
+    counts: &Counts,
+    kind: ErrorKind,
+    fail: u32,
+    op: Operation,
+    req: Request<'a, T>,
+) -> Request<'a, T> {
+    if counts.fails(op, fail) {
+        Box::pin(async move { Err(BackendError::new(kind, op)) })
+    } else {
+        req
+    }
+}
+
+impl Layer for Flaky {
+    fn inner(&self) -> &dyn Backend {
+        &*self.inner
+    }
+    fn request<'a, T: Send + 'a>(&'a self, op: Operation, req: Request<'a, T>) -> Request<'a, T> {
+        injected(&self.counts, self.kind, self.fail, op, req)
+    }
+    fn wrap_file(&self, inner: Box<dyn FileHandle>) -> Box<dyn FileHandle> {
+        Box::new(LayeredFile(FlakyFile {
+            inner,
+            kind: self.kind,
+            fail: self.fail,
+            counts: self.counts.clone(),
+        }))
+    }
+}
 
 struct FlakyFile {
     inner: Box<dyn FileHandle>,
     kind: ErrorKind,
     fail: u32,
-    calls: Arc<AtomicU32>,
+    counts: Arc<Counts>,
 }
 
-#[async_trait]
-impl FileHandle for FlakyFile {
-    async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
-            return Err(BackendErrorExt::new(self.kind, Operation::Read));
-        }
-        self.inner.read_at(offset, len, buf).await
+impl FileLayer for FlakyFile {
+    fn inner(&self) -> &dyn FileHandle {
+        &*self.inner
     }
-    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
-            return Err(BackendErrorExt::new(self.kind, Operation::Write));
-        }
-        self.inner.write_at(offset, data).await
-    }
-    async fn stat(&self) -> Result<Metadata> {
-        self.inner.stat().await
-    }
-    async fn set_attrs(&self, attrs: &SetAttrs) -> Result<()> {
-        self.inner.set_attrs(attrs).await
-    }
-    async fn sync(&self) -> Result<()> {
-        self.inner.sync().await
-    }
-}
-
-#[async_trait]
-impl Backend for Flaky {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn describe(&self) -> String {
-        "flaky".into()
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Metadata> {
-        self.check(Operation::Stat)?;
-        self.inner.stat(path).await
-    }
-    async fn lstat(&self, path: &RelPath) -> Result<Metadata> {
-        self.inner.lstat(path).await
-    }
-    async fn list(&self, path: &RelPath) -> Result<Vec<DirEntry>> {
-        self.inner.list(path).await
-    }
-    async fn open_file(&self, path: &RelPath, opts: OpenOptions) -> Result<Box<dyn FileHandle>> {
-        let inner = self.inner.open_file(path, opts).await?;
-        Ok(Box::new(FlakyFile {
-            inner,
-            kind: self.kind,
-            fail: self.fail,
-            calls: Arc::new(AtomicU32::new(0)),
-        }))
-    }
-    async fn remove_file(&self, path: &RelPath) -> Result<()> {
-        self.inner.remove_file(path).await
-    }
-    async fn create_dir(&self, path: &RelPath, mode: Option<u32>) -> Result<()> {
-        self.check(Operation::CreateDir)?;
-        self.inner.create_dir(path, mode).await
-    }
-    async fn remove_dir(&self, path: &RelPath) -> Result<()> {
-        self.inner.remove_dir(path).await
-    }
-    async fn rename(&self, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<()> {
-        self.inner.rename(from, to, overwrite).await
-    }
-    async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
-        self.inner.copy(from, to).await
-    }
-    async fn set_attrs(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
-        self.inner.set_attrs(path, attrs).await
-    }
-    async fn set_attrs_nofollow(&self, path: &RelPath, attrs: &SetAttrs) -> Result<()> {
-        self.inner.set_attrs_nofollow(path, attrs).await
-    }
-    async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
-        self.inner.symlink(target, link).await
-    }
-    async fn read_link(&self, path: &RelPath) -> Result<Vec<u8>> {
-        self.inner.read_link(path).await
-    }
-    async fn hard_link(&self, existing: &RelPath, link: &RelPath) -> Result<()> {
-        self.inner.hard_link(existing, link).await
-    }
-    async fn usage(&self) -> Result<Usage> {
-        self.inner.usage().await
+    fn request<'a, T: Send + 'a>(&'a self, op: Operation, req: Request<'a, T>) -> Request<'a, T> {
+        injected(&self.counts, self.kind, self.fail, op, req)
     }
 }
 
@@ -129,57 +89,60 @@ fn p(s: &str) -> RelPath {
     RelPath::new(s.as_bytes().to_vec()).unwrap()
 }
 
-fn layer(kind: ErrorKind, fail: u32, attempts: u32) -> (Retry<Flaky>, Arc<AtomicU32>) {
-    let calls = Arc::new(AtomicU32::new(0));
+/// The retry layer over a store that fails the first `fail` calls of each
+/// operation with `kind`.
+fn layer(kind: ErrorKind, fail: u32, attempts: u32) -> (Layered<Retry>, Arc<Counts>) {
+    let counts = Arc::new(Counts::default());
     let flaky = Flaky {
-        inner: MemoryBackend::new(),
+        inner: Arc::new(MemoryBackend::new()),
         kind,
         fail,
-        calls: calls.clone(),
+        counts: counts.clone(),
     };
     let opts = RetryOptions {
         attempts,
         ..RetryOptions::default()
     };
-    (Retry::new(flaky, opts), calls)
+    (Retry::wrap(Arc::new(Layered(flaky)), opts), counts)
 }
 
 #[tokio::test(start_paused = true)]
 async fn temporary_failures_are_retried_until_success() {
-    let (be, calls) = layer(ErrorKind::Temporary, 3, 10);
+    let (be, counts) = layer(ErrorKind::Temporary, 3, 10);
     // The root exists; the first three stats fail temporarily.
     be.stat(&RelPath::root()).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(counts.of(Operation::Stat), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn tries_are_capped_and_the_last_error_returned() {
-    let (be, calls) = layer(ErrorKind::RateLimited, 100, 4);
+    let (be, counts) = layer(ErrorKind::RateLimited, 100, 4);
     let e = be.stat(&RelPath::root()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::RateLimited);
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(counts.of(Operation::Stat), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_are_not_retried() {
-    let (be, calls) = layer(ErrorKind::PermissionDenied, 5, 10);
+    let (be, counts) = layer(ErrorKind::PermissionDenied, 5, 10);
     let e = be.stat(&RelPath::root()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.of(Operation::Stat), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn non_idempotent_operations_are_tried_once() {
-    let (be, calls) = layer(ErrorKind::Temporary, 1, 10);
+    let (be, counts) = layer(ErrorKind::Temporary, 1, 10);
     let e = be.create_dir(&p("d"), None).await.unwrap_err();
     assert!(e.is_temporary());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.of(Operation::CreateDir), 1);
     be.create_dir(&p("d"), None).await.unwrap();
+    assert_eq!(counts.of(Operation::CreateDir), 2);
 }
 
 #[tokio::test(start_paused = true)]
-async fn file_reads_and_writes_are_retried_and_keep_the_prefix() {
-    let (be, _) = layer(ErrorKind::Temporary, 2, 10);
+async fn file_reads_and_writes_are_retried_and_reads_keep_the_prefix() {
+    let (be, counts) = layer(ErrorKind::Temporary, 2, 10);
     let opts = OpenOptions {
         read: true,
         write: true,
@@ -187,16 +150,27 @@ async fn file_reads_and_writes_are_retried_and_keep_the_prefix() {
         ..Default::default()
     };
     let f = be.open_file(&p("f"), opts).await.unwrap();
+    assert_eq!(counts.of(Operation::Open), 3, "the open was retried too");
     f.write_at(0, Bytes::from_static(b"hello")).await.unwrap();
+    assert_eq!(counts.of(Operation::Write), 3);
+    // Two failed reads, each of which took the buffer with it: the third
+    // starts again from the caller's prefix, which is kept exactly once.
     let buf = f.read_at(0, 10, b"HDR".to_vec()).await.unwrap();
+    assert_eq!(counts.of(Operation::Read), 3);
     assert_eq!(buf, b"HDRhello");
 }
 
 #[tokio::test(start_paused = true)]
 async fn delays_double_up_to_the_cap() {
-    let (be, _) = layer(ErrorKind::Temporary, 6, 10);
+    let (be, counts) = layer(ErrorKind::Temporary, 10, 12);
     let start = tokio::time::Instant::now();
     be.stat(&RelPath::root()).await.unwrap();
-    // 10 + 20 + 40 + 80 + 160 + 320 ms.
-    assert_eq!(start.elapsed(), Duration::from_millis(630));
+    assert_eq!(counts.of(Operation::Stat), 11);
+    // 10, 20, 40, ... 1280 ms, then the 2 s cap twice.
+    let doubling: u64 = (0..8).map(|i| 10u64 << i).sum();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(doubling + 2 * 2000),
+        "the delay stops doubling at max_delay"
+    );
 }
