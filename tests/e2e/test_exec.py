@@ -121,6 +121,19 @@ def test_hash_of_files(ferry, cmd, kind):
     assert not problems, "\n".join(problems)
 
 
+def test_hash_of_a_name_that_is_not_utf8(ferry, transport):
+    """The path argument is bytes: a name that is not UTF-8 is found and
+    printed back byte for byte."""
+    name = b"caf\xe9 \xff.bin"
+    data = os.urandom(3000)
+    with open(os.path.join(os.fsencode(ferry.root), name), "wb") as f:
+        f.write(data)
+    escaped = name.replace(b" ", b"\\ ")
+    r = exec_on(transport, b"md5sum " + escaped)
+    assert r.rc == 0, r
+    assert r.out == hash_bytes("md5", data).encode() + b"  " + name + b"\n", r
+
+
 def test_hash_output_via_openssh_ssh(ferry, keys):
     """OpenSSH's ssh (key auth) joins its arguments with spaces: the same
     line format comes back."""

@@ -483,6 +483,24 @@ def test_uid_gid_and_perm_flags(ferry_factory, clients):
     assert stat.S_IMODE(c.stat("d").st_mode) == 0o750
 
 
+def test_explicit_default_perms_count_as_given(ferry_factory, clients):
+    """--dir-perms 0777 given on the command line is shown for every
+    directory, as any other value would be (regression: it was taken for
+    the default and the stored bits were shown)."""
+    srv = ferry_factory("--dir-perms", "0777", "--umask", "0")
+    srv.backing("d").mkdir()
+    srv.backing("d").chmod(0o700)
+    srv.backing("f").write_bytes(b"x")
+    srv.backing("f").chmod(0o600)
+    c = clients.sftp(srv)
+    assert stat.S_IMODE(c.stat("d").st_mode) == 0o777
+    assert stat.S_IMODE(c.stat("f").st_mode) == 0o666, "the file default applies too"
+    plain = ferry_factory("--umask", "0")
+    plain.backing("d").mkdir()
+    plain.backing("d").chmod(0o700)
+    assert stat.S_IMODE(clients.sftp(plain).stat("d").st_mode) == 0o700
+
+
 def test_stat_missing_is_enoent(ferry, clients):
     c = clients.sftp(ferry)
     for fn in (c.stat, c.lstat, c.listdir):

@@ -154,14 +154,14 @@ pub struct SftpArgs {
     pub no_modtime: bool,
 
     /// Directory permissions, octal (shown when the storage keeps none,
-    /// or always when given).
-    #[arg(long, env = "FERRY_DIR_PERMS", default_value = "0777")]
-    pub dir_perms: String,
+    /// or always when given) [default: 0777].
+    #[arg(long, env = "FERRY_DIR_PERMS", value_name = "PERMS")]
+    pub dir_perms: Option<String>,
 
     /// File permissions, octal (shown when the storage keeps none, or
-    /// always when given).
-    #[arg(long, env = "FERRY_FILE_PERMS", default_value = "0666")]
-    pub file_perms: String,
+    /// always when given) [default: 0666].
+    #[arg(long, env = "FERRY_FILE_PERMS", value_name = "PERMS")]
+    pub file_perms: Option<String>,
 
     /// Override the permission bits set by the filesystem, octal
     /// [default: the process umask].

@@ -321,13 +321,15 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         ));
     }
 
-    let dir_perms = parse_octal("dir-perms", &args.dir_perms)?;
-    let file_perms = parse_octal("file-perms", &args.file_perms)?;
+    let dir_perms = parse_octal("dir-perms", args.dir_perms.as_deref().unwrap_or("0777"))?;
+    let file_perms = parse_octal("file-perms", args.file_perms.as_deref().unwrap_or("0666"))?;
     let umask = match &args.umask {
         Some(u) => parse_octal("umask", u)?,
         None => process_umask(),
     };
-    let override_perms = args.dir_perms != "0777" || args.file_perms != "0666";
+    // Given at all (even as the default values), they are shown for every
+    // file.
+    let override_perms = args.dir_perms.is_some() || args.file_perms.is_some();
     let vfs = VfsOptions {
         read_only: args.read_only,
         no_modtime: args.no_modtime,

@@ -21,15 +21,15 @@ pub enum Command {
     Hash {
         /// Which hash.
         kind: HashKind,
-        /// The path argument as sent (still escaped), if any.
-        arg: Option<String>,
+        /// The path argument as sent (still escaped; any bytes), if any.
+        arg: Option<Vec<u8>>,
     },
     /// A hash type no command can compute (`rclone hashsum foo`).
     UnknownHash(String),
     /// Space used and free.
     Df,
     /// `echo TEXT`, printed back without any expansion.
-    Echo(String),
+    Echo(Vec<u8>),
     /// `echo 'TEXT' | HASHCMD`: the hash of `TEXT\n`.
     EchoHash {
         /// Which hash.
@@ -52,7 +52,7 @@ pub struct Outcome {
     pub status: u32,
 }
 
-fn hash_command(cmd: &str, args: &str) -> Option<(HashKind, String)> {
+fn hash_command(cmd: &str, args: &[u8]) -> Option<(HashKind, Vec<u8>)> {
     let kind = match cmd {
         "md5sum" => HashKind::Md5,
         "sha1sum" => HashKind::Sha1,
@@ -61,44 +61,55 @@ fn hash_command(cmd: &str, args: &str) -> Option<(HashKind, String)> {
         "b3sum" => HashKind::Blake3,
         "xxh128sum" => HashKind::Xxh128,
         "xxhsum" => {
-            let rest = args.strip_prefix("-H2")?;
-            if !(rest.is_empty() || rest.starts_with(' ')) {
+            let rest = args.strip_prefix(b"-H2")?;
+            if !(rest.is_empty() || rest.starts_with(b" ")) {
                 return None;
             }
-            return Some((HashKind::Xxh128, rest.trim_start().to_string()));
+            return Some((HashKind::Xxh128, trim_start(rest).to_vec()));
         }
         _ => return None,
     };
-    Some((kind, args.to_string()))
+    Some((kind, args.to_vec()))
 }
 
-fn opt(arg: String) -> Option<String> {
-    if arg.is_empty() {
-        None
-    } else {
-        Some(arg)
+fn opt(arg: &[u8]) -> Option<Vec<u8>> {
+    (!arg.is_empty()).then(|| arg.to_vec())
+}
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|&&c| c == b' ').count();
+    &b[n..]
+}
+
+/// Split at the first space: the word before it, and the rest with its
+/// leading spaces trimmed.
+fn split_word(b: &[u8]) -> (&[u8], &[u8]) {
+    match b.iter().position(|&c| c == b' ') {
+        Some(i) => (&b[..i], trim_start(&b[i + 1..])),
+        None => (b, b""),
     }
 }
 
-/// Parse a command line.
-pub fn parse(line: &str) -> Command {
-    let line = line.trim_start();
-    let (cmd, args) = match line.split_once(' ') {
-        Some((c, a)) => (c, a.trim_start()),
-        None => (line, ""),
+/// Parse a command line. Only the path argument may be any bytes (a file
+/// name that is not UTF-8); the command words are ASCII.
+pub fn parse(line: &[u8]) -> Command {
+    let (cmd, args) = split_word(trim_start(line));
+    let Ok(cmd) = std::str::from_utf8(cmd) else {
+        return Command::NotImplemented(String::from_utf8_lossy(cmd).into_owned());
     };
     if let Some((kind, arg)) = hash_command(cmd, args) {
         return Command::Hash {
             kind,
-            arg: opt(arg),
+            arg: opt(&arg),
         };
     }
     match cmd {
         "df" => Command::Df,
         "echo" => {
-            if let Some((text, pipe)) = args.split_once(" | ") {
-                let pipe = pipe.trim();
-                let (pcmd, pargs) = pipe.split_once(' ').unwrap_or((pipe, ""));
+            let text = String::from_utf8_lossy(args);
+            if let Some((text, pipe)) = text.split_once(" | ") {
+                let (pcmd, pargs) = split_word(pipe.trim().as_bytes());
+                let pcmd = std::str::from_utf8(pcmd).unwrap_or("");
                 if let Some((kind, rest)) = hash_command(pcmd, pargs) {
                     if rest.is_empty() {
                         return Command::EchoHash {
@@ -108,27 +119,28 @@ pub fn parse(line: &str) -> Command {
                     }
                 }
             }
-            Command::Echo(args.to_string())
+            Command::Echo(args.to_vec())
         }
         "rclone" => {
-            let (sub, rest) = args.split_once(' ').unwrap_or((args, ""));
+            let (sub, rest) = split_word(args);
             match sub {
-                "md5sum" => Command::Hash {
+                b"md5sum" => Command::Hash {
                     kind: HashKind::Md5,
-                    arg: opt(rest.to_string()),
+                    arg: opt(rest),
                 },
-                "sha1sum" => Command::Hash {
+                b"sha1sum" => Command::Hash {
                     kind: HashKind::Sha1,
-                    arg: opt(rest.to_string()),
+                    arg: opt(rest),
                 },
-                "hashsum" => {
-                    let (name, path) = rest.split_once(' ').unwrap_or((rest, ""));
-                    match HashKind::from_name(name) {
+                b"hashsum" => {
+                    let (name, path) = split_word(rest);
+                    let name = String::from_utf8_lossy(name);
+                    match HashKind::from_name(&name) {
                         Some(kind) => Command::Hash {
                             kind,
-                            arg: opt(path.to_string()),
+                            arg: opt(path),
                         },
-                        None => Command::UnknownHash(name.to_string()),
+                        None => Command::UnknownHash(name.into_owned()),
                     }
                 }
                 _ => Command::NotImplemented(cmd.to_string()),
@@ -149,18 +161,26 @@ fn unquote(s: &str) -> String {
 }
 
 /// Undo the rclone client's path escaping: quote-newline-quote is a
-/// newline, then `\X` is `X`.
-pub fn unescape(arg: &str) -> String {
-    let s = arg.replace("'\n'", "\n");
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(n) = chars.next() {
-                out.push(n);
+/// newline, then `\X` is `X` (byte by byte: names need not be UTF-8).
+pub fn unescape(arg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(arg.len());
+    let mut i = 0;
+    while i < arg.len() {
+        match &arg[i..] {
+            [b'\'', b'\n', b'\'', ..] => {
+                out.push(b'\n');
+                i += 3;
             }
-        } else {
-            out.push(c);
+            [b'\\', next, ..] => {
+                out.push(*next);
+                i += 2;
+            }
+            [b'\\'] => i += 1,
+            [c, ..] => {
+                out.push(*c);
+                i += 1;
+            }
+            [] => unreachable!("i < len"),
         }
     }
     out
@@ -184,7 +204,10 @@ pub async fn run(vfs: &Vfs, cmd: &Command) -> Outcome {
         } => hash_file(vfs, *kind, arg).await,
         Command::UnknownHash(name) => fail(format!("{name} hash not supported")),
         Command::Df => df(vfs).await,
-        Command::Echo(text) => ok(format!("{text}\n")),
+        Command::Echo(text) => Outcome {
+            stdout: [text.as_slice(), b"\n"].concat(),
+            ..Default::default()
+        },
         Command::EchoHash { kind, text } => match hash_bytes(*kind, format!("{text}\n").as_bytes())
         {
             Some(h) => ok(format!("{h}  -\n")),
@@ -209,15 +232,19 @@ fn fail(msg: String) -> Outcome {
     }
 }
 
-async fn hash_file(vfs: &Vfs, kind: HashKind, arg: &str) -> Outcome {
-    let name = unescape(arg);
-    let Ok(path) = RelPath::resolve(&RelPath::root(), name.as_bytes()) else {
-        return fail(format!("{arg}: invalid path"));
+async fn hash_file(vfs: &Vfs, kind: HashKind, arg: &[u8]) -> Outcome {
+    let raw = unescape(arg);
+    let name = String::from_utf8_lossy(&raw);
+    let Ok(path) = RelPath::resolve(&RelPath::root(), &raw) else {
+        return fail(format!("{name}: invalid path"));
     };
     match vfs.hash(&path, kind).await {
-        // The path as it reads unescaped, as rclone prints it: scripts
-        // that read the second field get the real name.
-        Ok(hex) => ok(format!("{hex}  {name}\n")),
+        // The path as it reads unescaped, byte for byte, as rclone prints
+        // it: scripts that read the second field get the real name.
+        Ok(hex) => Outcome {
+            stdout: [format!("{hex}  ").as_bytes(), &raw, b"\n"].concat(),
+            ..Default::default()
+        },
         Err(VfsError::Unsupported(_)) => fail(format!("{} hash not supported", kind.name())),
         Err(VfsError::NotFound) => fail(format!("{name}: no such file or directory")),
         Err(VfsError::IsADirectory) => fail(format!("{name}: is a directory")),
@@ -257,83 +284,102 @@ mod tests {
     #[test]
     fn parsing() {
         assert_eq!(
-            parse("md5sum"),
+            parse(b"md5sum"),
             Command::Hash {
                 kind: HashKind::Md5,
                 arg: None
             }
         );
         assert_eq!(
-            parse("  sha1sum dir/a\\ b"),
+            parse(b"  sha1sum dir/a\\ b"),
             Command::Hash {
                 kind: HashKind::Sha1,
-                arg: Some("dir/a\\ b".into())
+                arg: Some(b"dir/a\\ b".to_vec())
             }
         );
         assert_eq!(
-            parse("xxhsum -H2 f"),
+            parse(b"xxhsum -H2 f"),
             Command::Hash {
                 kind: HashKind::Xxh128,
-                arg: Some("f".into())
+                arg: Some(b"f".to_vec())
             }
         );
         assert_eq!(
-            parse("xxhsum -H2"),
+            parse(b"xxhsum -H2"),
             Command::Hash {
                 kind: HashKind::Xxh128,
                 arg: None
             }
         );
-        assert_eq!(parse("xxhsum f"), Command::NotImplemented("xxhsum".into()));
+        assert_eq!(parse(b"xxhsum f"), Command::NotImplemented("xxhsum".into()));
         assert_eq!(
-            parse("rclone hashsum sha256 x"),
+            parse(b"rclone hashsum sha256 x"),
             Command::Hash {
                 kind: HashKind::Sha256,
-                arg: Some("x".into())
+                arg: Some(b"x".to_vec())
             }
         );
         assert_eq!(
-            parse("rclone hashsum frob x"),
+            parse(b"rclone hashsum frob x"),
             Command::UnknownHash("frob".into())
         );
         assert_eq!(
-            parse("rclone md5sum"),
+            parse(b"rclone md5sum"),
             Command::Hash {
                 kind: HashKind::Md5,
                 arg: None
             }
         );
-        assert_eq!(parse("df -k /x"), Command::Df);
+        assert_eq!(parse(b"df -k /x"), Command::Df);
         assert_eq!(
-            parse("md5sum    big.bin"),
+            parse(b"md5sum    big.bin"),
             Command::Hash {
                 kind: HashKind::Md5,
-                arg: Some("big.bin".into())
+                arg: Some(b"big.bin".to_vec())
             }
         );
         assert_eq!(
-            parse("echo 'abc' | md5sum"),
+            parse(b"echo 'abc' | md5sum"),
             Command::EchoHash {
                 kind: HashKind::Md5,
                 text: "abc".into()
             }
         );
         assert_eq!(
-            parse("echo ${ShellId}%ComSpec%"),
-            Command::Echo("${ShellId}%ComSpec%".into())
+            parse(b"echo ${ShellId}%ComSpec%"),
+            Command::Echo(b"${ShellId}%ComSpec%".to_vec())
         );
-        assert_eq!(parse("sh -c id"), Command::NotImplemented("sh".into()));
-        assert_eq!(parse(""), Command::NotImplemented("".into()));
+        assert_eq!(parse(b"sh -c id"), Command::NotImplemented("sh".into()));
+        assert_eq!(parse(b""), Command::NotImplemented("".into()));
     }
 
     #[test]
     fn unescaping() {
-        assert_eq!(unescape("a\\ b"), "a b");
-        assert_eq!(unescape("x'\n'y"), "x\ny");
-        assert_eq!(unescape("x\\n"), "xn");
-        assert_eq!(unescape("q\\'s"), "q's");
-        assert_eq!(unescape("back\\\\slash"), "back\\slash");
-        assert_eq!(unescape("caf\u{e9}"), "caf\u{e9}");
+        assert_eq!(unescape("a\\ b".as_bytes()), "a b".as_bytes());
+        assert_eq!(unescape("x'\n'y".as_bytes()), "x\ny".as_bytes());
+        assert_eq!(unescape("x\\n".as_bytes()), "xn".as_bytes());
+        assert_eq!(unescape("q\\'s".as_bytes()), "q's".as_bytes());
+        assert_eq!(
+            unescape("back\\\\slash".as_bytes()),
+            "back\\slash".as_bytes()
+        );
+        assert_eq!(unescape("caf\u{e9}".as_bytes()), "caf\u{e9}".as_bytes());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_stay_bytes() {
+        assert_eq!(
+            parse(b"md5sum caf\xe9\\ x"),
+            Command::Hash {
+                kind: HashKind::Md5,
+                arg: Some(b"caf\xe9\\ x".to_vec())
+            }
+        );
+        assert_eq!(unescape(b"caf\xe9\\ x"), b"caf\xe9 x");
+        assert_eq!(
+            parse(b"\xff rm"),
+            Command::NotImplemented("\u{fffd}".into())
+        );
     }
 
     #[tokio::test]
@@ -343,24 +389,24 @@ mod tests {
         std::fs::create_dir(tmp.path().join("d")).unwrap();
         let be = ferry_backend_local::LocalBackend::open(tmp.path()).unwrap();
         let vfs = Vfs::new(std::sync::Arc::new(be), Default::default());
-        let o = run(&vfs, &parse("md5sum a\\ b")).await;
+        let o = run(&vfs, &parse(b"md5sum a\\ b")).await;
         assert_eq!(o.stdout, b"0bee89b07a248e27c83fc3d5951213c1  a b\n");
         assert_eq!(o.status, 0);
-        let o = run(&vfs, &parse("md5sum")).await;
+        let o = run(&vfs, &parse(b"md5sum")).await;
         assert_eq!(o.stdout, b"d41d8cd98f00b204e9800998ecf8427e  -\n");
-        let o = run(&vfs, &parse("sha1sum missing")).await;
+        let o = run(&vfs, &parse(b"sha1sum missing")).await;
         assert_eq!(o.status, 1);
         assert!(String::from_utf8_lossy(&o.stderr).contains("no such file"));
-        let o = run(&vfs, &parse("sha1sum d")).await;
+        let o = run(&vfs, &parse(b"sha1sum d")).await;
         assert_eq!(o.status, 1);
-        let o = run(&vfs, &parse("rclone hashsum frob a")).await;
+        let o = run(&vfs, &parse(b"rclone hashsum frob a")).await;
         assert_eq!(o.stderr, b"frob hash not supported\n");
-        let o = run(&vfs, &parse("echo 'abc' | sha1sum")).await;
+        let o = run(&vfs, &parse(b"echo 'abc' | sha1sum")).await;
         assert_eq!(o.stdout, b"03cfd743661f07975fa2f1220c5194cbaff48451  -\n");
-        let o = run(&vfs, &parse("cat /etc/passwd")).await;
+        let o = run(&vfs, &parse(b"cat /etc/passwd")).await;
         assert_eq!(o.stderr, b"\"cat\" not implemented\n");
         assert_eq!(o.status, 1);
-        let o = run(&vfs, &parse("df -k /")).await;
+        let o = run(&vfs, &parse(b"df -k /")).await;
         let text = String::from_utf8(o.stdout).unwrap();
         let line2: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(line2[0], "/dev/root");

@@ -501,8 +501,8 @@ impl russh::server::Handler for Conn {
             return session.channel_failure(channel);
         };
         session.channel_success(channel)?;
-        let line = String::from_utf8_lossy(data).into_owned();
-        tracing::debug!(peer = %self.peer, "exec {line:?}");
+        let line = data.to_vec();
+        tracing::debug!(peer = %self.peer, "exec {:?}", line.escape_ascii().to_string());
         let slot = self.slot();
         tokio::spawn(async move {
             let _slot = slot;

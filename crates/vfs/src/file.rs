@@ -518,6 +518,33 @@ impl VfsFile {
         }
     }
 
+    /// Copy the whole of `src` into this file inside the store (no data
+    /// through Ferry), when the store copies server-side and this file is a
+    /// new upload with nothing written yet. `Ok(false)` when that does not
+    /// apply: copy the bytes instead.
+    pub async fn copy_whole_in_store(&self, src: &VfsFile) -> Result<bool> {
+        self.check_open()?;
+        src.check_open()?;
+        if !self.inner.backend.capabilities().server_side_copy {
+            return Ok(false);
+        }
+        // This file an upload to a temporary file; the source read from
+        // the store as it is (not from the cache, nor an upload itself).
+        let (Body::Handle(dst), Some(id), Body::Handle(_), None) =
+            (&self.body, self.upload, &src.body, src.upload)
+        else {
+            return Ok(false);
+        };
+        let Some(temp) = self.inner.uploads.temp_of(id) else {
+            return Ok(false);
+        };
+        if dst.stat().await?.size != 0 {
+            return Ok(false);
+        }
+        self.inner.backend.copy(&src.path, &temp).await?;
+        Ok(true)
+    }
+
     /// Attributes of the open file.
     pub async fn stat(&self) -> Result<Attr> {
         self.check_open()?;

@@ -158,8 +158,11 @@ impl Vfs {
         }
     }
 
-    /// Run the cache cleaner now; returns how many files it dropped.
-    pub fn clean_cache(&self) -> usize {
+    /// Run the cache cleaner now (tests; it runs every
+    /// `--vfs-cache-poll-interval` by itself); returns how many files it
+    /// dropped.
+    #[cfg(test)]
+    pub(crate) fn clean_cache(&self) -> usize {
         self.inner.cache.as_ref().map_or(0, |c| c.clean())
     }
 
@@ -497,21 +500,6 @@ impl Vfs {
         }
     }
 
-    /// Copy file `from` to `to` on the backend.
-    pub async fn copy(&self, from: &RelPath, to: &RelPath) -> Result<()> {
-        self.check_writable()?;
-        let _forget = self.inner.forget_around(to, false);
-        if let Some(c) = &self.inner.cache {
-            if let Some(item) = c.get(from).filter(|i| i.is_visible()) {
-                return c.copy_visible(&item, to).await;
-            }
-            // The copy replaces whatever the cache held at `to`.
-            let _held = c.hold(&[to]).await;
-            c.remove(to).await;
-        }
-        Ok(self.inner.backend.copy(from, to).await?)
-    }
-
     /// Create a symbolic link at `link` to `target` (a client path).
     ///
     /// The target is resolved beneath the root and stored relative to the
@@ -618,6 +606,7 @@ impl Vfs {
 
     /// Read directory `dir` afresh into the cache, and with `recursive`
     /// every directory below it. Returns how many directories were read.
+    /// (For the remote-control API's `vfs/refresh`.)
     pub async fn refresh(&self, dir: &RelPath, recursive: bool) -> Result<usize> {
         let mut todo = vec![dir.clone()];
         let mut done = 0;

@@ -411,3 +411,71 @@ async fn hashes_of_multi_chunk_and_empty_files() {
         );
     }
 }
+
+/// Counts the copies and reads that reach the store.
+struct CountCopies {
+    inner: Arc<dyn Backend>,
+    copies: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ferry_backend::Layer for CountCopies {
+    fn inner(&self) -> &dyn Backend {
+        &*self.inner
+    }
+    fn request<'a, T: Send + 'a>(
+        &'a self,
+        op: ferry_backend::Operation,
+        req: ferry_backend::layer::Request<'a, T>,
+    ) -> ferry_backend::layer::Request<'a, T> {
+        if op == ferry_backend::Operation::Copy {
+            self.copies
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        req
+    }
+}
+
+#[tokio::test]
+async fn a_whole_file_copy_into_a_new_upload_happens_in_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copies = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let be = CountCopies {
+        inner: Arc::new(LocalBackend::open(tmp.path()).unwrap()),
+        copies: copies.clone(),
+    };
+    let vfs = Vfs::new(Arc::new(ferry_backend::Layered(be)), VfsOptions::default());
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(tmp.path().join("src"), &data).unwrap();
+    std::fs::write(tmp.path().join("dst"), b"old").unwrap();
+    let src = vfs
+        .open(&p("src"), crate::test_util::READ, None)
+        .await
+        .unwrap();
+    let dst = vfs.open(&p("dst"), UPLOAD, None).await.unwrap();
+    assert!(dst.copy_whole_in_store(&src).await.unwrap());
+    assert_eq!(copies.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Atomic as any upload: the old file until the close, then the copy.
+    assert_eq!(std::fs::read(tmp.path().join("dst")).unwrap(), b"old");
+    dst.write_at(data.len() as u64, Bytes::from_static(b"+tail"))
+        .await
+        .unwrap();
+    dst.close().await.unwrap();
+    assert_eq!(
+        std::fs::read(tmp.path().join("dst")).unwrap(),
+        [&data[..], b"+tail"].concat()
+    );
+    // Not for a file with data in it already, nor into a file edited in
+    // place: the bytes are copied by the caller then.
+    let dst = vfs.open(&p("dst2"), UPLOAD, None).await.unwrap();
+    dst.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+    assert!(!dst.copy_whole_in_store(&src).await.unwrap());
+    dst.abort().await;
+    let rw = OpenFlags {
+        read: true,
+        write: true,
+        ..crate::test_util::READ
+    };
+    let in_place = vfs.open(&p("dst"), rw, None).await.unwrap();
+    assert!(!in_place.copy_whole_in_store(&src).await.unwrap());
+    assert_eq!(copies.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

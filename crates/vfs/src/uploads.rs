@@ -72,6 +72,11 @@ impl Uploads {
         self.lock().map.remove(&id)
     }
 
+    /// The temporary file of upload `id`.
+    pub(crate) fn temp_of(&self, id: u64) -> Option<RelPath> {
+        self.lock().map.get(&id).map(|u| u.temp.clone())
+    }
+
     /// The temporary file of `owner`'s newest upload to `path`.
     pub(crate) fn temp_for(&self, owner: u64, path: &RelPath) -> Option<RelPath> {
         let st = self.lock();

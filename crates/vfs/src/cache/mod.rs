@@ -1074,36 +1074,6 @@ impl FileCache {
             );
         }
     }
-
-    /// Copy the cached file `from` (visible, so not on the remote as it
-    /// stands) to a new dirty item at `to`.
-    pub(crate) async fn copy_visible(
-        self: &Arc<Self>,
-        from: &Arc<Item>,
-        to: &RelPath,
-    ) -> Result<()> {
-        let size = from.lock().size;
-        from.ensure(self, 0, size).await?;
-        let src = from.file(self)?;
-        let mtime = from.lock().mtime;
-        let dest = self.open_item(to, None, true, None)?;
-        let r = async {
-            dest.truncate(self, 0)?;
-            let mut off = 0;
-            while off < size {
-                let n = ((size - off) as usize).min(UPLOAD_PIECE);
-                let data = read_piece(&src, off, n)
-                    .await
-                    .map_err(|e| self.io_error("copying", to, e))?;
-                dest.write_at(self, off, data, false).await?;
-                off += n as u64;
-            }
-            dest.set_mtime(self, mtime)
-        }
-        .await;
-        self.close(&dest, true)?;
-        r
-    }
 }
 
 /// Read `n` bytes at `off` of `file` on the blocking pool.
