@@ -120,7 +120,7 @@ def test_obscure_and_reveal_interoperate_with_rclone():
 def test_listremotes_and_config_show(tmp_path):
     conf = tmp_path / "rclone.conf"
     conf.write_text("[one]\ntype = local\n\n[two]\ntype = sftp\nhost = h\npass = "
-                    "YWFhYWFhYWFhYWFhYWFhYXMaGgIlEQ\n")
+                    "YWFhYWFhYWFhYWFhYWFhYXMaGgIlEQ\nkey_pem = -----BEGIN KEY-----\n")
     p = ferry_cmd("--config", conf, "listremotes", env={"FERRY_CONFIG_THREE_TYPE": "memory"})
     assert p.returncode == 0, p
     assert p.stdout.split() == ["one:", "two:", "three:"] or \
@@ -129,6 +129,8 @@ def test_listremotes_and_config_show(tmp_path):
     assert p.returncode == 0, p
     assert "host = h" in p.stdout
     assert "YWFh" not in p.stdout and "ENCRYPTED" in p.stdout, p.stdout
+    # The registry's secrets of the type are hidden too (an inline key).
+    assert "BEGIN KEY" not in p.stdout, p.stdout
     # The config file is found through FERRY_CONFIG too.
     p = ferry_cmd("listremotes", env={"FERRY_CONFIG": str(conf)})
     assert "two:" in p.stdout.split(), p

@@ -107,17 +107,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let section = cfg.remote(name).ok_or_else(|| {
                         UsageError(format!("remote {name:?} is not in the config file"))
                     })?;
-                    print!("{}", section.display_redacted());
+                    print!("{}", redacted(section));
                 }
                 None => {
                     for section in cfg.sections() {
-                        println!("{}", section.display_redacted());
+                        println!("{}", redacted(section));
                     }
                 }
             }
             Ok(())
         }
     }
+}
+
+/// A config section as text, with the secrets of its type (the backend
+/// registry's list, and the usual names) hidden.
+fn redacted(section: &ferry_config::Section) -> String {
+    let mut secrets = ferry_config::DEFAULT_SECRET_KEYS.to_vec();
+    if let Some(t) = section.type_().and_then(ferry_registry::find) {
+        secrets.extend(t.secrets);
+    }
+    section.display_redacted_with(&secrets)
 }
 
 /// The multi-threaded runtime every mode runs on.
