@@ -9,7 +9,6 @@ pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 /// What went wrong, as far as the layers above need to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ErrorKind {
     /// The path does not exist.
     NotFound,
@@ -52,7 +51,6 @@ impl ErrorKind {
 
 /// The backend operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 #[allow(missing_docs)]
 pub enum Operation {
     Stat,
@@ -125,9 +123,9 @@ impl BackendError {
             K::InvalidFilename => ErrorKind::InvalidName,
             K::TimedOut | K::Interrupted | K::WouldBlock => ErrorKind::Temporary,
             _ => match err.raw_os_error() {
-                Some(40) => ErrorKind::TooManyLinks, // ELOOP
-                Some(36) => ErrorKind::InvalidName,  // ENAMETOOLONG
-                Some(18) => ErrorKind::Unsupported,  // EXDEV
+                Some(libc::ELOOP) => ErrorKind::TooManyLinks,
+                Some(libc::ENAMETOOLONG) => ErrorKind::InvalidName,
+                Some(libc::EXDEV) => ErrorKind::Unsupported,
                 _ => ErrorKind::Other,
             },
         };
@@ -183,11 +181,20 @@ mod tests {
 
     #[test]
     fn io_errors_are_classified() {
-        let e = BackendError::from_io(Operation::Stat, std::io::Error::from_raw_os_error(2));
+        let e = BackendError::from_io(
+            Operation::Stat,
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        let e = BackendError::from_io(Operation::Stat, std::io::Error::from_raw_os_error(40));
+        let e = BackendError::from_io(
+            Operation::Stat,
+            std::io::Error::from_raw_os_error(libc::ELOOP),
+        );
         assert_eq!(e.kind(), ErrorKind::TooManyLinks);
-        let e = BackendError::from_io(Operation::Write, std::io::Error::from_raw_os_error(28));
+        let e = BackendError::from_io(
+            Operation::Write,
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
         assert_eq!(e.kind(), ErrorKind::NoSpace);
         assert!(!e.is_temporary());
         let e = e.with_path(&RelPath::new(b"a/b".to_vec()).unwrap());

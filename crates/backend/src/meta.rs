@@ -4,7 +4,6 @@ use std::time::SystemTime;
 
 /// The type of a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum FileType {
     /// A regular file.
     File,
@@ -77,7 +76,6 @@ pub struct Usage {
 
 /// A content hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum HashKind {
     /// MD5.
     Md5,

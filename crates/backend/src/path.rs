@@ -13,7 +13,6 @@ pub struct RelPath(Vec<u8>);
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum PathError {
     /// The path contains a NUL byte.
     #[error("path contains a NUL byte")]

@@ -13,7 +13,6 @@ use crate::resolve::OptionSource;
 
 /// An error reading the config, parsing a remote or resolving its options.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ConfigError {
     /// The config file could not be read.
     #[error("cannot read config file {}: {source}", .path.display())]
@@ -129,7 +128,6 @@ fn unknown_remote_message(name: &str, path: Option<&PathBuf>, available: &[Strin
 
 /// Why a config file line could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum SyntaxReason {
     /// Neither a `[section]`, a `key = value` (or `key: value`), a comment
     /// nor a blank line.
@@ -159,7 +157,6 @@ impl fmt::Display for SyntaxReason {
 
 /// Why a `remote:path` argument is malformed. The messages follow rclone's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RemoteSyntaxError {
     /// The argument is empty.
     Empty,

@@ -36,7 +36,6 @@ type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 
 /// Why a value could not be revealed. The first two messages are rclone's.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum RevealError {
     /// The value is not unpadded URL-safe base64.
     #[error("base64 decode failed when revealing password - is it obscured?")]

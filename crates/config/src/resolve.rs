@@ -50,7 +50,6 @@ pub const DEFAULT_SECRET_KEYS: &[&str] = &[
 
 /// Where an option's value came from; shown in error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum OptionSource {
     /// A line of the config file.
     File {

@@ -44,7 +44,6 @@ impl fmt::Display for DecodeError {
 
 /// The specific decoding failure.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum DecodeErrorKind {
     /// The payload ended before a field, or a declared string length or item
     /// count is larger than the bytes left in the payload.

@@ -45,7 +45,6 @@ pub mod ext_name {
 /// limits: [`Limits`](crate::Limits); users-groups-by-id: two strings of
 /// packed name strings).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ExtendedRequest {
     /// `posix-rename@openssh.com`: rename that replaces an existing target
     /// (POSIX `rename(2)` semantics).

@@ -16,7 +16,6 @@ pub enum Frame {
 /// A length prefix that can never become a valid packet. The connection
 /// cannot be resynchronised after this; the session should be closed.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum FrameError {
     /// The declared length exceeds the maximum this side accepts.
     #[error("SFTP packet length {len} exceeds the maximum of {max} bytes")]

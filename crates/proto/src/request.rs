@@ -13,7 +13,6 @@ use crate::wire::{framed, put_pairs, put_string, put_u32, put_u64, put_u8, read_
 ///
 /// Paths, handles and data are raw bytes sliced from the decoded payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Request {
     /// `SSH_FXP_INIT`: the client's hello. The only request without an id.
     Init {

@@ -32,7 +32,6 @@ impl NameEntry {
 
 /// A reply from an SFTP server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Response {
     /// `SSH_FXP_VERSION`: the server's hello, answering `INIT`.
     Version {

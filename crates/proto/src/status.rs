@@ -7,7 +7,6 @@ use std::fmt;
 /// cover.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum StatusCode {
     /// `SSH_FX_OK`: success.
     Ok = 0,

@@ -8,7 +8,6 @@ pub type Result<T, E = VfsError> = std::result::Result<T, E>;
 /// Why a VFS operation failed. The server maps each variant to one SFTP
 /// status in one function.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum VfsError {
     /// No such file or directory.
     #[error("no such file or directory")]
@@ -52,9 +51,20 @@ pub enum VfsError {
     /// The handle was not opened for this.
     #[error("handle not open for {0}")]
     BadHandleMode(&'static str),
-    /// A bad argument.
+    /// A bad argument (an offset past the largest, a directory moved into
+    /// itself).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The file was closed (or its upload finished) already.
+    #[error("file is closed")]
+    Closed,
+    /// A streamed upload cannot be committed (a gap, an earlier failure);
+    /// nothing of it is stored.
+    #[error("{0}")]
+    UploadFailed(String),
+    /// Ferry itself failed (a task that died); the message says where.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// What was read does not match the hash the store keeps.
     #[error("corrupted on transfer: {0}")]
     Corrupted(String),
@@ -81,7 +91,9 @@ impl From<BackendError> for VfsError {
             ErrorKind::InvalidName => VfsError::InvalidName,
             ErrorKind::OutsideRoot => VfsError::OutsideRoot,
             ErrorKind::TooManyLinks => VfsError::Loop,
-            _ => VfsError::Backend(e),
+            ErrorKind::RateLimited | ErrorKind::Temporary | ErrorKind::Other => {
+                VfsError::Backend(e)
+            }
         }
     }
 }

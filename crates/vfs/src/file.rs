@@ -466,7 +466,7 @@ impl VfsFile {
         if self.state.load(Ordering::Acquire) == OPEN {
             Ok(())
         } else {
-            Err(VfsError::InvalidArgument("file is closed".into()))
+            Err(VfsError::Closed)
         }
     }
 

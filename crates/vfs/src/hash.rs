@@ -43,7 +43,6 @@ impl Hasher {
             HashKind::Xxh3 => Hasher::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3::new())),
             HashKind::Xxh128 => Hasher::Xxh128(Box::new(xxhash_rust::xxh3::Xxh3::new())),
             HashKind::Whirlpool => Hasher::Whirlpool(Box::new(whirlpool::Whirlpool::new())),
-            _ => return None,
         })
     }
 

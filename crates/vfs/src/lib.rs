@@ -696,7 +696,7 @@ impl Vfs {
                 Some(task) => {
                     let (h, b) = task
                         .await
-                        .map_err(|e| VfsError::InvalidArgument(format!("hashing failed: {e}")))?;
+                        .map_err(|e| VfsError::Internal(format!("hashing failed: {e}")))?;
                     hasher = Some(h);
                     b
                 }

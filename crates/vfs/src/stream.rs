@@ -101,7 +101,7 @@ impl StreamWriter {
             .ok_or_else(|| VfsError::InvalidArgument("write beyond the largest offset".into()))?;
         let mut st = self.state.lock().await;
         if let Some(why) = &st.failed {
-            return Err(VfsError::InvalidArgument(why.clone()));
+            return Err(VfsError::UploadFailed(why.clone()));
         }
         let next = st.next;
         if offset < next {
@@ -172,7 +172,7 @@ impl StreamWriter {
         let mtime = self.mtime();
         let mut st = self.state.lock().await;
         let Some(mut upload) = st.upload.take() else {
-            return Err(VfsError::InvalidArgument("upload already finished".into()));
+            return Err(VfsError::Closed);
         };
         let problem = st.failed.clone().or_else(|| {
             st.pending.keys().next().map(|at| {
@@ -184,7 +184,7 @@ impl StreamWriter {
         });
         if let Some(why) = problem {
             let _ = upload.abort().await;
-            return Err(VfsError::InvalidArgument(why));
+            return Err(VfsError::UploadFailed(why));
         }
         match upload.finish(mtime).await {
             Ok(m) => Ok(m),
@@ -210,7 +210,7 @@ impl State {
     async fn send(&mut self, data: Bytes) -> Result<()> {
         let len = data.len() as u64;
         let Some(upload) = self.upload.as_mut() else {
-            return Err(VfsError::InvalidArgument("file is closed".into()));
+            return Err(VfsError::Closed);
         };
         if let Err(e) = upload.write(data).await {
             self.failed = Some(format!("the upload failed: {e}"));
@@ -246,7 +246,7 @@ impl State {
         let held = self.pending_bytes;
         self.release(held);
         self.failed = Some(why.clone());
-        VfsError::InvalidArgument(why)
+        VfsError::UploadFailed(why)
     }
 }
 

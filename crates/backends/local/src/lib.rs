@@ -186,12 +186,11 @@ where
     }
 }
 
-/// Classify an I/O error; cap-std reports an escape attempt as
-/// `PermissionDenied` with a message, which we keep as the source.
+/// Classify an I/O error. cap-std reports an escape attempt (a path or a
+/// link leading out of the root) as `PermissionDenied` made by itself, with
+/// no OS error number, where the kernel's own refusals always carry one.
 fn map_io(op: Operation, e: io::Error) -> BackendError {
-    let escaped = e.kind() == io::ErrorKind::PermissionDenied
-        && e.raw_os_error().is_none()
-        && e.to_string().contains("outside");
+    let escaped = e.kind() == io::ErrorKind::PermissionDenied && e.raw_os_error().is_none();
     if escaped {
         return BackendError::new(ErrorKind::OutsideRoot, op).with_source(e);
     }
@@ -319,7 +318,7 @@ fn set_attrs_path(root: &Dir, path: &RelPath, attrs: &SetAttrs, follow: bool) ->
     let is_link = meta.file_type().is_symlink();
     if attrs.size.is_some() {
         if meta.is_dir() {
-            return Err(io::Error::from_raw_os_error(21)); // EISDIR
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
         let f = root.open_with(p, cap_std::fs::OpenOptions::new().write(true))?;
         f.into_std().set_len(attrs.size.unwrap_or_default())?;
@@ -382,7 +381,7 @@ fn rename_noreplace(root: &Dir, from: &RelPath, to: &RelPath) -> io::Result<()> 
             // File systems without RENAME_NOREPLACE: check, then rename. The
             // window between the two is the best such a file system allows.
             if pt.symlink_metadata(nt).is_ok() {
-                return Err(io::Error::from_raw_os_error(17)); // EEXIST
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
             }
             root.rename(os(from), root, os(to))
         }
@@ -482,7 +481,7 @@ impl Backend for LocalBackend {
                 let f = root.open_with(os(&p), &o)?.into_std();
                 let m = f.metadata()?;
                 if m.is_dir() {
-                    return Err(io::Error::from_raw_os_error(21)); // EISDIR
+                    return Err(io::Error::from_raw_os_error(libc::EISDIR));
                 }
                 if !m.is_file() {
                     // FIFOs, sockets and devices are not served as files.
@@ -508,7 +507,7 @@ impl Backend for LocalBackend {
             let (parent, name) = open_parent(root, &p)?;
             let m = parent.symlink_metadata(name)?;
             if m.is_dir() {
-                return Err(io::Error::from_raw_os_error(21)); // EISDIR
+                return Err(io::Error::from_raw_os_error(libc::EISDIR));
             }
             parent.remove_file_or_symlink(name)
         })
@@ -532,7 +531,7 @@ impl Backend for LocalBackend {
             let (parent, name) = open_parent(root, &p)?;
             let m = parent.symlink_metadata(name)?;
             if !m.is_dir() {
-                return Err(io::Error::from_raw_os_error(20)); // ENOTDIR
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
             }
             parent.remove_dir(name)
         })

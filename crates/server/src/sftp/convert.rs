@@ -43,10 +43,53 @@ pub fn to_setattrs(a: &FileAttributes) -> SetAttrs {
     }
 }
 
-/// The status and message for a VFS error.
-pub fn status_of(e: &VfsError) -> (StatusCode, String) {
+/// Why a request failed: the VFS's reasons, and the server's own.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The file system said no.
+    #[error(transparent)]
+    Vfs(#[from] VfsError),
+    /// The handle is not (or no longer) open.
+    #[error("invalid handle")]
+    InvalidHandle,
+    /// A file request on a directory handle.
+    #[error("not a file handle")]
+    NotAFileHandle,
+    /// READDIR on a file handle.
+    #[error("not a directory handle")]
+    NotADirectoryHandle,
+    /// copy-data within one handle between ranges that overlap.
+    #[error("copy-data source and destination overlap")]
+    CopyOverlap,
+    /// A request that never reaches an operation (INIT is the reader's).
+    #[error("unexpected {0}")]
+    Unexpected(&'static str),
+}
+
+/// The status and message for a failed request.
+pub fn status_of(e: &OpError) -> (StatusCode, String) {
     use StatusCode as S;
     let code = match e {
+        OpError::Vfs(v) => vfs_status(v),
+        OpError::InvalidHandle
+        | OpError::NotAFileHandle
+        | OpError::NotADirectoryHandle
+        | OpError::CopyOverlap
+        | OpError::Unexpected(_) => S::Failure,
+    };
+    let mut msg = e.to_string();
+    if let Some(first) = msg.get(..1) {
+        let upper = first.to_ascii_uppercase();
+        msg.replace_range(..1, &upper);
+    }
+    (code, msg)
+}
+
+/// The status of a VFS error: one arm per variant, no wildcard, so a new
+/// variant must be placed here.
+fn vfs_status(e: &VfsError) -> StatusCode {
+    use StatusCode as S;
+    match e {
         VfsError::NotFound => S::NoSuchFile,
         VfsError::PermissionDenied
         | VfsError::ReadOnly
@@ -61,15 +104,13 @@ pub fn status_of(e: &VfsError) -> (StatusCode, String) {
         | VfsError::InvalidName
         | VfsError::Loop
         | VfsError::InvalidArgument(_)
+        | VfsError::Closed
+        | VfsError::UploadFailed(_)
+        | VfsError::Internal(_)
+        | VfsError::Corrupted(_)
+        | VfsError::Cache(_)
         | VfsError::Backend(_) => S::Failure,
-        _ => S::Failure,
-    };
-    let mut msg = e.to_string();
-    if let Some(first) = msg.get(..1) {
-        let upper = first.to_ascii_uppercase();
-        msg.replace_range(..1, &upper);
     }
-    (code, msg)
 }
 
 #[cfg(test)]
@@ -78,23 +119,31 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(status_of(&VfsError::NotFound).0, StatusCode::NoSuchFile);
         assert_eq!(
-            status_of(&VfsError::ReadOnly).0,
+            status_of(&OpError::Vfs(VfsError::NotFound)).0,
+            StatusCode::NoSuchFile
+        );
+        assert_eq!(
+            status_of(&OpError::Vfs(VfsError::ReadOnly)).0,
             StatusCode::PermissionDenied
         );
         assert_eq!(
-            status_of(&VfsError::OutsideRoot).0,
+            status_of(&OpError::Vfs(VfsError::OutsideRoot)).0,
             StatusCode::PermissionDenied
         );
         assert_eq!(
-            status_of(&VfsError::Unsupported("x")).0,
+            status_of(&OpError::Vfs(VfsError::Unsupported("x"))).0,
             StatusCode::OpUnsupported
         );
-        let (c, m) = status_of(&VfsError::AlreadyExists);
+        let (c, m) = status_of(&OpError::Vfs(VfsError::AlreadyExists));
         assert_eq!(c, StatusCode::Failure);
         assert_eq!(m, "File already exists");
-        assert_eq!(status_of(&VfsError::NoSpace).1, "No space left on device");
+        assert_eq!(
+            status_of(&OpError::Vfs(VfsError::NoSpace)).1,
+            "No space left on device"
+        );
+        let (c, m) = status_of(&OpError::InvalidHandle);
+        assert_eq!((c, m.as_str()), (StatusCode::Failure, "Invalid handle"));
     }
 
     #[test]

@@ -10,13 +10,15 @@ use ferry_proto::{
 use ferry_vfs::backend::RelPath;
 use ferry_vfs::{OpenFlags, VfsError};
 
+use super::convert::OpError;
+
 use super::convert::{status_of, to_setattrs, to_wire};
 use std::sync::Arc;
 
 use super::handles::{DirCursor, HandleEntry, HandleKind};
 use super::{encode, reply_status, Ctx};
 
-type OpResult = Result<Vec<u8>, VfsError>;
+type OpResult = Result<Vec<u8>, OpError>;
 
 /// A STATUS reply.
 pub(crate) fn status(id: u32, code: StatusCode, message: &str) -> Vec<u8> {
@@ -132,16 +134,17 @@ fn path(raw: &[u8]) -> Result<RelPath, VfsError> {
     RelPath::resolve(&RelPath::root(), raw).map_err(|_| VfsError::InvalidName)
 }
 
-fn file(tickets: &[Arc<HandleEntry>]) -> Result<&ferry_vfs::VfsFile, VfsError> {
+fn file(tickets: &[Arc<HandleEntry>]) -> Result<&ferry_vfs::VfsFile, OpError> {
     tickets
         .first()
         .and_then(|t| t.file())
-        .ok_or(VfsError::InvalidArgument("Not a file handle".into()))
+        .ok_or(OpError::NotAFileHandle)
 }
 
 async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> OpResult {
     match req {
-        Request::Init { .. } => Err(VfsError::InvalidArgument("unexpected INIT".into())),
+        // The reader answers INIT itself, and never dispatches one.
+        Request::Init { .. } => Err(OpError::Unexpected("INIT")),
         Request::Open {
             id,
             path: p,
@@ -210,7 +213,6 @@ async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> Op
             ok(*id)
         }
         Request::Extended { id, request } => extended(ctx, *id, request, tickets).await,
-        _ => Err(VfsError::Unsupported("this request")),
     }
 }
 
@@ -249,9 +251,7 @@ async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> 
 }
 
 async fn close(id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
-    let entry = tickets
-        .first()
-        .ok_or(VfsError::InvalidArgument("Invalid handle".into()))?;
+    let entry = tickets.first().ok_or(OpError::InvalidHandle)?;
     if let Some(f) = entry.file() {
         f.close().await?;
     }
@@ -293,11 +293,9 @@ async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
 }
 
 fn readdir(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
-    let entry = tickets
-        .first()
-        .ok_or(VfsError::InvalidArgument("Invalid handle".into()))?;
+    let entry = tickets.first().ok_or(OpError::InvalidHandle)?;
     let HandleKind::Dir(cursor) = &entry.kind else {
-        return Err(VfsError::NotADirectory);
+        return Err(OpError::NotADirectoryHandle);
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -433,19 +431,15 @@ async fn copy_data(
     let src = tickets
         .first()
         .and_then(|t| t.file())
-        .ok_or(VfsError::InvalidArgument("Not a file handle".into()))?;
+        .ok_or(OpError::NotAFileHandle)?;
     let dst = match tickets.get(1) {
-        Some(t) => t
-            .file()
-            .ok_or(VfsError::InvalidArgument("Not a file handle".into()))?,
+        Some(t) => t.file().ok_or(OpError::NotAFileHandle)?,
         None => {
             // The same handle: overlapping ranges would read what was just
             // written.
             let end = read_offset.saturating_add(if read_len == 0 { u64::MAX } else { read_len });
             if write_offset < end && read_offset < write_offset.saturating_add(end - read_offset) {
-                return Err(VfsError::InvalidArgument(
-                    "copy-data source and destination overlap".into(),
-                ));
+                return Err(OpError::CopyOverlap);
             }
             src
         }
