@@ -225,9 +225,10 @@ impl VfsFile {
         }
         let atomic = flags.truncate && (flags.write || flags.append);
         if !atomic {
-            // A file being uploaded is, to everyone else, the upload in
-            // progress (as STAT and READDIR show it): reads and in-place
-            // writes go to the upload's temporary file until it commits.
+            // A file this session is uploading is the upload in progress
+            // (as STAT and READDIR show it, in `lookup`'s order: the cache
+            // was asked above): reads and in-place writes go to the
+            // upload's temporary file until it commits.
             let target = inner
                 .uploads
                 .temp_for(viewer, path)
@@ -267,12 +268,9 @@ impl VfsFile {
             });
         }
 
-        // Atomic upload: check what the open would have found.
-        let existing = match inner.backend.stat(path).await {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == ferry_backend::ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
+        // Atomic upload: check what the open would have found, as the
+        // session sees the path (see `lookup`).
+        let existing = inner.stat_entry(viewer, path).await?;
         match &existing {
             Some(m) if m.is_dir() => return Err(VfsError::IsADirectory),
             Some(_) if flags.exclusive => return Err(VfsError::AlreadyExists),
@@ -409,7 +407,7 @@ impl VfsFile {
                 "appending to a file on this remote (it stores whole files; use --vfs-cache-mode writes)",
             ));
         }
-        let existing = inner.stat_entry(path).await?;
+        let existing = inner.stat_entry(viewer, path).await?;
         match &existing {
             Some(m) if m.is_dir() => return Err(VfsError::IsADirectory),
             Some(_) if flags.exclusive => return Err(VfsError::AlreadyExists),
@@ -420,7 +418,7 @@ impl VfsFile {
                 ))
             }
             None if !flags.create => return Err(VfsError::NotFound),
-            None => inner.check_parent_dir(path).await?,
+            None => inner.check_parent_dir(viewer, path).await?,
             _ => {}
         }
         let upload = inner
@@ -663,7 +661,7 @@ impl VfsFile {
             let r = s.finish().await;
             self.forget_stream();
             r?;
-            self.inner.landed(&self.path);
+            self.inner.vdirs.landed(&self.path);
             return Ok(());
         }
         let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {

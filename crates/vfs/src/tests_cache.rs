@@ -10,7 +10,7 @@ use crate::test_util::{p, READ, UPLOAD};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_backend::{
-    BackendError, FileHandle, FileLayer, HashKind, Layer, Layered, LayeredFile, Upload,
+    BackendError, ErrorKind, FileHandle, FileLayer, HashKind, Layer, Layered, LayeredFile, Upload,
     UploadOptions,
 };
 use ferry_backend_opendal::{ObjectBackend, ObjectOptions};

@@ -37,14 +37,14 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ferry_backend::{Backend, Metadata, OpenOptions, RelPath, SetAttrs, UploadOptions};
 
 use crate::options::{CacheMode, CacheOptions};
-use crate::{Inner, Result, VfsError};
+use crate::{Result, VfsError};
 use item::{Item, State};
 use ranges::RangeSet;
 
@@ -75,9 +75,22 @@ pub(crate) struct FileCache {
     disk_full: std::sync::atomic::AtomicBool,
     /// Set at shutdown: upload everything dirty now.
     flush: tokio::sync::watch::Sender<bool>,
-    /// The VFS, to tell it when uploads land.
-    vfs: OnceLock<Weak<Inner>>,
+    /// Told when an upload is about to land and when it has.
+    on_upload: OnUpload,
 }
+
+/// Where an upload from the cache is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadStage {
+    /// About to be committed on the store.
+    Committing,
+    /// Committed on the store.
+    Committed,
+}
+
+/// The VFS's part in an upload's landing (forget listings, stop keeping a
+/// virtual directory), given to the cache when it is opened.
+pub(crate) type OnUpload = Arc<dyn Fn(&RelPath, UploadStage) + Send + Sync>;
 
 impl FileCache {
     /// Open the cache: make its directories and take up what an earlier
@@ -87,6 +100,7 @@ impl FileCache {
         mode: CacheMode,
         opts: CacheOptions,
         buffer_size: usize,
+        on_upload: OnUpload,
     ) -> std::io::Result<Arc<FileCache>> {
         std::fs::create_dir_all(&opts.data_dir)?;
         std::fs::create_dir_all(&opts.meta_dir)?;
@@ -105,7 +119,7 @@ impl FileCache {
             kick: Arc::new(tokio::sync::Notify::new()),
             disk_full: std::sync::atomic::AtomicBool::new(false),
             flush: tokio::sync::watch::channel(false).0,
-            vfs: OnceLock::new(),
+            on_upload,
         });
         cache.load();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -115,10 +129,9 @@ impl FileCache {
         Ok(cache)
     }
 
-    /// Tell the cache which VFS it belongs to.
-    pub(crate) fn attach(self: &Arc<Self>, vfs: Weak<Inner>) {
-        let _ = self.vfs.set(vfs);
-        // Dirty files found at start: upload them after the write-back delay.
+    /// Start uploading what an earlier run left changed, after the
+    /// write-back delay (once the VFS around the cache is ready).
+    pub(crate) fn start(self: &Arc<Self>) {
         let dirty: Vec<Arc<Item>> = self
             .lock_items()
             .values()
@@ -538,10 +551,7 @@ impl FileCache {
                 Ok(Some(path)) => {
                     item.lock().failures = 0;
                     tracing::info!("vfs cache: uploaded {path}");
-                    if let Some(vfs) = self.vfs.get().and_then(Weak::upgrade) {
-                        vfs.landed(&path);
-                        vfs.dircache.forget(&path);
-                    }
+                    (self.on_upload)(&path, UploadStage::Committed);
                 }
                 // Changed, renamed or removed meanwhile: look again.
                 Ok(None) => {}
@@ -643,9 +653,7 @@ impl FileCache {
         };
         // Forget listings first, so no session sees the file vanish
         // between "no longer in the cache" and "listed by the remote".
-        if let Some(vfs) = self.vfs.get().and_then(Weak::upgrade) {
-            vfs.dircache.forget(&path);
-        }
+        (self.on_upload)(&path, UploadStage::Committing);
         {
             let mut st = item.lock();
             // Committed at `path` whatever happened meanwhile: a rename or

@@ -1,0 +1,124 @@
+//! The exec hashes (`md5sum` and friends) of a path as a session sees it.
+
+use ferry_backend::{OpenOptions, RelPath};
+
+use crate::hash;
+use crate::lookup::{Found, Freshness};
+use crate::{Result, Vfs, VfsError};
+
+impl Vfs {
+    /// The `kind` hash of file `path` as lower-case hex: the backend's
+    /// stored hash when it keeps one, else computed by streaming the file
+    /// (never holding it whole) and cached while the file's size,
+    /// modification time and change marker stay the same. This session's upload in progress
+    /// is hashed as it stands.
+    pub async fn hash(&self, path: &RelPath, kind: ferry_backend::HashKind) -> Result<String> {
+        if self.inner.opts.no_checksum {
+            return Err(VfsError::Unsupported("hashes (--no-checksum)"));
+        }
+        let backend = &self.inner.backend;
+        let found = self
+            .inner
+            .lookup(self.viewer, path, true, Freshness::Store)
+            .await?
+            .ok_or(VfsError::NotFound)?;
+        let (target, meta) = match found {
+            Found::Cached(_) => {
+                if let Some(c) = &self.inner.cache {
+                    if let Some(item) = c.get(path).filter(|i| i.is_visible()) {
+                        return c.hash_item(&item, kind).await;
+                    }
+                }
+                // Uploaded meanwhile: the store has it now.
+                (path.clone(), backend.stat(path).await?)
+            }
+            Found::Upload { temp, meta } => (temp, meta),
+            // Nothing of a streamed upload is stored yet: the file as the
+            // store has it.
+            Found::Stream(_) => (path.clone(), backend.stat(path).await?),
+            Found::Store(meta) => (path.clone(), meta),
+            Found::Virtual(_) => return Err(VfsError::IsADirectory),
+        };
+        if meta.is_dir() {
+            return Err(VfsError::IsADirectory);
+        }
+        if backend.capabilities().native_hashes.contains(&kind) {
+            if let Some(h) = backend.stored_hash(&target, kind).await? {
+                return Ok(h.to_ascii_lowercase());
+            }
+        }
+        let fp = hash::Fingerprint {
+            size: meta.size,
+            mtime: meta.mtime,
+            change: meta.change,
+        };
+        if let Some(h) = self.inner.hashes.get(&target, kind, &fp) {
+            return Ok(h);
+        }
+        const CHUNK: usize = 1 << 20;
+        // Chunks this small (a small file, or a file's tail) are hashed on
+        // the calling thread.
+        const SMALL: usize = 64 << 10;
+        let file = backend
+            .open_file(
+                &target,
+                OpenOptions {
+                    read: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let hasher = hash::Hasher::new(kind).ok_or(VfsError::Unsupported("this hash type"))?;
+        // Two buffers: the next chunk is read while the last one is hashed
+        // on the blocking pool (hashing is CPU work; keep it off the async
+        // workers), so the time is that of the slower of the two.
+        let mut hasher = Some(hasher);
+        let mut hashing: Option<tokio::task::JoinHandle<(hash::Hasher, Vec<u8>)>> = None;
+        let mut free = Vec::with_capacity(CHUNK);
+        let mut offset = 0u64;
+        loop {
+            free.clear();
+            let buf = file.read_at(offset, CHUNK, free).await?;
+            free = match hashing.take() {
+                Some(task) => {
+                    let (h, b) = task
+                        .await
+                        .map_err(|e| VfsError::Internal(format!("hashing failed: {e}")))?;
+                    hasher = Some(h);
+                    b
+                }
+                // (`read_at` sizes it when it is first used.)
+                None => Vec::new(),
+            };
+            if buf.is_empty() {
+                break;
+            }
+            offset += buf.len() as u64;
+            let mut h = hasher.take().expect("the hasher is back");
+            if buf.len() <= SMALL {
+                // Microseconds of work: cheaper here than a hand-off.
+                h.update(&buf);
+                hasher = Some(h);
+                free = buf;
+                continue;
+            }
+            hashing = Some(tokio::task::spawn_blocking(move || {
+                h.update(&buf);
+                (h, buf)
+            }));
+        }
+        let hex = hasher.take().expect("the hasher is back").finish_hex();
+        // Cache only if the file did not change while it was read.
+        if let Ok(after) = backend.stat(&target).await {
+            let unchanged = hash::Fingerprint {
+                size: after.size,
+                mtime: after.mtime,
+                change: after.change,
+            } == fp;
+            if unchanged && offset == fp.size {
+                self.inner.hashes.put(&target, kind, fp, hex.clone());
+            }
+        }
+        Ok(hex)
+    }
+}

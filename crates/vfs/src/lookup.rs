@@ -1,0 +1,269 @@
+//! The namespace as a session sees it: one lookup, with one order of
+//! precedence, used by stat, lstat, read_dir, open, the existence checks of
+//! changes, and the exec hashes.
+//!
+//! For a path, in this order:
+//! 1. a file changed in the on-disk cache and not uploaded yet;
+//! 2. this session's own upload in progress (a temporary file, or a
+//!    streamed upload to an object store);
+//! 3. the store: the parent's cached listing while it is fresh (unless the
+//!    path is open for writing, when its size and time change under the
+//!    listing), else a request;
+//! 4. a directory only Ferry knows of (see [`crate::virtual_dirs`]).
+//!
+//! A directory listing applies the same order to each of its entries.
+//! Filters (which names a login may see) belong here, and only here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferry_backend::{BackendError, DirEntry, ErrorKind, FileType, Metadata, RelPath};
+
+use crate::{dircache, file, Attr, Inner, Result, VfsError};
+
+/// What a path is, and where that was found.
+pub(crate) enum Found {
+    /// A file changed in the on-disk cache, not uploaded yet.
+    Cached(Metadata),
+    /// This session's upload in progress, to a temporary file.
+    Upload {
+        /// The temporary file holding it.
+        temp: RelPath,
+        /// Its metadata.
+        meta: Metadata,
+    },
+    /// This session's streamed upload in progress (nothing stored yet).
+    Stream(Metadata),
+    /// The store's.
+    Store(Metadata),
+    /// A directory only Ferry knows of.
+    Virtual(Metadata),
+}
+
+impl Found {
+    /// The metadata, wherever it came from.
+    pub(crate) fn into_meta(self) -> Metadata {
+        match self {
+            Found::Cached(m)
+            | Found::Upload { meta: m, .. }
+            | Found::Stream(m)
+            | Found::Store(m)
+            | Found::Virtual(m) => m,
+        }
+    }
+}
+
+/// May a lookup answer from the cached listing of the parent?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Yes, while it is fresh (stat, lstat).
+    Listing,
+    /// No: ask the store (checks before a change; hashing, whose cache is
+    /// keyed by what the store says now).
+    Store,
+}
+
+impl Inner {
+    /// What `path` is as `viewer` sees it, or `None`; `follow` follows a
+    /// final symbolic link. See the module docs for the order.
+    pub(crate) async fn lookup(
+        &self,
+        viewer: u64,
+        path: &RelPath,
+        follow: bool,
+        fresh: Freshness,
+    ) -> Result<Option<Found>> {
+        if let Some(m) = self.cache.as_ref().and_then(|c| c.visible(path)) {
+            return Ok(Some(Found::Cached(m)));
+        }
+        if let Some(temp) = self.uploads.temp_for(viewer, path) {
+            let meta = if follow {
+                self.backend.stat(&temp).await?
+            } else {
+                self.backend.lstat(&temp).await?
+            };
+            return Ok(Some(Found::Upload { temp, meta }));
+        }
+        if let Some(w) = self.uploads.stream_for(viewer, path) {
+            return Ok(Some(Found::Stream(w.metadata())));
+        }
+        let open_for_writing = self.lock_writers().contains_key(path);
+        if fresh == Freshness::Listing && !open_for_writing {
+            match self.dircache.lookup(path) {
+                dircache::Lookup::Found(m) if !(follow && m.file_type == FileType::Symlink) => {
+                    return Ok(Some(Found::Store(m)));
+                }
+                dircache::Lookup::Missing => return Ok(self.vdirs.get(path).map(Found::Virtual)),
+                _ => {}
+            }
+        }
+        let r = if follow {
+            self.backend.stat(path).await
+        } else {
+            self.backend.lstat(path).await
+        };
+        match r {
+            Ok(m) => Ok(Some(Found::Store(m))),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Ok(self.vdirs.get(path).map(Found::Virtual))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The metadata of `path` as `viewer` sees it (the listing may answer).
+    pub(crate) async fn meta(&self, viewer: u64, path: &RelPath, follow: bool) -> Result<Metadata> {
+        self.lookup(viewer, path, follow, Freshness::Listing)
+            .await?
+            .map(Found::into_meta)
+            .ok_or(VfsError::NotFound)
+    }
+
+    /// What is at `path` for `viewer`, asked of the store (before a
+    /// change), or `None`.
+    pub(crate) async fn stat_entry(&self, viewer: u64, path: &RelPath) -> Result<Option<Metadata>> {
+        Ok(self
+            .lookup(viewer, path, true, Freshness::Store)
+            .await?
+            .map(Found::into_meta))
+    }
+
+    /// The entries of directory `dir` as `viewer` sees them, sorted by
+    /// name: the store's listing with the same precedence applied to each
+    /// name. Ferry's temporary upload files are hidden; a file being
+    /// uploaded is listed under its own name with the upload's attributes.
+    pub(crate) async fn listing(&self, viewer: u64, dir: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
+        let mut entries: Vec<DirEntry> = match self.list(dir).await {
+            Err(e) if e.kind() == ErrorKind::NotFound && self.vdirs.get(dir).is_some() => {
+                Vec::new()
+            }
+            r => (*r?).clone(),
+        };
+        // Directories only Ferry knows of (4).
+        for (name, meta) in self.vdirs.children(dir) {
+            if !entries.iter().any(|e| e.name == name) {
+                entries.push(DirEntry { name, meta });
+            }
+        }
+        // The store (3), temporary files hidden, and this session's uploads
+        // in progress over it (2): temporary name -> final name.
+        let uploads: HashMap<Vec<u8>, Vec<u8>> = self.uploads.in_dir(viewer, dir);
+        let mut by_name: std::collections::BTreeMap<Vec<u8>, Attr> = Default::default();
+        let mut in_progress = Vec::new();
+        for e in entries {
+            if !file::is_temp_name(&e.name) {
+                by_name.entry(e.name).or_insert_with(|| self.attr(&e.meta));
+            } else if let Some(fin) = uploads.get(&e.name) {
+                in_progress.push((fin.clone(), self.attr(&e.meta)));
+            }
+        }
+        for (name, attr) in in_progress {
+            by_name.insert(name, attr);
+        }
+        for (name, w) in self.uploads.streams_in_dir(viewer, dir) {
+            by_name.insert(name, self.attr(&w.metadata()));
+        }
+        // Files changed in the cache and not uploaded yet (1).
+        if let Some(c) = &self.cache {
+            for (name, meta) in c.visible_in(dir) {
+                by_name.insert(name, self.attr(&meta));
+            }
+        }
+        Ok(by_name.into_iter().collect())
+    }
+
+    /// The store's listing of `dir`, from the cache while it is fresh.
+    pub(crate) async fn list(
+        &self,
+        dir: &RelPath,
+    ) -> std::result::Result<Arc<Vec<DirEntry>>, BackendError> {
+        if let Some(entries) = self.dircache.get(dir) {
+            return Ok(entries);
+        }
+        let generation = self.dircache.generation();
+        let entries = Arc::new(self.backend.list(dir).await?);
+        self.dircache.put(dir, entries.clone(), generation);
+        Ok(entries)
+    }
+
+    fn lock_writers(&self) -> std::sync::MutexGuard<'_, HashMap<RelPath, usize>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle that writes `path` was opened.
+    pub(crate) fn writer_opened(&self, path: &RelPath) {
+        *self.lock_writers().entry(path.clone()).or_insert(0) += 1;
+        self.dircache.forget(path);
+    }
+
+    /// A handle that writes `path` was closed: what it wrote is on the
+    /// store (or was discarded); the cache forgets what it knew.
+    pub(crate) fn writer_closed(&self, path: &RelPath) {
+        {
+            let mut w = self.lock_writers();
+            if let Some(n) = w.get_mut(path) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(path);
+                }
+            }
+        }
+        self.dircache.forget(path);
+    }
+
+    /// Forget what the cache knows of `path` (and below it, with `tree`)
+    /// now, and again when the returned guard drops, after the change went
+    /// to the store: a listing read by another session in between cannot
+    /// outlive the change.
+    pub(crate) fn forget_around(&self, path: &RelPath, tree: bool) -> Forget<'_> {
+        let f = Forget {
+            cache: &self.dircache,
+            path: path.clone(),
+            tree,
+        };
+        f.run();
+        f
+    }
+
+    /// On a store without real directories, check that the directory a new
+    /// entry goes into exists (the store itself would accept any prefix).
+    pub(crate) async fn check_parent_dir(&self, viewer: u64, path: &RelPath) -> Result<()> {
+        if self.backend.capabilities().real_directories {
+            return Ok(());
+        }
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if parent.is_root() {
+            return Ok(());
+        }
+        match self.stat_entry(viewer, &parent).await? {
+            Some(m) if m.is_dir() => Ok(()),
+            Some(_) => Err(VfsError::NotADirectory),
+            None => Err(VfsError::NotFound),
+        }
+    }
+}
+
+/// See [`Inner::forget_around`].
+pub(crate) struct Forget<'a> {
+    cache: &'a dircache::DirCache,
+    path: RelPath,
+    tree: bool,
+}
+
+impl Forget<'_> {
+    fn run(&self) {
+        if self.tree {
+            self.cache.forget_tree(&self.path);
+        } else {
+            self.cache.forget(&self.path);
+        }
+    }
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
