@@ -1,0 +1,272 @@
+//! Write-back: the upload of a changed file after `--vfs-write-back`, at
+//! most `--transfers` at once, retried until it lands (see the module docs
+//! of [`super`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_backend::{Metadata, OpenOptions, RelPath, SetAttrs, UploadOptions};
+
+use super::item::Item;
+use super::ranges::RangeSet;
+use super::*;
+use crate::{Result, VfsError};
+
+impl FileCache {
+    /// Upload `item` after `delay` (or sooner, at shutdown).
+    pub(crate) fn schedule(self: &Arc<Self>, item: &Arc<Item>, delay: Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut st = item.lock();
+            st.deadline = Instant::now() + delay;
+            if st.waiter {
+                return;
+            }
+            st.waiter = true;
+        }
+        let cache = self.clone();
+        let item = item.clone();
+        rt.spawn(async move { cache.write_back(item).await });
+    }
+
+    /// The write-back task of one item: waits for its deadline, uploads,
+    /// retries failures; ends when the item is clean, gone, or open for
+    /// writing again (its close schedules it anew).
+    pub(super) async fn write_back(self: Arc<Self>, item: Arc<Item>) {
+        let mut flush = self.flush.subscribe();
+        loop {
+            let wait = {
+                let mut st = item.lock();
+                if !st.dirty || st.gone || st.writers > 0 {
+                    st.waiter = false;
+                    if st.opens == 0 {
+                        st.file = None;
+                        st.source = None;
+                    }
+                    return;
+                }
+                st.deadline.saturating_duration_since(Instant::now())
+            };
+            // At shutdown uploads start at once, but a failing one still
+            // waits its retry delay.
+            let failing = item.lock().failures > 0;
+            if !wait.is_zero() && (!*flush.borrow() || failing) {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = flush.changed() => {}
+                }
+                continue;
+            }
+            let permit = self.transfers.clone().acquire_owned().await;
+            let r = self.upload(&item).await;
+            drop(permit);
+            match r {
+                Ok(Some(path)) => {
+                    item.lock().failures = 0;
+                    tracing::info!("vfs cache: uploaded {path}");
+                    (self.on_upload)(&path, UploadStage::Committed);
+                }
+                // Changed, renamed or removed meanwhile: look again.
+                Ok(None) => {}
+                Err(e) => {
+                    let mut st = item.lock();
+                    st.failures += 1;
+                    let delay = FIRST_RETRY
+                        .saturating_mul(1 << (st.failures - 1).min(20))
+                        .min(self.opts.max_retry_delay);
+                    st.deadline = Instant::now() + delay;
+                    tracing::warn!(
+                        "vfs cache: upload of {} failed (attempt {}), retrying in {:?}: {e}",
+                        st.path,
+                        st.failures,
+                        delay
+                    );
+                }
+            }
+        }
+    }
+
+    /// Upload `item` as it is now. `Ok(None)` when it changed meanwhile
+    /// (nothing was committed).
+    pub(super) async fn upload(self: &Arc<Self>, item: &Arc<Item>) -> Result<Option<RelPath>> {
+        let _guard = item.upload.lock().await;
+        let (gen, path, size, mtime, mode) = {
+            let st = item.lock();
+            if !st.dirty || st.gone || st.writers > 0 {
+                return Ok(None);
+            }
+            (st.generation, st.path.clone(), st.size, st.mtime, st.mode)
+        };
+        item.ensure(self, 0, size).await?;
+        let file = item.file(self)?;
+        let current = || item.lock().generation == gen;
+        let caps = self.backend.capabilities();
+        let meta = if caps.streaming_upload {
+            let mut up = self
+                .backend
+                .create_upload(
+                    &path,
+                    UploadOptions {
+                        mtime: Some(mtime),
+                        if_not_exists: false,
+                    },
+                )
+                .await?;
+            let mut off = 0u64;
+            while off < size {
+                if !current() {
+                    let _ = up.abort().await;
+                    return Ok(None);
+                }
+                let n = ((size - off) as usize).min(UPLOAD_PIECE);
+                let data = match read_piece(&file, off, n).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = up.abort().await;
+                        return Err(self.io_error("reading the cached copy of", &path, e));
+                    }
+                };
+                if let Err(e) = up.write(data).await {
+                    let _ = up.abort().await;
+                    return Err(e.into());
+                }
+                off += n as u64;
+            }
+            if !current() {
+                let _ = up.abort().await;
+                return Ok(None);
+            }
+            let done = up.finish(Some(mtime)).await?;
+            // The store's own view (with its change marker) is what later
+            // opens compare against.
+            self.backend.stat(&path).await.unwrap_or(done)
+        } else if caps.random_access_write {
+            let parent = path.parent().unwrap_or_default();
+            let temp = parent
+                .join(&crate::file::temp_name(
+                    path.file_name().unwrap_or_default(),
+                ))
+                .map_err(|_| VfsError::InvalidName)?;
+            let r = self
+                .upload_via_temp(&file, &path, &temp, size, mtime, mode, &current)
+                .await;
+            match r {
+                Ok(Some(m)) => m,
+                other => {
+                    if let Err(e) = self.backend.remove_file(&temp).await {
+                        if e.kind() != ferry_backend::ErrorKind::NotFound {
+                            tracing::warn!("vfs cache: could not remove {temp}: {e}");
+                        }
+                    }
+                    return other.map(|_| None);
+                }
+            }
+        } else {
+            return Err(VfsError::Unsupported("writing to this remote"));
+        };
+        // Forget listings first, so no session sees the file vanish
+        // between "no longer in the cache" and "listed by the remote".
+        (self.on_upload)(&path, UploadStage::Committing);
+        {
+            let mut st = item.lock();
+            // Committed at `path` whatever happened meanwhile: a rename or
+            // remove waiting for this upload moves or removes it there.
+            st.on_remote = true;
+            if st.generation != gen || st.gone {
+                return Ok(None);
+            }
+            st.dirty = false;
+            st.on_remote = true;
+            st.fingerprint = Some(meta::fingerprint(&meta));
+            st.base = st.size;
+            st.ranges = RangeSet::full(st.size);
+        }
+        // The upload is done; a record that cannot be written (a full disk)
+        // only means the next start uploads it again.
+        if let Err(e) = item.save(self) {
+            tracing::warn!("vfs cache: {path} uploaded, but its record was not updated: {e}");
+        }
+        Ok(Some(path))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn upload_via_temp(
+        &self,
+        file: &Arc<std::fs::File>,
+        path: &RelPath,
+        temp: &RelPath,
+        size: u64,
+        mtime: SystemTime,
+        mode: Option<u32>,
+        current: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Metadata>> {
+        let h = self
+            .backend
+            .open_file(
+                temp,
+                OpenOptions {
+                    write: true,
+                    create: true,
+                    create_new: true,
+                    mode: Some(mode.unwrap_or(0o666) & 0o7777),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut off = 0u64;
+        while off < size {
+            if !current() {
+                return Ok(None);
+            }
+            let n = ((size - off) as usize).min(UPLOAD_PIECE);
+            let data = read_piece(file, off, n)
+                .await
+                .map_err(|e| self.io_error("reading the cached copy of", path, e))?;
+            h.write_at(off, data).await?;
+            off += n as u64;
+        }
+        if self.backend.capabilities().set_mtime {
+            h.set_attrs(&SetAttrs {
+                times: Some((mtime, mtime)),
+                ..Default::default()
+            })
+            .await?;
+        }
+        h.sync().await?;
+        drop(h);
+        if !current() {
+            return Ok(None);
+        }
+        self.backend.rename(temp, path, true).await?;
+        Ok(Some(self.backend.stat(path).await?))
+    }
+
+    /// Files with changes not yet uploaded.
+    pub(crate) fn pending(&self) -> usize {
+        self.lock_items()
+            .values()
+            .filter(|i| i.lock().dirty)
+            .count()
+    }
+
+    /// Upload everything dirty now, and wait until nothing is pending or
+    /// `give_up` resolves. Returns how many files are still pending.
+    pub(crate) async fn flush(&self, give_up: impl std::future::Future<Output = ()>) -> usize {
+        self.flush.send_replace(true);
+        let wait = async {
+            loop {
+                if self.pending() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = give_up => {}
+        }
+        self.pending()
+    }
+}
