@@ -7,10 +7,12 @@ use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::*;
+use ferry_backend::FileType;
 use ferry_backend::OpenOptions;
+use ferry_proto::mode;
 
 const SSHD: &str = "/usr/sbin/sshd";
 
