@@ -21,7 +21,11 @@ step "cargo build"
 cargo build --workspace --locked
 
 step "unit and in-process tests"
-cargo test --workspace --locked
+# The conformance suite (crates/testkit) runs every backend against real
+# servers (a private sshd, Garage, rclone serve webdav): a missing one fails
+# the run instead of skipping.
+FERRY_REQUIRE_BACKENDS=1 FERRY_TOOLS_DIR="${FERRY_TOOLS_DIR:-$HOME/.cache/ferry-test-tools}" \
+    cargo test --workspace --locked
 
 step "fuzz targets"
 # Type-check always; run each target briefly where a nightly toolchain is

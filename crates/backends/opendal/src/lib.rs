@@ -500,21 +500,7 @@ impl Backend for ObjectBackend {
             Err(e) if e.kind() == opendal::ErrorKind::NotFound && path.is_root() => Vec::new(),
             Err(e) => return Err(err(e)),
         };
-        if listed.is_empty() && !path.is_root() {
-            // A prefix with nothing below does not exist; a file is not a
-            // directory.
-            let key = file_key(path, Operation::List)?;
-            return match self.stat_object(&key, Operation::List, path).await? {
-                Some(m) if !m.is_dir() => {
-                    Err(BackendError::new(ErrorKind::NotADirectory, Operation::List)
-                        .with_path(path))
-                }
-                Some(_) => Ok(Vec::new()),
-                None => {
-                    Err(BackendError::new(ErrorKind::NotFound, Operation::List).with_path(path))
-                }
-            };
-        }
+        let anything = !listed.is_empty();
         let mut out = Vec::with_capacity(listed.len());
         let mut need_stat = Vec::new();
         for entry in listed {
@@ -578,6 +564,23 @@ impl Backend for ObjectBackend {
                     out[i].meta = m;
                 }
             }
+        }
+        if out.is_empty() && !path.is_root() {
+            // Nothing below: a file is not a directory (some servers list a
+            // file as itself), and a prefix with nothing at all does not
+            // exist.
+            let key = file_key(path, Operation::List)?;
+            return match self.stat_object(&key, Operation::List, path).await? {
+                Some(m) if !m.is_dir() => {
+                    Err(BackendError::new(ErrorKind::NotADirectory, Operation::List)
+                        .with_path(path))
+                }
+                _ if anything => Ok(out),
+                Some(_) => Ok(out),
+                None => {
+                    Err(BackendError::new(ErrorKind::NotFound, Operation::List).with_path(path))
+                }
+            };
         }
         Ok(out)
     }

@@ -521,8 +521,13 @@ impl Backend for SftpBackend {
         .map_err(|e| sftp_error(op, path, e))
     }
 
+    /// Refused: see [`Capabilities::symlinks`] in `capabilities` (the
+    /// remote server would follow a link made to point outside the root).
     async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
         let op = Operation::Symlink;
+        if !self.capabilities().symlinks {
+            return Err(BackendError::new(ErrorKind::Unsupported, op).with_path(link));
+        }
         let c = self.conn(op).await?;
         let linkpath = self.abs(link);
         let targetpath = Bytes::copy_from_slice(target);
