@@ -35,6 +35,12 @@ impl Vfs {
             return Err(VfsError::PermissionDenied);
         }
         let _forget = self.inner.forget_around(path, true);
+        // A file (perhaps only in the cache so far) is no directory.
+        if let Some(m) = self.inner.stat_entry(self.viewer, path).await? {
+            if !m.is_dir() {
+                return Err(VfsError::NotADirectory);
+            }
+        }
         if self
             .inner
             .cache

@@ -417,4 +417,6 @@ mod tests_cache;
 #[cfg(test)]
 mod tests_dircache;
 #[cfg(test)]
+mod tests_modes;
+#[cfg(test)]
 mod tests_object;
