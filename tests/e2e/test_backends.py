@@ -434,8 +434,10 @@ def test_disconnect_mid_upload_keeps_old_object(store, srv, tmp_path, random_fil
         p.stdin.close()
         time.sleep(2.5)
         if store.name == "s3":
+            # The kill must find a multipart upload begun, or the abort
+            # checked below proves nothing.
             begun = wait_until(lambda: multipart_uploads(store), timeout=3, interval=0.2)
-            print("multipart uploads in flight before the kill:", begun)
+            assert begun, "no multipart upload had begun before the kill"
         assert p.poll() is None, "the upload finished before it could be interrupted"
     finally:
         # sftp and its ssh child at once: the TCP connection just drops.

@@ -15,7 +15,7 @@ import pytest
 from conftest import (HOST, PASSWORD, SSH_OPTS, USER, assert_server_healthy, clean_env,
                       connect_transport, default_client_key, exec_on, hash_bytes, hash_file,
                       make_random_file, openssh_sftp, openssh_ssh, rclone_shell_escape,
-                      ssh_exec)
+                      ssh_exec, wait_until)
 
 # (command as sent, rclone's name for the hash it prints)
 HASH_COMMANDS = [
@@ -198,15 +198,26 @@ def test_read_only_still_hashes(ferry_factory):
         t.close()
 
 
-def test_hash_cache_follows_file_changes(ferry):
-    """Hashes are cached per file fingerprint (size + mtime): asking twice
-    gives the same answer, and new content with a new mtime (same size) is
-    hashed afresh."""
+def cache_hits(srv, name):
+    """How often -vv logged a hash of `name` answered from the cache, and
+    computed by reading."""
+    log = srv.log()
+    return (log.count(f"{name}: md5 hash from the hash cache"),
+            log.count(f"{name}: computing the md5 hash by reading"))
+
+
+def test_hash_cache_follows_file_changes(ferry_factory):
+    """Hashes are cached per file fingerprint (size, mtime, change marker):
+    the second ask is answered from the cache (the log says so), and new
+    content with a new mtime (same size) is hashed afresh."""
+    ferry = ferry_factory(verbosity="-vv")
     p = make_random_file(ferry.backing("changing.bin"), (4 << 20) + 1)
     first = {k: hash_file(k, p) for k in ("md5", "sha1")}
     for _ in range(2):
         assert ok(ssh_exec(ferry, "md5sum changing.bin")) == \
             f"{first['md5']}  changing.bin\n".encode()
+    assert wait_until(lambda: cache_hits(ferry, "changing.bin") == (1, 1)), \
+        cache_hits(ferry, "changing.bin")
     assert ok(ssh_exec(ferry, "sha1sum /changing.bin")) == \
         f"{first['sha1']}  /changing.bin\n".encode()
     old_mtime = p.stat().st_mtime
@@ -216,6 +227,8 @@ def test_hash_cache_follows_file_changes(ferry):
     assert second != first
     assert ok(ssh_exec(ferry, "md5sum changing.bin")) == \
         f"{second['md5']}  changing.bin\n".encode()
+    assert wait_until(lambda: cache_hits(ferry, "changing.bin") == (1, 2)), \
+        "changed content must be hashed again"
     assert ok(ssh_exec(ferry, "sha1sum /changing.bin")) == \
         f"{second['sha1']}  /changing.bin\n".encode()
     # A different size is a different file too.

@@ -53,8 +53,10 @@ impl Vfs {
             change: meta.change,
         };
         if let Some(h) = self.inner.hashes.get(&target, kind, &fp) {
+            tracing::debug!("{path}: {} hash from the hash cache", kind.name());
             return Ok(h);
         }
+        tracing::debug!("{path}: computing the {} hash by reading", kind.name());
         const CHUNK: usize = 1 << 20;
         // Chunks this small (a small file, or a file's tail) are hashed on
         // the calling thread.

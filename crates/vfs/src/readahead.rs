@@ -257,13 +257,19 @@ mod tests {
         let ra = ReadAhead::new(file.clone(), size as u64, 256 << 10, 2 << 20);
         let mut got = Vec::new();
         let mut off = 0u64;
+        let mut most_held = 0;
         while off < size as u64 {
             let b = ra.read_at(off, 32 << 10, Vec::new()).await.unwrap();
             assert!(!b.is_empty());
             off += b.len() as u64;
             got.extend_from_slice(&b);
+            most_held = most_held.max(ra.state.lock().unwrap().chunks.len());
         }
         assert_eq!(got, file.data);
+        // Memory stays bounded: the window of 8 chunks (2 MiB of 256 KiB)
+        // ahead, plus half as many behind.
+        assert!(most_held <= 12, "{most_held} chunks held at once");
+        assert!(most_held >= 4, "{most_held} chunks held: no read-ahead");
         assert!(ra
             .read_at(size as u64, 10, Vec::new())
             .await
@@ -273,10 +279,9 @@ mod tests {
         // one request per 32 KiB read, several in flight at once.
         let reads = file.reads.load(Ordering::SeqCst);
         assert!(reads <= 35, "{reads} backend reads");
-        assert!(
-            file.peak.load(Ordering::SeqCst) >= 4,
-            "no parallel read-ahead"
-        );
+        let peak = file.peak.load(Ordering::SeqCst);
+        assert!(peak >= 4, "no parallel read-ahead");
+        assert!(peak <= 9, "{peak} reads in flight for a window of 8");
     }
 
     #[tokio::test]
