@@ -23,6 +23,7 @@ AWS_CA_BUNDLE, which breaks Debian's rclone 1.60 S3 backend).
 """
 
 import getpass
+import json
 import os
 import re
 import secrets
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -461,3 +463,112 @@ def backends_conf(tmp_path_factory, s3_server, webdav_server, sshd_server):
     """One rclone.conf with s3remote, davremote and sshremote."""
     return write_backends_conf(tmp_path_factory.mktemp("conf") / "rclone.conf",
                                s3_server, webdav_server, sshd_server)
+
+
+# --------------------------------------------------------------------------
+# the store a test serves: a local directory, or a prefix of a remote
+# --------------------------------------------------------------------------
+
+class Store:
+    """What Ferry serves in a test, read and written directly (never
+    through Ferry): a local directory (`kind` "local"), or a prefix of a
+    remote (`target`, e.g. `s3remote:ferry-test/<prefix>`, reached by
+    rclone with `conf`). `local` is the backing directory where there is
+    one (local, and the WebDAV and SFTP servers' directories); `server` the
+    server fixture (`s3` for S3); `scratch` a directory for temporary files."""
+
+    def __init__(self, kind, *, conf=None, target=None, local=None, server=None, scratch=None):
+        self.kind = self.name = kind
+        self.conf = conf
+        self.target = target
+        self.local = Path(local) if local is not None else None
+        self.root = self.local if kind == "local" else None
+        self.server = server
+        self.s3 = server if kind == "s3" else None
+        self.scratch = Path(scratch) if scratch is not None else None
+
+    def serve_args(self):
+        """(keyword arguments, extra flags) for the ferry_factory."""
+        if self.target is None:
+            return {"root": self.local}, []
+        return {"target": self.target}, ["--config", self.conf]
+
+    def path(self, rel=""):
+        return f"{self.target}/{rel}" if rel else self.target
+
+    def rclone(self, *args, **kw):
+        return rclone_conf(self.conf, *args, **kw)
+
+    def entries(self, rel=""):
+        """{path: lsjson entry} of everything under `rel`, recursively."""
+        out = self.rclone("lsjson", "-R", self.path(rel), timeout=120).stdout
+        return {e["Path"]: e for e in json.loads(out)}
+
+    def files(self, rel=""):
+        """{relative path: size} of every file under `rel`, hidden ones
+        included."""
+        if self.target is None:
+            out = {}
+            base = self.local / rel if rel else self.local
+            for dirpath, _, names in os.walk(base):
+                for n in names:
+                    p = Path(dirpath) / n
+                    try:
+                        out[str(p.relative_to(base))] = p.stat().st_size
+                    except FileNotFoundError:
+                        pass    # a temporary file renamed away meanwhile
+            return out
+        return {p: e["Size"] for p, e in self.entries(rel).items() if not e["IsDir"]}
+
+    def read(self, rel):
+        if self.target is None:
+            return (self.local / rel).read_bytes()
+        cmd = ["rclone", "--config", str(self.conf), *RCLONE_FLAGS, "cat", self.path(rel)]
+        p = subprocess.run(cmd, capture_output=True, timeout=120, env=_c.clean_env())
+        assert p.returncode == 0, p.stderr.decode(errors="replace")
+        return p.stdout
+
+    def get(self, rel):
+        """The bytes of `rel`, or None if the store has no such file."""
+        if rel not in self.files():
+            return None
+        return self.read(rel)
+
+    def snapshot(self):
+        """{relative path: bytes} of the whole store (small files only)."""
+        return {rel: self.read(rel) for rel in self.files()}
+
+    def put(self, rel, data, mtime=None):
+        """Write `data` at `rel` behind Ferry's back."""
+        if self.target is None:
+            p = self.local / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(f".put-{os.urandom(3).hex()}")
+            tmp.write_bytes(data)
+            if mtime is not None:
+                os.utime(tmp, (mtime, mtime))
+            os.replace(tmp, p)
+            return
+        src = (self.scratch or Path(self.conf).parent) / f"put-{os.urandom(4).hex()}.bin"
+        src.write_bytes(data)
+        if mtime is not None:
+            os.utime(src, (mtime, mtime))
+        self.put_file(src, rel)
+        src.unlink()
+
+    def put_file(self, local_file, rel):
+        """Upload a local file with rclone directly (with rclone's mtime
+        metadata)."""
+        self.rclone("copyto", local_file, self.path(rel))
+
+    def mtime(self, rel):
+        """The modification time rclone sees in the store, as epoch seconds."""
+        e = self.entries()[rel]
+        return parse_rfc3339(e["ModTime"])
+
+
+def parse_rfc3339(s):
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", s)
+    assert m, s
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(m.group(1) + tz).timestamp() + float("0" + (m.group(2) or ""))

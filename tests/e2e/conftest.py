@@ -119,6 +119,13 @@ def run(cmd, timeout=60, **kw):
     return subprocess.run([str(c) for c in cmd], timeout=timeout, **kw)
 
 
+def ok(res):
+    """The stdout of a successful (rc, stdout, stderr) run of a client."""
+    rc, out, err = res
+    assert rc == 0, f"exited {rc}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    return out
+
+
 def wait_until(pred, timeout=10.0, interval=0.1):
     deadline = time.monotonic() + timeout
     while True:

@@ -19,13 +19,12 @@ import signal
 import stat
 import subprocess
 import time
-from datetime import datetime
 
 import pytest
 
-from backends import (DAV_REMOTE, RCLONE_FLAGS, S3_REMOTE, SSH_REMOTE, rclone_conf,
+from backends import (DAV_REMOTE, S3_REMOTE, SSH_REMOTE, Store, rclone_conf,
                       write_backends_conf)
-from conftest import (HOST, SSH_OPTS, USER, assert_server_healthy, clean_env,
+from conftest import (HOST, SSH_OPTS, USER, ok, assert_server_healthy, clean_env,
                       default_client_key, make_random_file, openssh_sftp, rclone,
                       rclone_remote, sha256_file, tree_listing, wait_until)
 
@@ -38,55 +37,6 @@ BIG = 40 << 20          # S3: well past the 5 MiB part size, so a multipart uplo
 # the store under test
 # --------------------------------------------------------------------------
 
-class Store:
-    """One prefix of one backend: `target` is what Ferry serves and also the
-    same place for rclone directly (with `conf`)."""
-
-    def __init__(self, name, conf, target, local=None, server=None):
-        self.name = name
-        self.conf = conf
-        self.target = target
-        self.local = local          # the backing directory (webdav, sftp), else None
-        self.server = server
-
-    def path(self, rel=""):
-        return f"{self.target}/{rel}" if rel else self.target
-
-    def rclone(self, *args, **kw):
-        return rclone_conf(self.conf, *args, **kw)
-
-    def entries(self, rel=""):
-        """{path: lsjson entry} of everything under `rel`, recursively."""
-        out = self.rclone("lsjson", "-R", self.path(rel), timeout=120).stdout
-        return {e["Path"]: e for e in json.loads(out)}
-
-    def files(self, rel=""):
-        """{path: size} of the files under `rel` (hidden ones too)."""
-        return {p: e["Size"] for p, e in self.entries(rel).items() if not e["IsDir"]}
-
-    def read(self, rel):
-        cmd = ["rclone", "--config", str(self.conf), *RCLONE_FLAGS, "cat", self.path(rel)]
-        p = subprocess.run(cmd, capture_output=True, timeout=120, env=clean_env())
-        assert p.returncode == 0, p.stderr.decode(errors="replace")
-        return p.stdout
-
-    def put(self, local_file, rel):
-        """Upload with rclone directly (with rclone's mtime metadata)."""
-        self.rclone("copyto", local_file, self.path(rel))
-
-    def mtime(self, rel):
-        """The modification time rclone sees in the store, as epoch seconds."""
-        e = self.entries()[rel]
-        return parse_rfc3339(e["ModTime"])
-
-
-def parse_rfc3339(s):
-    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", s)
-    assert m, s
-    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-    return datetime.fromisoformat(m.group(1) + tz).timestamp() + float("0" + (m.group(2) or ""))
-
-
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path):
     name = request.param
@@ -96,16 +46,19 @@ def store(request, tmp_path):
     if name == "s3":
         s3 = request.getfixturevalue("s3_server")
         write_backends_conf(conf, s3=s3)
-        return Store(name, conf, f"{S3_REMOTE}:{s3.bucket}/{prefix}", server=s3)
+        return Store(name, conf=conf, target=f"{S3_REMOTE}:{s3.bucket}/{prefix}", server=s3,
+                     scratch=tmp_path)
     if name == "webdav":
         dav = request.getfixturevalue("webdav_server")
         write_backends_conf(conf, webdav=dav)
         (dav.dir / prefix).mkdir()
-        return Store(name, conf, f"{DAV_REMOTE}:{prefix}", local=dav.dir / prefix, server=dav)
+        return Store(name, conf=conf, target=f"{DAV_REMOTE}:{prefix}", local=dav.dir / prefix,
+                     server=dav, scratch=tmp_path)
     sshd = request.getfixturevalue("sshd_server")
     write_backends_conf(conf, sshd=sshd)
     (sshd.dir / prefix).mkdir()
-    return Store(name, conf, f"{SSH_REMOTE}:{sshd.dir / prefix}", local=sshd.dir / prefix,
+    return Store(name, conf=conf, target=f"{SSH_REMOTE}:{sshd.dir / prefix}",
+                 local=sshd.dir / prefix, scratch=tmp_path,
                  server=sshd)
 
 
@@ -114,12 +67,6 @@ def srv(store, ferry_factory):
     """Ferry serving the store's prefix."""
     # BACKEND: ferry opens s3/webdav/sftp remotes from the rclone config.
     return ferry_factory("--config", store.conf, target=store.target)
-
-
-def ok(res):
-    rc, out, err = res
-    assert rc == 0, f"sftp exited {rc}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
-    return out
 
 
 def paramiko_sftp(clients, server):
@@ -137,7 +84,7 @@ def test_fixtures_rclone_alone(store, tmp_path):
         out = store.rclone("lsd", f"{S3_REMOTE}:").stdout
         assert store.server.bucket in out, out
         store.rclone("lsd", f"{S3_REMOTE}:{store.server.bucket}")
-    store.put(src, "dir/probe.bin")
+    store.put_file(src, "dir/probe.bin")
     assert store.files() == {"dir/probe.bin": 300_001}
     if store.name in ("s3", "sftp"):   # rclone keeps mtimes there (not on webdav vendor=other)
         assert int(store.mtime("dir/probe.bin")) == 1_600_000_123
@@ -224,7 +171,7 @@ def test_put_get_big(store, srv, tmp_path, random_file):
 def test_listing_names_and_sizes(store, srv, tmp_path, clients):
     files = {"a.txt": 10, "b.bin": 70_000, "sub/c.txt": 3, "sub/deeper/d.bin": 0}
     for rel, size in files.items():
-        store.put(make_random_file(tmp_path / rel.replace("/", "_"), size), rel)
+        store.put_file(make_random_file(tmp_path / rel.replace("/", "_"), size), rel)
     out = ok(openssh_sftp(srv, "ls -l /\nls -l /sub\n"))
     lines = {os.path.basename(ln.split()[-1]): ln for ln in out.splitlines()
              if ln and not ln.startswith("sftp>")}
@@ -324,7 +271,7 @@ def test_mtime_agrees_both_ways(store, srv, tmp_path, clients):
     # Written by rclone directly (S3: X-Amz-Meta-Mtime), seen through Ferry.
     src = make_random_file(tmp_path / "from-rclone.bin", 4321)
     os.utime(src, (1_600_000_000, 1_600_000_123.5))
-    store.put(src, "from-rclone.bin")
+    store.put_file(src, "from-rclone.bin")
     c = paramiko_sftp(clients, srv)
     # BACKEND: Ferry reads rclone's mtime metadata.
     assert int(c.stat("from-rclone.bin").st_mtime) == 1_600_000_123
@@ -420,7 +367,7 @@ def multipart_uploads(store):
 def test_disconnect_mid_upload_keeps_old_object(store, srv, tmp_path, random_file):
     old = tmp_path / "old.bin"
     old.write_bytes(os.urandom(1000))
-    store.put(old, "victim.bin")
+    store.put_file(old, "victim.bin")
     big, _ = random_file(24 << 20)
     # -l 32000 Kbit/s (4 MB/s): the put takes ~6 s; it is killed after 2.5 s,
     # on S3 once the multipart upload has begun (Ferry starts it with the

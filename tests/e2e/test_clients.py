@@ -24,18 +24,16 @@ import random
 import re
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import paramiko
 import pytest
 
 import clients as cl
-from backends import S3_REMOTE, write_backends_conf
-from conftest import (HOST, PASSWORD, USER, connect_transport, make_random_file, run,
-                      sha256_file, wait_until)
+from backends import S3_REMOTE, Store, write_backends_conf
+from conftest import HOST, PASSWORD, USER, connect_transport, run, sha256_file, wait_until
 from test_sshfs import fuse_works  # noqa: F401  (the module fixture sshfs needs)
-from test_vfs_modes import Store, prefix_for
+from test_vfs_modes import prefix_for
 
 MiB = 1 << 20
 
@@ -99,11 +97,11 @@ def store_for(request, tmp_path):
         if backend == "local":
             root = tmp_path / f"served-{os.urandom(2).hex()}"
             root.mkdir()
-            return Store("local", root, scratch)
+            return Store("local", local=root, scratch=scratch)
         s3 = request.getfixturevalue("s3_server")
         conf = write_backends_conf(tmp_path / "rclone.conf", s3=s3)
-        return Store("s3", None, scratch, conf=conf,
-                     target=f"{S3_REMOTE}:{s3.bucket}/{prefix_for(request)}-{backend}", s3=s3)
+        return Store("s3", scratch=scratch, conf=conf, server=s3,
+                     target=f"{S3_REMOTE}:{s3.bucket}/{prefix_for(request)}-{backend}")
     return make
 
 

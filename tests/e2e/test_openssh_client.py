@@ -5,15 +5,9 @@ import stat
 
 import pytest
 
-from conftest import make_random_file, openssh_sftp, openssh_ssh, sha256_file, temp_files
+from conftest import make_random_file, ok, openssh_sftp, openssh_ssh, sha256_file, temp_files
 
 SIZES = [0, 1, 32767, 32768, (1 << 20) + 7]
-
-
-def ok(rc_out_err):
-    rc, out, err = rc_out_err
-    assert rc == 0, f"sftp exited {rc}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
-    return out
 
 
 def transfer_roundtrip(ferry, tmp_path, src, digest, extra=(), timeout=300):

@@ -46,8 +46,8 @@ from pathlib import Path
 
 import pytest
 
-from backends import RCLONE_FLAGS, S3_REMOTE, rclone_conf, write_backends_conf
-from conftest import (assert_server_healthy, clean_env, make_random_file, openssh_sftp, run,
+from backends import S3_REMOTE, Store, write_backends_conf
+from conftest import (assert_server_healthy, clean_env, make_random_file, ok, openssh_sftp, run,
                       wait_until)
 from sftpraw import (FAILURE, FXF_CREAT, FXF_TRUNC, FXF_WRITE, OK, OP_UNSUPPORTED, STATUS, WRITE,
                      SftpStatusError,
@@ -90,77 +90,6 @@ def path_truncate_ok(mode, backend):
 # the store: a local directory or an S3 prefix
 # --------------------------------------------------------------------------
 
-class Store:
-    """The storage Ferry serves, read and written directly (never through
-    Ferry): the backing directory, or the S3 prefix with rclone."""
-
-    def __init__(self, kind, root, scratch, conf=None, target=None, s3=None):
-        self.kind = kind
-        self.root = Path(root) if root is not None else None  # local: the served directory
-        self.scratch = Path(scratch)    # for temporary files
-        self.conf = conf
-        self.target = target            # s3: s3remote:bucket/prefix
-        self.s3 = s3
-
-    def serve_args(self):
-        if self.kind == "local":
-            return {"root": self.root}, []
-        return {"target": self.target}, ["--config", self.conf]
-
-    def files(self):
-        """{relative path: size} of every file, hidden ones included."""
-        if self.kind == "local":
-            out = {}
-            for dirpath, _, names in os.walk(self.root):
-                for n in names:
-                    p = Path(dirpath) / n
-                    try:
-                        out[str(p.relative_to(self.root))] = p.stat().st_size
-                    except FileNotFoundError:
-                        pass    # a temporary file renamed away meanwhile
-            return out
-        got = json.loads(rclone_conf(self.conf, "lsjson", "-R", "--files-only", self.target,
-                                     timeout=120).stdout)
-        return {e["Path"]: e["Size"] for e in got}
-
-    def read(self, rel):
-        if self.kind == "local":
-            return (self.root / rel).read_bytes()
-        cmd = ["rclone", "--config", str(self.conf), *RCLONE_FLAGS, "cat",
-               f"{self.target}/{rel}"]
-        p = subprocess.run(cmd, capture_output=True, timeout=120, env=clean_env())
-        assert p.returncode == 0, p.stderr.decode(errors="replace")
-        return p.stdout
-
-    def get(self, rel):
-        """The bytes of `rel`, or None if the store has no such file."""
-        if rel not in self.files():
-            return None
-        return self.read(rel)
-
-    def snapshot(self):
-        """{relative path: bytes} of the whole store (small files only)."""
-        return {rel: self.read(rel) for rel in self.files()}
-
-    def put(self, rel, data, mtime=None):
-        """Write a file behind Ferry's back."""
-        if self.kind == "local":
-            p = self.root / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".put-{os.urandom(3).hex()}")
-            tmp.write_bytes(data)
-            if mtime is not None:
-                os.utime(tmp, (mtime, mtime))
-            os.replace(tmp, p)
-            return
-        src = self.scratch / f"put-{os.urandom(4).hex()}.bin"
-        src.write_bytes(data)
-        if mtime is not None:
-            os.utime(src, (mtime, mtime))
-        rclone_conf(self.conf, "copyto", src, f"{self.target}/{rel}")
-        src.unlink()
-
-
 def prefix_for(request):
     return "v-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60] + "-" + \
         os.urandom(3).hex()
@@ -183,11 +112,11 @@ def store(backend, request, tmp_path):
     if backend == "local":
         root = tmp_path / "served"
         root.mkdir()
-        return Store("local", root, scratch)
+        return Store("local", local=root, scratch=scratch)
     s3 = request.getfixturevalue("s3_server")
     conf = write_backends_conf(tmp_path / "rclone.conf", s3=s3)
-    return Store("s3", None, scratch, conf=conf,
-                 target=f"{S3_REMOTE}:{s3.bucket}/{prefix_for(request)}", s3=s3)
+    return Store("s3", scratch=scratch, conf=conf, server=s3,
+                 target=f"{S3_REMOTE}:{s3.bucket}/{prefix_for(request)}")
 
 
 @pytest.fixture
@@ -247,12 +176,6 @@ def assert_clean_error(err, what):
     assert err is not None, f"{what} succeeded where it must fail"
     assert str(err).strip() and "EOF" not in str(err), \
         f"{what} failed without a clear status: {err!r}"
-
-
-def ok(res):
-    rc, out, err = res
-    assert rc == 0, f"sftp exited {rc}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
-    return out
 
 
 def pipelined_writes(raw, handle, blocks):
