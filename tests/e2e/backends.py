@@ -572,3 +572,119 @@ def parse_rfc3339(s):
     assert m, s
     tz = "+00:00" if m.group(3) == "Z" else m.group(3)
     return datetime.fromisoformat(m.group(1) + tz).timestamp() + float("0" + (m.group(2) or ""))
+
+
+# --------------------------------------------------------------------------
+# counting Garage's requests, and failing some on purpose
+# --------------------------------------------------------------------------
+
+def s3_request_counts(s3):
+    """{S3 API endpoint: requests Garage has answered so far} (its
+    /metrics), e.g. counts["GetObject"]."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{s3.admin_port}/metrics",
+                                timeout=10) as r:
+        body = r.read().decode()
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^api_s3_request_counter\{api_endpoint="(\w+)"\} (\d+)', body, re.M)}
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of `upstream_port` that answers
+    the next `n` requests after `arm(n)` with `503 Slow Down` (as S3 does
+    when overloaded: a temporary failure) and passes everything else
+    through. `failed` counts the refusals. Stops with `close()`."""
+
+    def __init__(self, upstream_port):
+        import socket
+        import threading
+        self.upstream = upstream_port
+        self.armed = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def arm(self, n):
+        with self.lock:
+            self.armed = n
+
+    def close(self):
+        self.sock.close()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        import socket
+        import threading
+        conn.settimeout(60)
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            with self.lock:
+                fail = self.armed > 0
+                if fail:
+                    self.armed -= 1
+                    self.failed += 1
+            if fail:
+                end = head.index(b"\r\n\r\n") + 4
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", head[:end])
+                left = int(m.group(1)) - (len(head) - end) if m else 0
+                while left > 0:
+                    chunk = conn.recv(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                body = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
+                        b"<Message>Please reduce your request rate.</Message></Error>")
+                conn.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                             b"Content-Length: " + str(len(body)).encode() +
+                             b"\r\nConnection: close\r\n\r\n" + body)
+                return
+            # One request per connection, so that every request passes here
+            # (a kept-alive connection would carry the next ones unseen).
+            end = head.index(b"\r\n\r\n")
+            head = re.sub(rb"(?im)^connection:[^\r\n]*\r\n", b"", head[:end + 2]) + \
+                b"Connection: close\r\n" + head[end + 2:]
+            up = socket.create_connection(("127.0.0.1", self.upstream), timeout=60)
+            up.sendall(head)
+
+            def pipe(a, b):
+                try:
+                    while True:
+                        data = a.recv(1 << 16)
+                        if not data:
+                            break
+                        b.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    for s in (a, b):
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+            t = threading.Thread(target=pipe, args=(up, conn), daemon=True)
+            t.start()
+            pipe(conn, up)
+            t.join(60)
+            up.close()
+        except OSError:
+            pass
+        finally:
+            conn.close()

@@ -273,6 +273,24 @@ impl ObjectUpload {
         map_err(e, Operation::Write, &self.path)
     }
 
+    /// An exclusive create: checked again just before the commit. The
+    /// check at open has a long window; this one is as short as it gets,
+    /// and it holds on stores that take the conditional write's header
+    /// without honouring it (Garage).
+    async fn check_still_absent(&self) -> Result<()> {
+        let b = &self.backend;
+        if !self.opts.if_not_exists {
+            return Ok(());
+        }
+        match b.op.stat(&self.key).await {
+            Ok(_) => Err(
+                BackendError::new(ErrorKind::AlreadyExists, Operation::Write).with_path(&self.path),
+            ),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     async fn start_multipart(&mut self) -> Result<()> {
         let mtime = self.opts.mtime.unwrap_or_else(SystemTime::now);
         let o = &self.backend.opts;
@@ -346,6 +364,7 @@ impl Upload for ObjectUpload {
                 } else {
                     Buffer::from(std::mem::take(&mut self.held))
                 };
+                self.check_still_absent().await?;
                 let mut w = b.op.write_with(&self.key, data);
                 if b.opts.mtime_metadata {
                     w = w.user_metadata(mtime_metadata(t));
@@ -356,6 +375,10 @@ impl Upload for ObjectUpload {
                 w.await.map_err(|e| self.err(e))?;
             }
             Some(mut w) => {
+                if let Err(e) = self.check_still_absent().await {
+                    let _ = w.abort().await;
+                    return Err(e);
+                }
                 if let Err(e) = w.close().await {
                     // Release the parts the store keeps for the upload.
                     let _ = w.abort().await;
