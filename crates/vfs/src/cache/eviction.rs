@@ -98,10 +98,7 @@ impl FileCache {
                 return false;
             }
             items.remove(path);
-            st.gone = true;
-            st.epoch += 1;
-            st.file = None;
-            st.source = None;
+            st.drop_from_cache();
         }
         self.delete_files(path);
         true

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ferry_backend::{FileHandle, Metadata, OpenOptions, RelPath};
@@ -68,6 +68,62 @@ pub(crate) struct State {
     /// Bumped when the content is thrown away (reset to a changed remote
     /// file, evicted, removed): fetches started before must not write.
     pub(crate) epoch: u64,
+}
+
+/// The transitions of an item's state that more than one place makes,
+/// each in one method so every place makes it the same way.
+impl State {
+    /// Dropped from the cache (removed, evicted, or a new file thrown
+    /// away): nothing is uploaded, and fetches started before never write.
+    pub(crate) fn drop_from_cache(&mut self) {
+        self.gone = true;
+        self.epoch += 1;
+        self.dirty = false;
+        self.close_files();
+    }
+
+    /// Nobody reads or writes the data file any more: let its descriptor
+    /// and the remote read handle go.
+    pub(crate) fn close_files(&mut self) {
+        self.file = None;
+        self.source = None;
+    }
+
+    /// A handle closed; returns whether the item is now idle.
+    pub(crate) fn released(&mut self, writer: bool) -> bool {
+        self.opens = self.opens.saturating_sub(1);
+        if writer {
+            self.writers = self.writers.saturating_sub(1);
+        }
+        self.atime = SystemTime::now();
+        let idle = self.opens == 0 && !self.waiter;
+        if idle {
+            self.close_files();
+        }
+        idle
+    }
+
+    /// Uploaded as it stands: clean, on the remote with `fingerprint`,
+    /// and every byte present.
+    pub(crate) fn committed(&mut self, fingerprint: String) {
+        self.dirty = false;
+        self.on_remote = true;
+        self.fingerprint = Some(fingerprint);
+        self.base = self.size;
+        self.ranges = RangeSet::full(self.size);
+        self.failures = 0;
+    }
+
+    /// An upload failed: the next try waits `first`, doubling with each
+    /// failure in a row, at most `max`. Returns the wait.
+    pub(crate) fn upload_failed(&mut self, first: Duration, max: Duration) -> Duration {
+        self.failures += 1;
+        let delay = first
+            .saturating_mul(1 << (self.failures - 1).min(20))
+            .min(max);
+        self.deadline = Instant::now() + delay;
+        delay
+    }
 }
 
 /// A cached file.

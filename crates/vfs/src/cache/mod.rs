@@ -386,9 +386,7 @@ impl FileCache {
                 return false;
             }
             items.remove(path);
-            st.gone = true;
-            st.dirty = false;
-            st.file = None;
+            st.drop_from_cache();
         }
         self.delete_files(path);
         true
@@ -397,15 +395,7 @@ impl FileCache {
     /// A handle on `item` closed.
     pub(crate) fn release(self: &FileCache, item: &Arc<Item>, writer: bool) -> bool {
         let mut st = item.lock();
-        st.opens = st.opens.saturating_sub(1);
-        if writer {
-            st.writers = st.writers.saturating_sub(1);
-        }
-        st.atime = SystemTime::now();
-        if st.opens == 0 && !st.waiter {
-            st.file = None;
-            st.source = None;
-        }
+        st.released(writer);
         // Only a writer's close (re)starts the write-back delay: readers
         // polling a changed file must not keep pushing its upload back.
         writer && st.dirty && st.writers == 0

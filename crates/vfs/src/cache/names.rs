@@ -126,14 +126,7 @@ impl FileCache {
                 items.remove(path);
             }
         }
-        {
-            let mut st = item.lock();
-            st.gone = true;
-            st.epoch += 1;
-            st.dirty = false;
-            st.file = None;
-            st.source = None;
-        }
+        item.lock().drop_from_cache();
         self.delete_files(path);
     }
 

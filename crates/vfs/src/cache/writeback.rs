@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use ferry_backend::{Metadata, OpenOptions, RelPath, SetAttrs, UploadOptions};
 
 use super::item::Item;
-use super::ranges::RangeSet;
 use super::*;
 use crate::{Result, VfsError};
 
@@ -42,8 +41,7 @@ impl FileCache {
                 if !st.dirty || st.gone || st.writers > 0 {
                     st.waiter = false;
                     if st.opens == 0 {
-                        st.file = None;
-                        st.source = None;
+                        st.close_files();
                     }
                     return;
                 }
@@ -64,7 +62,6 @@ impl FileCache {
             drop(permit);
             match r {
                 Ok(Some(path)) => {
-                    item.lock().failures = 0;
                     tracing::info!("vfs cache: uploaded {path}");
                     (self.on_upload)(&path, UploadStage::Committed);
                 }
@@ -72,11 +69,7 @@ impl FileCache {
                 Ok(None) => {}
                 Err(e) => {
                     let mut st = item.lock();
-                    st.failures += 1;
-                    let delay = FIRST_RETRY
-                        .saturating_mul(1 << (st.failures - 1).min(20))
-                        .min(self.opts.max_retry_delay);
-                    st.deadline = Instant::now() + delay;
+                    let delay = st.upload_failed(FIRST_RETRY, self.opts.max_retry_delay);
                     tracing::warn!(
                         "vfs cache: upload of {} failed (attempt {}), retrying in {:?}: {e}",
                         st.path,
@@ -177,11 +170,7 @@ impl FileCache {
             if st.generation != gen || st.gone {
                 return Ok(None);
             }
-            st.dirty = false;
-            st.on_remote = true;
-            st.fingerprint = Some(meta::fingerprint(&meta));
-            st.base = st.size;
-            st.ranges = RangeSet::full(st.size);
+            st.committed(meta::fingerprint(&meta));
         }
         // The upload is done; a record that cannot be written (a full disk)
         // only means the next start uploads it again.
