@@ -722,23 +722,30 @@ def test_write_back_delay_and_visibility(mode, backend, store, vfs, clients):
 def test_rename_and_remove_before_upload(mode, backend, store, vfs, clients):
     """Files only in the cache (write-back 2s) renamed (into a directory,
     and over another file) or removed before their upload: the store ends
-    with exactly the renamed files, nothing under an old name."""
+    with exactly the renamed files, nothing under an old name. A stored
+    file renamed over one only the cache has replaces it: the cached
+    version is never uploaded over it."""
+    stored = os.urandom(5_000)
+    store.put("stored.bin", stored)
     srv = vfs(write_back="2s")
     c = sftp(clients, srv)
     a, b, x, d = (os.urandom(n) for n in (10_000, 20_000, 30_000, 40_000))
     c.mkdir("sub")
-    for name, data in (("a.bin", a), ("b.bin", b), ("x.bin", x), ("d.bin", d)):
+    for name, data in (("a.bin", a), ("b.bin", b), ("x.bin", x), ("d.bin", d),
+                       ("y.bin", d)):
         with c.open(name, "wb") as f:
             f.write(data)
+    c.rename("stored.bin", "y.bin")         # a stored file over a cached one
     c.rename("a.bin", "sub/a2.bin")
     c.posix_rename("b.bin", "x.bin")        # over another cached file
     c.remove("d.bin")
     other = sftp(clients, srv)
-    assert sorted(other.listdir("/")) == ["sub", "x.bin"]
+    assert sorted(other.listdir("/")) == ["sub", "x.bin", "y.bin"]
     assert other.listdir("sub") == ["a2.bin"]
     assert read_all(other, "sub/a2.bin") == a
     assert read_all(other, "x.bin") == b
-    want = {"sub/a2.bin": a, "x.bin": b}
+    assert read_all(other, "y.bin") == stored
+    want = {"sub/a2.bin": a, "x.bin": b, "y.bin": stored}
     settle(store, want, timeout=2 + UPLOAD_TIMEOUT)
     time.sleep(3)                   # no late upload under an old name
     assert store.snapshot() == want

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`args`]: the clap command line.
 //! - [`config`]: flags to typed configuration, with one-line errors.
+//! - `stdio`: `serve sftp --stdio`, one session on stdin/stdout.
 //! - this file: logging, signals, and wiring the backend, VFS and server.
 //!
 //! Backends are named only by the registry (`ferry-registry`).

@@ -151,6 +151,12 @@ impl Vfs {
                 return Ok(());
             }
         }
+        if !replace && self.inner.stat_entry(self.viewer, to).await?.is_some() {
+            // The store refuses to replace what it has (atomically, where it
+            // can); this also covers what only the session sees at `to`: a
+            // file in the cache not uploaded yet, its own upload.
+            return Err(VfsError::AlreadyExists);
+        }
         if replace {
             // Replacing a directory (even an empty one) is not what a client
             // asking for posix-rename of a file means.

@@ -133,6 +133,20 @@ impl Inner {
     /// name. Ferry's temporary upload files are hidden; a file being
     /// uploaded is listed under its own name with the upload's attributes.
     pub(crate) async fn listing(&self, viewer: u64, dir: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
+        // What only Ferry has (1, 2) is read before the store's listing (3):
+        // a file leaves the cache or an upload only once the store has it,
+        // so one that lands meanwhile is in one of the two, never neither.
+        let cached: Vec<(Vec<u8>, Metadata)> = match &self.cache {
+            Some(c) => c.visible_in(dir),
+            None => Vec::new(),
+        };
+        let uploads: HashMap<Vec<u8>, Vec<u8>> = self.uploads.in_dir(viewer, dir);
+        let streams: Vec<(Vec<u8>, Metadata)> = self
+            .uploads
+            .streams_in_dir(viewer, dir)
+            .into_iter()
+            .map(|(name, w)| (name, w.metadata()))
+            .collect();
         let mut entries: Vec<DirEntry> = match self.list(dir).await {
             Err(e) if e.kind() == ErrorKind::NotFound && self.vdirs.get(dir).is_some() => {
                 Vec::new()
@@ -147,7 +161,6 @@ impl Inner {
         }
         // The store (3), temporary files hidden, and this session's uploads
         // in progress over it (2): temporary name -> final name.
-        let uploads: HashMap<Vec<u8>, Vec<u8>> = self.uploads.in_dir(viewer, dir);
         let mut by_name: std::collections::BTreeMap<Vec<u8>, Attr> = Default::default();
         let mut in_progress = Vec::new();
         for e in entries {
@@ -160,14 +173,12 @@ impl Inner {
         for (name, attr) in in_progress {
             by_name.insert(name, attr);
         }
-        for (name, w) in self.uploads.streams_in_dir(viewer, dir) {
-            by_name.insert(name, self.attr(&w.metadata()));
+        for (name, meta) in streams {
+            by_name.insert(name, self.attr(&meta));
         }
         // Files changed in the cache and not uploaded yet (1).
-        if let Some(c) = &self.cache {
-            for (name, meta) in c.visible_in(dir) {
-                by_name.insert(name, self.attr(&meta));
-            }
+        for (name, meta) in cached {
+            by_name.insert(name, self.attr(&meta));
         }
         Ok(by_name.into_iter().collect())
     }

@@ -120,6 +120,21 @@ async fn open_flags(mode: CacheMode) {
     write(vfs, "f", ap, 0, b"END").await;
     assert_eq!(read(vfs, "f").await, b"01ab456789END");
     assert_eq!(s.stored("f").await.unwrap(), b"01ab456789END");
+    // CREAT|EXCL with neither WRITE nor TRUNC creates the file.
+    let bare = OpenFlags {
+        read: true,
+        create: true,
+        exclusive: true,
+        ..Default::default()
+    };
+    vfs.open(&p("bare"), bare, None)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    assert_eq!(vfs.stat(&p("bare")).await.unwrap().size, 0);
+    assert_eq!(s.stored("bare").await.unwrap(), b"");
     // Handles refuse what they were not opened for.
     let f = vfs.open(&p("f"), READ, None).await.unwrap();
     assert!(matches!(
@@ -204,8 +219,25 @@ async fn namespace(mode: CacheMode) {
         vfs.rmdir(&p("d/a")).await,
         Err(VfsError::NotADirectory)
     ));
+    // A plain rename never replaces, whether the store or only the cache
+    // has the file there yet.
+    assert!(matches!(
+        vfs.rename(&p("d/a"), &p("d/b"), false).await,
+        Err(VfsError::AlreadyExists)
+    ));
     vfs.rename(&p("d/a"), &p("d/b"), true).await.unwrap();
     assert_eq!(read(vfs, "d/b").await, b"A", "rename replaces");
+    vfs.mkdir(&p("d/sub"), None).await.unwrap();
+    assert!(matches!(
+        vfs.rename(&p("d/b"), &p("d/sub"), true).await,
+        Err(VfsError::IsADirectory)
+    ));
+    assert!(vfs.rename(&p("d"), &p("d/sub/in"), false).await.is_err());
+    vfs.rmdir(&p("d/sub")).await.unwrap();
+    assert!(matches!(
+        vfs.rmdir(&RelPath::root()).await,
+        Err(VfsError::PermissionDenied)
+    ));
     assert!(matches!(vfs.stat(&p("d/a")).await, Err(VfsError::NotFound)));
     let names: Vec<Vec<u8>> = vfs
         .read_dir(&p("d"))

@@ -10,6 +10,7 @@
 //! - [`LocalBackend`]: the [`Backend`] implementation.
 //! - [`LocalFile`]: an open file, read and written with `pread`/`pwrite` so
 //!   any number of requests run on one handle at once.
+//! - `watch`: change notifications (inotify) for the directory cache.
 //!
 //! # Where system calls run
 //! Handing a call to tokio's blocking pool costs two thread switches, more

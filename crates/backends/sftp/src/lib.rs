@@ -38,7 +38,8 @@
 //!
 //! # Layout
 //! - this module: [`SftpBackend`], the [`Backend`].
-//! - `config`: [`SftpConfig`], the options.
+//! - `config`: [`SftpConfig`], the options; `rclone`: rclone's `sftp`
+//!   remote options to it.
 //! - `errors`: statuses and connection failures as backend errors.
 //! - `attrs`: SFTP attributes and metadata, both ways.
 //! - `hashes`: `md5sum`/`sha1sum` over exec and their output.
