@@ -248,3 +248,50 @@ def test_read_options_with_requests_counted_and_memory_measured(s3store, ferry_f
             f.prefetch()
             assert f.read() == data
         c.close()
+
+
+@pytest.mark.parametrize("mode", ["off", "writes"])
+def test_requests_per_upload_do_not_grow_with_the_directory(mode, s3store, ferry_factory, tmp_path):
+    """Ten small files put one by one (OpenSSH `sftp put`) into an empty
+    directory and into one already holding 400 objects: the store answers
+    the same number of requests for both (a listing re-read or a directory
+    check that pages through the directory would cost a request per few
+    entries), and a small upload costs three requests."""
+    tree = tmp_path / "big"
+    tree.mkdir()
+    for i in range(400):
+        (tree / f"old{i:04}").write_bytes(b"x")
+    s3store.rclone("copy", "--transfers", "32", tree, s3store.path("big"), timeout=600)
+    srv = serve(ferry_factory, s3store, "--vfs-cache-mode", mode, "--vfs-write-back", "0s")
+    ok(openssh_sftp(srv, "mkdir /empty\n"))
+    src = tmp_path / "small.bin"
+    src.write_bytes(os.urandom(16 * 1024))
+    names = [f"new{i:02}" for i in range(10)]
+    per_dir = {}
+
+    def total():
+        return sum(s3_request_counts(s3store.s3).values())
+
+    for d in ("empty", "big"):
+        before, puts = total(), s3_request_counts(s3store.s3).get("PutObject", 0)
+        ok(openssh_sftp(srv, f"cd /{d}\n" + "".join(f"put {src} {n}\n" for n in names)))
+        # Write-back: wait for the ten PUTs, then for the store to go quiet
+        # (only Garage's own metrics are read meanwhile).
+        assert wait_until(lambda: s3_request_counts(s3store.s3).get("PutObject", 0) - puts >= 10,
+                          timeout=60)
+        last = total()
+        while True:
+            time.sleep(1)
+            now = total()
+            if now == last:
+                break
+            last = now
+        per_dir[d] = now - before
+    files = s3store.files()
+    assert all(f"{d}/{n}" in files for d in ("empty", "big") for n in names), sorted(files)[:20]
+    assert per_dir["big"] <= per_dir["empty"] + 2, per_dir
+    # The client's STAT of the new name (a HEAD and a one-key LIST: is it a
+    # directory?), whose answer the OPEN reuses, and the PUT.
+    # Plus the batch's own `cd` (its STAT), and once the directory made by
+    # mkdir (only Ferry's until a file lands in it) is looked up again.
+    assert per_dir["empty"] <= 10 * 3 + 6, per_dir

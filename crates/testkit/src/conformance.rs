@@ -142,6 +142,7 @@ pub async fn run(name: &str, be: Arc<dyn Backend>) {
     check!(concurrent_writers);
     check!(listing_of_5000_entries);
     check!(attributes);
+    check!(committed_uploads_report_what_a_stat_sees);
     check!(copies_links_and_usage);
     check!(hashes_and_streams);
     check!(random_access);
@@ -383,6 +384,41 @@ async fn attributes(be: &dyn Backend, caps: &Capabilities) {
         assert_eq!(get(be, &p("attrs")).await, b"0123");
     }
     be.remove_file(&p("attrs")).await.unwrap();
+}
+
+/// An upload whose commit reports the store's change marker (so callers
+/// skip a stat) reports exactly what a stat then sees: size, time and
+/// marker. Small (one request) and multipart sizes, with and without a
+/// time.
+async fn committed_uploads_report_what_a_stat_sees(be: &dyn Backend, caps: &Capabilities) {
+    if !caps.streaming_upload {
+        return;
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_600_000_000_123_456_789);
+    for (i, size) in [0usize, 1000, 12 << 20].into_iter().enumerate() {
+        for mtime in [None, Some(t)] {
+            let path = p(&format!("committed-{i}-{}", mtime.is_some()));
+            let data = vec![b'c'; size];
+            let mut up = be
+                .create_upload(&path, UploadOptions::default())
+                .await
+                .unwrap();
+            for piece in data.chunks(1 << 20) {
+                up.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            let done = up.finish(mtime).await.unwrap();
+            assert_eq!(done.size, size as u64, "{path}");
+            if done.change.is_some() {
+                let seen = be.stat(&path).await.unwrap();
+                assert_eq!(
+                    (done.size, done.mtime, done.change),
+                    (seen.size, seen.mtime, seen.change),
+                    "{path}: the commit's report differs from the store's"
+                );
+            }
+            be.remove_file(&path).await.unwrap();
+        }
+    }
 }
 
 async fn copies_links_and_usage(be: &dyn Backend, caps: &Capabilities) {

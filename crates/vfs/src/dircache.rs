@@ -8,9 +8,20 @@
 //! own changes at once; changes made behind Ferry's back show after `ttl`,
 //! or at once where the backend reports them (the local backend does).
 //!
-//! A listing that was being fetched while something changed is not stored
-//! (a generation counter), so a slow listing cannot bring back what a
-//! change just forgot.
+//! On stores where every request is a round trip (object stores, remote
+//! servers), the answers to single lookups are kept too, for the same
+//! time: a path found, or found missing. A client that STATs a name and
+//! then creates it (OpenSSH's `put`, rclone, WinSCP) then costs one
+//! lookup, not one for its STAT and another for the OPEN's checks, and a
+//! directory that was looked up once need not be again for every file put
+//! into it. A change forgets the path, and the paths above it that were
+//! found missing (a file created below a prefix makes it exist).
+//!
+//! A listing or a lookup that was being fetched while something related
+//! changed (the same path, or one above or below it) is not stored: a
+//! generation counter and a short log of the latest changes tell, so a
+//! slow answer cannot bring back what a change just forgot, while changes
+//! elsewhere (uploads landing in other files) do not waste it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +34,16 @@ use ferry_backend::{DirEntry, Metadata, RelPath};
 const MAX_DIRS: usize = 50_000;
 /// Entries kept at most, over all directories (about 150 bytes each).
 const MAX_ENTRIES: usize = 1_000_000;
+/// Single lookups kept at most; beyond, all are dropped.
+const MAX_PATHS: usize = 200_000;
+/// Changes remembered for telling whether an answer fetched meanwhile is
+/// still good; an answer older than these is dropped.
+const RECENT_CHANGES: usize = 128;
 
 pub(crate) struct DirCache {
     ttl: Duration,
+    /// Keep single lookups too (see the module docs).
+    remember_paths: bool,
     dirs: Mutex<Dirs>,
     /// Bumped by every forget.
     generation: AtomicU64,
@@ -36,6 +54,16 @@ pub(crate) struct DirCache {
 struct Dirs {
     map: BTreeMap<RelPath, Cached>,
     entries: usize,
+    /// Single lookups: [without following a final link, following it].
+    paths: BTreeMap<RelPath, [Option<Known>; 2]>,
+    /// The latest changes: (the generation they made, the path).
+    recent: std::collections::VecDeque<(u64, RelPath)>,
+}
+
+/// What one lookup found, and when.
+struct Known {
+    at: Instant,
+    meta: Option<Metadata>,
 }
 
 impl Dirs {
@@ -52,9 +80,63 @@ impl Dirs {
         }
     }
 
+    /// A change to `path` made generation `generation`.
+    fn changed(&mut self, generation: u64, path: RelPath) {
+        if self.recent.len() >= RECENT_CHANGES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((generation, path));
+    }
+
+    /// Nothing related to `path` changed after generation `since` (now
+    /// `now`): the same path, or one above it, or one below it unless
+    /// `below_ok` (a directory found to exist still does when something
+    /// changes inside it).
+    fn unchanged(&self, path: &RelPath, since: u64, now: u64, below_ok: bool) -> bool {
+        if since == now {
+            return true;
+        }
+        if since > now {
+            return false;
+        }
+        match self.recent.front() {
+            Some((first, _)) if *first <= since + 1 => {}
+            _ => return false,
+        }
+        self.recent
+            .iter()
+            .filter(|(g, _)| *g > since)
+            .all(|(_, p)| {
+                let above_or_same = path.starts_with(p);
+                let below = p.starts_with(path) && p != path;
+                !(above_or_same || (below && !below_ok))
+            })
+    }
+
     fn clear(&mut self) {
         self.map.clear();
         self.entries = 0;
+        self.paths.clear();
+    }
+
+    /// `path` changed: its own lookups go, and the lookups above it that
+    /// found nothing.
+    fn forget_path(&mut self, path: &RelPath) {
+        if self.paths.is_empty() {
+            return;
+        }
+        self.paths.remove(path);
+        let mut up = path.parent();
+        while let Some(dir) = up {
+            if let Some(known) = self.paths.get_mut(&dir) {
+                for k in known.iter_mut() {
+                    if k.as_ref().is_some_and(|k| k.meta.is_none()) {
+                        *k = None;
+                    }
+                }
+            }
+            up = dir.parent();
+        }
     }
 
     fn retain(&mut self, keep: impl FnMut(&RelPath, &mut Cached) -> bool) {
@@ -79,9 +161,11 @@ pub(crate) enum Lookup {
 }
 
 impl DirCache {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    /// Listings (and with `remember_paths`, single lookups) kept for `ttl`.
+    pub(crate) fn new(ttl: Duration, remember_paths: bool) -> Self {
         DirCache {
             ttl,
+            remember_paths,
             dirs: Mutex::new(Dirs::default()),
             generation: AtomicU64::new(0),
         }
@@ -118,7 +202,12 @@ impl DirCache {
         }
         let mut dirs = self.lock();
         // Checked under the lock: forgets also take it.
-        if self.generation.load(Ordering::Acquire) != generation {
+        if !dirs.unchanged(
+            dir,
+            generation,
+            self.generation.load(Ordering::Acquire),
+            false,
+        ) {
             return;
         }
         let full = |d: &Dirs| d.map.len() >= MAX_DIRS || d.entries + entries.len() > MAX_ENTRIES;
@@ -138,27 +227,83 @@ impl DirCache {
         );
     }
 
-    /// What the parent's listing says of `path`.
-    pub(crate) fn lookup(&self, path: &RelPath) -> Lookup {
+    /// Keep what a lookup of `path` found (`follow`: following a final
+    /// link), begun when the generation was `generation`.
+    pub(crate) fn remember(
+        &self,
+        path: &RelPath,
+        follow: bool,
+        meta: Option<Metadata>,
+        generation: u64,
+    ) {
+        if !self.remember_paths || !self.enabled() || path.is_root() {
+            return;
+        }
+        let mut dirs = self.lock();
+        let now = self.generation.load(Ordering::Acquire);
+        let exists = meta.is_some();
+        if !dirs.unchanged(path, generation, now, exists) {
+            return;
+        }
+        if dirs.paths.len() >= MAX_PATHS {
+            dirs.paths.clear();
+        }
+        dirs.paths.entry(path.clone()).or_default()[follow as usize] = Some(Known {
+            at: Instant::now(),
+            meta,
+        });
+    }
+
+    /// What the cache knows of `path`: its parent's fresh listing, else a
+    /// fresh lookup of it (`follow`: following a final link).
+    pub(crate) fn lookup(&self, path: &RelPath, follow: bool) -> Lookup {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Lookup::Unknown;
         };
-        let Some(entries) = self.get(&parent) else {
+        if let Some(entries) = self.get(&parent) {
+            return match entries.iter().find(|e| e.name == name) {
+                Some(e) => Lookup::Found(e.meta.clone()),
+                None => Lookup::Missing,
+            };
+        }
+        if !self.remember_paths || !self.enabled() {
             return Lookup::Unknown;
-        };
-        match entries.iter().find(|e| e.name == name) {
-            Some(e) => Lookup::Found(e.meta.clone()),
-            None => Lookup::Missing,
+        }
+        let dirs = self.lock();
+        match dirs
+            .paths
+            .get(path)
+            .and_then(|k| k[follow as usize].as_ref())
+        {
+            Some(k) if k.at.elapsed() < self.ttl => match &k.meta {
+                Some(m) => Lookup::Found(m.clone()),
+                None => Lookup::Missing,
+            },
+            _ => Lookup::Unknown,
         }
     }
 
     /// `path` changed: forget its listing (if a directory) and its parent's.
     pub(crate) fn forget(&self, path: &RelPath) {
         let mut dirs = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        dirs.changed(g, path.clone());
+        dirs.forget_path(path);
         if dirs.map.is_empty() {
             return;
         }
+        dirs.remove(path);
+        if let Some(parent) = path.parent() {
+            dirs.remove(&parent);
+        }
+    }
+
+    /// The listings `path` is in (and its own, if a directory) changed;
+    /// what single lookups found of `path` still holds.
+    pub(crate) fn forget_listings(&self, path: &RelPath) {
+        let mut dirs = self.lock();
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        dirs.changed(g, path.clone());
         dirs.remove(path);
         if let Some(parent) = path.parent() {
             dirs.remove(&parent);
@@ -169,7 +314,8 @@ impl DirCache {
     /// removed).
     pub(crate) fn forget_tree(&self, path: &RelPath) {
         let mut dirs = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        dirs.changed(g, path.clone());
         if path.is_root() {
             dirs.clear();
             return;
@@ -190,12 +336,25 @@ impl DirCache {
         if let Some(parent) = path.parent() {
             dirs.remove(&parent);
         }
+        let below: Vec<RelPath> = dirs
+            .paths
+            .range(path.clone()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.as_bytes().starts_with(path.as_bytes()))
+            .filter(|k| k.starts_with(path))
+            .cloned()
+            .collect();
+        for k in below {
+            dirs.paths.remove(&k);
+        }
+        dirs.forget_path(path);
     }
 
     /// Forget everything (SIGHUP, `vfs/forget` without arguments).
     pub(crate) fn clear(&self) {
         let mut dirs = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        dirs.changed(g, RelPath::root());
         dirs.clear();
     }
 

@@ -21,6 +21,7 @@ use rand::RngExt as _;
 use crate::cache::item::Item;
 use crate::cache::FileCache;
 use crate::chunked::{ChunkPolicy, StreamReader};
+use crate::lookup::{Found, Freshness};
 use crate::options::CacheMode;
 use crate::readahead::ReadAhead;
 use crate::stream::StreamWriter;
@@ -180,7 +181,12 @@ impl VfsFile {
         }
         // While a handle writes the file, its size and time change under
         // the directory cache: stats go to the store until it closes.
-        inner.writer_opened(path);
+        // A file that appears only when it is committed (a truncating
+        // upload to a temporary file, a streamed one) keeps what lookups
+        // found of it, for the open's own checks; one changed in place
+        // does not.
+        let in_place = !flags.truncate && inner.backend.capabilities().random_access_write;
+        inner.writer_opened(path, in_place);
         let r = Self::open_inner(inner.clone(), viewer, path, flags, mode).await;
         if r.is_err() {
             inner.writer_closed(path);
@@ -407,7 +413,18 @@ impl VfsFile {
                 "appending to a file on this remote (it stores whole files; use --vfs-cache-mode writes)",
             ));
         }
-        let existing = inner.stat_entry(viewer, path).await?;
+        // What the session was just told (a STAT before the OPEN, as most
+        // clients send) answers, unless the open is exclusive: the store
+        // is asked then, and asked again before the commit.
+        let fresh = if flags.exclusive {
+            Freshness::Store
+        } else {
+            Freshness::Listing
+        };
+        let existing = inner
+            .lookup(viewer, path, true, fresh)
+            .await?
+            .map(Found::into_meta);
         match &existing {
             Some(m) if m.is_dir() => return Err(VfsError::IsADirectory),
             Some(_) if flags.exclusive => return Err(VfsError::AlreadyExists),

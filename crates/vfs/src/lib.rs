@@ -110,7 +110,11 @@ impl Vfs {
         let caps = backend.capabilities();
         // A store that takes no changes is served read-only.
         opts.read_only |= caps.read_only;
-        let dircache = Arc::new(dircache::DirCache::new(opts.dir_cache_time));
+        // Single lookups are worth keeping where each is a round trip.
+        let dircache = Arc::new(dircache::DirCache::new(
+            opts.dir_cache_time,
+            !caps.low_latency,
+        ));
         if caps.change_watch && dircache.enabled() && !opts.poll_interval.is_zero() {
             let dc = dircache.clone();
             let notify: ferry_backend::ChangeNotify =

@@ -88,23 +88,37 @@ impl Inner {
             return Ok(Some(Found::Stream(w.metadata())));
         }
         let open_for_writing = self.lock_writers().contains_key(path);
-        if fresh == Freshness::Listing && !open_for_writing {
-            match self.dircache.lookup(path) {
-                dircache::Lookup::Found(m) if !(follow && m.file_type == FileType::Symlink) => {
+        if fresh == Freshness::Listing {
+            match self.dircache.lookup(path, follow) {
+                dircache::Lookup::Found(m)
+                    if !(open_for_writing || (follow && m.file_type == FileType::Symlink)) =>
+                {
                     return Ok(Some(Found::Store(m)));
                 }
                 dircache::Lookup::Missing => return Ok(self.vdirs.get(path).map(Found::Virtual)),
                 _ => {}
             }
         }
+        let generation = self.dircache.generation();
         let r = if follow {
             self.backend.stat(path).await
         } else {
             self.backend.lstat(path).await
         };
+        // Not while the path is open for writing: its size and time change.
+        let keep = !open_for_writing;
         match r {
-            Ok(m) => Ok(Some(Found::Store(m))),
+            Ok(m) => {
+                if keep {
+                    self.dircache
+                        .remember(path, follow, Some(m.clone()), generation);
+                }
+                Ok(Some(Found::Store(m)))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
+                if keep {
+                    self.dircache.remember(path, follow, None, generation);
+                }
                 Ok(self.vdirs.get(path).map(Found::Virtual))
             }
             Err(e) => Err(e.into()),
@@ -201,10 +215,16 @@ impl Inner {
         self.writers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A handle that writes `path` was opened.
-    pub(crate) fn writer_opened(&self, path: &RelPath) {
+    /// A handle that writes `path` was opened; `in_place`: it changes the
+    /// stored file as it writes (else the path is unchanged until the
+    /// commit, and only the listings around it are forgotten).
+    pub(crate) fn writer_opened(&self, path: &RelPath, in_place: bool) {
         *self.lock_writers().entry(path.clone()).or_insert(0) += 1;
-        self.dircache.forget(path);
+        if in_place {
+            self.dircache.forget(path);
+        } else {
+            self.dircache.forget_listings(path);
+        }
     }
 
     /// A handle that writes `path` was closed: what it wrote is on the
@@ -248,7 +268,16 @@ impl Inner {
         if parent.is_root() {
             return Ok(());
         }
-        match self.stat_entry(viewer, &parent).await? {
+        // A courtesy on a store that takes any prefix: a recent answer
+        // will do.
+        match self
+            .meta(viewer, &parent, true)
+            .await
+            .map(Some)
+            .or_else(|e| match e {
+                VfsError::NotFound => Ok(None),
+                e => Err(e),
+            })? {
             Some(m) if m.is_dir() => Ok(()),
             Some(_) => Err(VfsError::NotADirectory),
             None => Err(VfsError::NotFound),

@@ -111,7 +111,7 @@ async fn local_changes_are_reported_within_a_second() {
 
 #[test]
 fn a_listing_fetched_across_a_change_is_not_kept() {
-    let dc = dircache::DirCache::new(Duration::from_secs(60));
+    let dc = dircache::DirCache::new(Duration::from_secs(60), false);
     let g = dc.generation();
     dc.forget(&p("x"));
     dc.put(&p(""), Arc::new(Vec::new()), g);
@@ -146,7 +146,7 @@ fn entries_are_counted_as_listings_come_and_go() {
             change: None,
         },
     };
-    let dc = dircache::DirCache::new(Duration::from_secs(60));
+    let dc = dircache::DirCache::new(Duration::from_secs(60), false);
     let g = dc.generation();
     dc.put(&p("a"), Arc::new(vec![entry("x"), entry("y")]), g);
     dc.put(&p("a/b"), Arc::new(vec![entry("z")]), g);
@@ -161,4 +161,102 @@ fn entries_are_counted_as_listings_come_and_go() {
     dc.put(&p("c"), Arc::new(vec![entry("x")]), g);
     dc.clear();
     assert_eq!((dc.len(), dc.entries()), (0, 0));
+}
+
+#[test]
+fn single_lookups_are_kept_where_asked_and_forgotten_with_their_changes() {
+    use ferry_backend::{FileType, Metadata};
+    let file = Metadata {
+        file_type: FileType::File,
+        size: 1,
+        mtime: None,
+        atime: None,
+        permissions: None,
+        owner: None,
+        change: None,
+    };
+    let found =
+        |dc: &dircache::DirCache, path: &str, follow: bool| match dc.lookup(&p(path), follow) {
+            dircache::Lookup::Found(_) => "found",
+            dircache::Lookup::Missing => "missing",
+            dircache::Lookup::Unknown => "unknown",
+        };
+    // Not kept unless the cache was made to keep them.
+    let off = dircache::DirCache::new(Duration::from_secs(60), false);
+    off.remember(&p("d/f"), true, None, off.generation());
+    assert_eq!(found(&off, "d/f", true), "unknown");
+
+    let dc = dircache::DirCache::new(Duration::from_secs(60), true);
+    let g = dc.generation();
+    dc.remember(&p("d"), true, Some(dir_meta()), g);
+    dc.remember(&p("d/f"), true, None, g);
+    dc.remember(&p("d/g"), false, Some(file.clone()), g);
+    assert_eq!(found(&dc, "d/f", true), "missing");
+    assert_eq!(found(&dc, "d/g", false), "found");
+    assert_eq!(
+        found(&dc, "d/g", true),
+        "unknown",
+        "stat and lstat are kept apart"
+    );
+    // Creating d/f/x: d/f is no longer missing; d stays known.
+    dc.forget(&p("d/f/x"));
+    assert_eq!(found(&dc, "d/f", true), "unknown");
+    assert_eq!(found(&dc, "d", true), "found");
+    // A lookup begun before a change elsewhere is kept; one begun before a
+    // change of the same path, or above or below it, is not.
+    let g = dc.generation();
+    dc.forget(&p("e/other"));
+    dc.remember(&p("d/h"), true, None, g);
+    assert_eq!(found(&dc, "d/h", true), "missing");
+    let g = dc.generation();
+    dc.forget(&p("d/f2"));
+    dc.remember(&p("d"), true, Some(dir_meta()), g);
+    assert_eq!(
+        found(&dc, "d", true),
+        "found",
+        "a change inside d does not unmake d"
+    );
+    for changed in ["d/i", "d/i/below", "d"] {
+        let g = dc.generation();
+        dc.forget(&p(changed));
+        dc.remember(&p("d/i"), true, None, g);
+        assert_eq!(
+            found(&dc, "d/i", true),
+            "unknown",
+            "after a change of {changed}"
+        );
+    }
+    // Listings follow the same rule: a change in a sibling directory does
+    // not waste a listing fetched meanwhile.
+    let g = dc.generation();
+    dc.forget(&p("e/x"));
+    dc.put(&p("d"), Arc::new(Vec::new()), g);
+    assert!(dc.get(&p("d")).is_some());
+    // A lookup older than the log of changes is not kept.
+    dc.forget_tree(&p("d"));
+    let g = dc.generation();
+    for i in 0..200 {
+        dc.forget(&p(&format!("e/{i}")));
+    }
+    dc.remember(&p("d/j"), true, None, g);
+    assert_eq!(found(&dc, "d/j", true), "unknown");
+    // A directory renamed or removed takes the lookups below it.
+    let g = dc.generation();
+    dc.remember(&p("t/a/b"), true, Some(file.clone()), g);
+    dc.remember(&p("t-x"), true, Some(file), g);
+    dc.forget_tree(&p("t"));
+    assert_eq!(found(&dc, "t/a/b", true), "unknown");
+    assert_eq!(found(&dc, "t-x", true), "found");
+}
+
+fn dir_meta() -> ferry_backend::Metadata {
+    ferry_backend::Metadata {
+        file_type: ferry_backend::FileType::Dir,
+        size: 0,
+        mtime: None,
+        atime: None,
+        permissions: None,
+        owner: None,
+        change: None,
+    }
 }

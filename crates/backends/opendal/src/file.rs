@@ -356,7 +356,11 @@ impl Upload for ObjectUpload {
         self.done = true;
         let mtime = mtime.or(self.opts.mtime);
         let b = self.backend.clone();
-        match self.writer.take() {
+        // Whether the store's view of the new object is known without
+        // asking: its time is the one stored in its metadata, and its
+        // entity tag came back with the commit.
+        let own_time = b.opts.mtime_metadata && !b.opts.use_server_modtime;
+        let (mtime, etag) = match self.writer.take() {
             None => {
                 let t = mtime.unwrap_or_else(SystemTime::now);
                 let data = if self.spool.is_some() {
@@ -372,22 +376,29 @@ impl Upload for ObjectUpload {
                 if self.opts.if_not_exists && b.op.info().capability().write_with_if_not_exists {
                     w = w.if_not_exists(true);
                 }
-                w.await.map_err(|e| self.err(e))?;
+                let put = w.await.map_err(|e| self.err(e))?;
+                (Some(t), put.etag().map(str::to_string))
             }
             Some(mut w) => {
                 if let Err(e) = self.check_still_absent().await {
                     let _ = w.abort().await;
                     return Err(e);
                 }
-                if let Err(e) = w.close().await {
-                    // Release the parts the store keeps for the upload.
-                    let _ = w.abort().await;
-                    return Err(self.err(e));
-                }
+                let done = match w.close().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Release the parts the store keeps for the upload.
+                        let _ = w.abort().await;
+                        return Err(self.err(e));
+                    }
+                };
+                let mut etag = done.etag().map(str::to_string);
                 // Committed: what follows cannot undo that, so its failures
                 // are logged rather than reported as a failed upload.
                 if let Some(t) = mtime {
                     if Some(t) != self.started_with && b.capabilities_set_mtime() {
+                        // Rewritten: a new entity tag.
+                        etag = None;
                         if let Err(e) = b.rewrite_mtime(&self.key, t, &self.path).await {
                             tracing::warn!(
                                 "{}: uploaded, but its time was not set: {e}",
@@ -396,8 +407,9 @@ impl Upload for ObjectUpload {
                         }
                     }
                 }
+                (mtime.or(self.started_with), etag)
             }
-        }
+        };
         let size = self.written;
         Ok(Metadata {
             file_type: ferry_backend::FileType::File,
@@ -406,7 +418,9 @@ impl Upload for ObjectUpload {
             atime: None,
             permissions: None,
             owner: None,
-            change: None,
+            change: etag
+                .filter(|_| own_time && mtime.is_some())
+                .map(|e| crate::change_marker(&e)),
         })
     }
 

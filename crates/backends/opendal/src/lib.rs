@@ -218,10 +218,18 @@ impl ObjectBackend {
         if self.opts.kind == StoreKind::Http {
             return Ok(false);
         }
-        match self.op.list_with(dir).limit(2).await {
-            Ok(entries) => Ok(!entries.is_empty()),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(map_err(e, op, path)),
+        // One request whatever the directory holds: the first entry of a
+        // one-key page. (`list_with(..).limit(n)` sets the page size but
+        // still reads every page: a request per n entries.)
+        let first = match self.op.lister_with(dir).limit(1).await {
+            Ok(mut lister) => lister.next().await,
+            Err(e) => Some(Err(e)),
+        };
+        match first {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => Ok(false),
+            Some(Err(e)) => Err(map_err(e, op, path)),
         }
     }
 
@@ -388,7 +396,7 @@ fn dir_meta(mtime: Option<SystemTime>) -> Metadata {
 }
 
 /// A change marker from an entity tag.
-fn change_marker(etag: &str) -> u64 {
+pub(crate) fn change_marker(etag: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     etag.hash(&mut h);

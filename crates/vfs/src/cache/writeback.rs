@@ -133,8 +133,13 @@ impl FileCache {
             }
             let done = up.finish(Some(mtime)).await?;
             // The store's own view (with its change marker) is what later
-            // opens compare against.
-            self.backend.stat(&path).await.unwrap_or(done)
+            // opens compare against: asked for when the commit did not
+            // bring it.
+            if done.change.is_some() {
+                done
+            } else {
+                self.backend.stat(&path).await.unwrap_or(done)
+            }
         } else if caps.random_access_write {
             let parent = path.parent().unwrap_or_default();
             let temp = parent
