@@ -320,31 +320,13 @@ impl DirCache {
             dirs.clear();
             return;
         }
-        // Keys sharing `path`'s bytes as a prefix sort together; of those,
-        // the ones below it as a path go.
-        let below: Vec<RelPath> = dirs
-            .map
-            .range(path.clone()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.as_bytes().starts_with(path.as_bytes()))
-            .filter(|k| k.starts_with(path))
-            .cloned()
-            .collect();
-        for k in below {
+        for k in below(&dirs.map, path) {
             dirs.remove(&k);
         }
         if let Some(parent) = path.parent() {
             dirs.remove(&parent);
         }
-        let below: Vec<RelPath> = dirs
-            .paths
-            .range(path.clone()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.as_bytes().starts_with(path.as_bytes()))
-            .filter(|k| k.starts_with(path))
-            .cloned()
-            .collect();
-        for k in below {
+        for k in below(&dirs.paths, path) {
             dirs.paths.remove(&k);
         }
         dirs.forget_path(path);
@@ -369,4 +351,15 @@ impl DirCache {
     pub(crate) fn entries(&self) -> usize {
         self.lock().entries
     }
+}
+
+/// The keys of `map` at or below `path`. Keys sharing `path`'s bytes as a
+/// prefix sort together; of those, the ones below it as a path count.
+fn below<V>(map: &BTreeMap<RelPath, V>, path: &RelPath) -> Vec<RelPath> {
+    map.range(path.clone()..)
+        .map(|(k, _)| k)
+        .take_while(|k| k.as_bytes().starts_with(path.as_bytes()))
+        .filter(|k| k.starts_with(path))
+        .cloned()
+        .collect()
 }
