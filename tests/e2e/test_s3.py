@@ -272,8 +272,10 @@ def test_requests_per_upload_do_not_grow_with_the_directory(mode, s3store, ferry
     def total():
         return sum(s3_request_counts(s3store.s3).values())
 
+    by_kind = {}
     for d in ("empty", "big"):
-        before, puts = total(), s3_request_counts(s3store.s3).get("PutObject", 0)
+        start = s3_request_counts(s3store.s3)
+        before, puts = total(), start.get("PutObject", 0)
         ok(openssh_sftp(srv, f"cd /{d}\n" + "".join(f"put {src} {n}\n" for n in names)))
         # Write-back: wait for the ten PUTs, then for the store to go quiet
         # (only Garage's own metrics are read meanwhile).
@@ -287,11 +289,45 @@ def test_requests_per_upload_do_not_grow_with_the_directory(mode, s3store, ferry
                 break
             last = now
         per_dir[d] = now - before
+        end = s3_request_counts(s3store.s3)
+        by_kind[d] = {k: end[k] - start.get(k, 0) for k in end if end[k] != start.get(k, 0)}
     files = s3store.files()
     assert all(f"{d}/{n}" in files for d in ("empty", "big") for n in names), sorted(files)[:20]
-    assert per_dir["big"] <= per_dir["empty"] + 2, per_dir
+    assert per_dir["big"] <= per_dir["empty"] + 2, by_kind
     # The client's STAT of the new name (a HEAD and a one-key LIST: is it a
     # directory?), whose answer the OPEN reuses, and the PUT.
     # Plus the batch's own `cd` (its STAT), and once the directory made by
     # mkdir (only Ferry's until a file lands in it) is looked up again.
-    assert per_dir["empty"] <= 10 * 3 + 6, per_dir
+    assert per_dir["empty"] <= 10 * 3 + 6, by_kind
+
+
+def test_a_download_after_a_listing_is_one_get_and_reads_what_the_store_has(
+        s3store, ferry_factory, tmp_path):
+    """`ls -l` then `get` of each file (OpenSSH `sftp`, cache mode off): the
+    listing's HEADs (for rclone's mtime metadata) serve the opens, so each
+    download is one GET and no second HEAD. A file replaced in the store
+    behind Ferry's back just after the listing (same size, and a larger
+    one) downloads as the store has it now, not a mix and not a failure."""
+    names = [f"f{i}" for i in range(6)]
+    data = {n: os.urandom(20_000 + i) for i, n in enumerate(names)}
+    for n in names:
+        s3store.put(f"d/{n}", data[n])
+    srv = serve(ferry_factory, s3store)
+    out = tmp_path / "out"
+    out.mkdir()
+    ok(openssh_sftp(srv, "ls -l /d\n"))
+    before = s3_request_counts(s3store.s3)
+    ok(openssh_sftp(srv, "".join(f"get /d/{n} {out / n}\n" for n in names[:4])))
+    after = s3_request_counts(s3store.s3)
+    diff = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert diff.get("GetObject") == 4 and not diff.get("HeadObject"), diff
+    assert all((out / n).read_bytes() == data[n] for n in names[:4])
+    # Replaced behind Ferry's back, within the dir cache's time and the
+    # HEADs' ten seconds: f4 keeps its size, f5 grows.
+    fresh = {"f4": os.urandom(len(data["f4"])), "f5": os.urandom(50_000)}
+    ok(openssh_sftp(srv, "ls -l /d\n"))
+    for n, b in fresh.items():
+        s3store.put(f"d/{n}", b)
+    ok(openssh_sftp(srv, "".join(f"get /d/{n} {out / n}\n" for n in fresh)))
+    for n, b in fresh.items():
+        assert (out / n).read_bytes() == b, n

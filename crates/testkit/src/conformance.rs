@@ -240,7 +240,7 @@ async fn directories(be: &dyn Backend, caps: &Capabilities) {
     assert!(be.list(&RelPath::root()).await.unwrap().is_empty());
 }
 
-async fn renames(be: &dyn Backend, _caps: &Capabilities) {
+async fn renames(be: &dyn Backend, caps: &Capabilities) {
     put(be, &p("a"), b"A").await;
     put(be, &p("b"), b"B").await;
     be.rename(&p("a"), &p("b"), true).await.unwrap();
@@ -266,8 +266,33 @@ async fn renames(be: &dyn Backend, _caps: &Capabilities) {
         kind(be.rename(&p("gone"), &p("x"), true).await),
         ErrorKind::NotFound
     );
-    for f in ["b", "new"] {
+    be.rename(&p("new"), &p("new"), true).await.unwrap();
+    assert_eq!(
+        get(be, &p("new")).await,
+        b"C",
+        "a file renamed onto itself stays"
+    );
+    // A directory in the way, or a file where a directory goes: refused
+    // with the kind the client is told, whatever replacing allows.
+    if caps.real_directories {
+        be.create_dir(&p("d"), None).await.unwrap();
+    }
+    put(be, &p("d/inside"), b"I").await;
+    assert_eq!(
+        kind(be.rename(&p("new"), &p("d"), true).await),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        kind(be.rename(&p("d"), &p("new"), true).await),
+        ErrorKind::NotADirectory
+    );
+    assert_eq!(get(be, &p("new")).await, b"C");
+    assert_eq!(get(be, &p("d/inside")).await, b"I");
+    for f in ["b", "new", "d/inside"] {
         be.remove_file(&p(f)).await.unwrap();
+    }
+    if caps.real_directories {
+        be.remove_dir(&p("d")).await.unwrap();
     }
 }
 

@@ -157,29 +157,6 @@ impl Vfs {
             // file in the cache not uploaded yet, its own upload.
             return Err(VfsError::AlreadyExists);
         }
-        if replace {
-            // Replacing a directory (even an empty one) is not what a client
-            // asking for posix-rename of a file means.
-            if let Ok(m) = self.inner.backend.lstat(to).await {
-                let src_is_dir = match self.inner.backend.lstat(from).await {
-                    Ok(src) => src.is_dir(),
-                    // Only an upload in progress: a file.
-                    Err(e)
-                        if e.kind() == ErrorKind::NotFound && self.pending_for(from).is_some() =>
-                    {
-                        false
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if m.is_dir() != src_is_dir {
-                    return Err(if m.is_dir() {
-                        VfsError::IsADirectory
-                    } else {
-                        VfsError::NotADirectory
-                    });
-                }
-            }
-        }
         if !self.capabilities().real_directories && self.inner.vdirs.get(from).is_some() {
             // A directory only Ferry knows of, unless files landed in it.
             let on_store = match self.inner.backend.list(from).await {
@@ -200,10 +177,20 @@ impl Vfs {
             }
         }
         let upload_moved = self.inner.uploads.rename(self.viewer, from, to);
+        // Each backend refuses a file onto a directory (IsADirectory) and a
+        // directory onto a file (NotADirectory) itself: no lookup here.
         match self.inner.backend.rename(from, to, replace).await {
             // The file existed only as an upload in progress: moving the
-            // upload was the whole rename.
-            Err(e) if upload_moved && e.kind() == ErrorKind::NotFound => Ok(()),
+            // upload was the whole rename, unless a directory is in the way.
+            Err(e) if upload_moved && e.kind() == ErrorKind::NotFound => {
+                match self.inner.backend.lstat(to).await {
+                    Ok(m) if m.is_dir() => {
+                        self.inner.uploads.rename(self.viewer, to, from);
+                        Err(VfsError::IsADirectory)
+                    }
+                    _ => Ok(()),
+                }
+            }
             Err(e) => {
                 // Undo, so uploads commit where the store still has them.
                 self.inner.uploads.rename(self.viewer, to, from);

@@ -56,8 +56,17 @@ struct Dirs {
     entries: usize,
     /// Single lookups: [without following a final link, following it].
     paths: BTreeMap<RelPath, [Option<Known>; 2]>,
-    /// The latest changes: (the generation they made, the path).
-    recent: std::collections::VecDeque<(u64, RelPath)>,
+    /// The latest changes: the generation each made, its path, and
+    /// whether what is below that path is untouched by it.
+    recent: std::collections::VecDeque<Change>,
+}
+
+struct Change {
+    generation: u64,
+    path: RelPath,
+    /// Only the path itself changed (a prefix became a directory on the
+    /// store): what was fetched below it still holds.
+    below_untouched: bool,
 }
 
 /// What one lookup found, and when.
@@ -82,10 +91,18 @@ impl Dirs {
 
     /// A change to `path` made generation `generation`.
     fn changed(&mut self, generation: u64, path: RelPath) {
+        self.log(Change {
+            generation,
+            path,
+            below_untouched: false,
+        });
+    }
+
+    fn log(&mut self, change: Change) {
         if self.recent.len() >= RECENT_CHANGES {
             self.recent.pop_front();
         }
-        self.recent.push_back((generation, path));
+        self.recent.push_back(change);
     }
 
     /// Nothing related to `path` changed after generation `since` (now
@@ -100,16 +117,18 @@ impl Dirs {
             return false;
         }
         match self.recent.front() {
-            Some((first, _)) if *first <= since + 1 => {}
+            Some(first) if first.generation <= since + 1 => {}
             _ => return false,
         }
         self.recent
             .iter()
-            .filter(|(g, _)| *g > since)
-            .all(|(_, p)| {
-                let above_or_same = path.starts_with(p);
-                let below = p.starts_with(path) && p != path;
-                !(above_or_same || (below && !below_ok))
+            .filter(|c| c.generation > since)
+            .all(|c| {
+                let p = &c.path;
+                let same = path == p;
+                let above = path.starts_with(p) && !same;
+                let below = p.starts_with(path) && !same;
+                !(same || (above && !c.below_untouched) || (below && !below_ok))
             })
     }
 
@@ -295,6 +314,35 @@ impl DirCache {
         dirs.remove(path);
         if let Some(parent) = path.parent() {
             dirs.remove(&parent);
+        }
+    }
+
+    /// `dir` exists on the store now (a file was committed below it, where
+    /// it was a directory only Ferry knew of): the listing it is in goes,
+    /// and a lookup of it finds `meta`; what is known below it stays.
+    pub(crate) fn became_directory(&self, dir: &RelPath, meta: Metadata) {
+        let mut dirs = self.lock();
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        dirs.log(Change {
+            generation: g,
+            path: dir.clone(),
+            below_untouched: true,
+        });
+        dirs.forget_path(dir);
+        if let Some(parent) = dir.parent() {
+            dirs.remove(&parent);
+        }
+        if self.remember_paths && self.enabled() && !dir.is_root() {
+            if dirs.paths.len() >= MAX_PATHS {
+                dirs.paths.clear();
+            }
+            let known = || {
+                Some(Known {
+                    at: Instant::now(),
+                    meta: Some(meta.clone()),
+                })
+            };
+            dirs.paths.insert(dir.clone(), [known(), known()]);
         }
     }
 

@@ -247,6 +247,20 @@ fn single_lookups_are_kept_where_asked_and_forgotten_with_their_changes() {
     dc.forget_tree(&p("t"));
     assert_eq!(found(&dc, "t/a/b", true), "unknown");
     assert_eq!(found(&dc, "t-x", true), "found");
+    // A directory only Ferry knew of lands on the store: found from then
+    // on, its parent's listing goes, and a lookup below it that was being
+    // fetched meanwhile is still good (writes mode: an upload commits
+    // while the client stats its next new name).
+    dc.put(&RelPath::root(), Arc::new(Vec::new()), dc.generation());
+    dc.remember(&p("v"), true, None, dc.generation());
+    let g = dc.generation();
+    dc.became_directory(&p("v"), dir_meta());
+    dc.remember(&p("v/next"), true, None, g);
+    dc.remember(&p("v"), true, None, g);
+    assert_eq!(found(&dc, "v", true), "found", "a stale answer is not kept");
+    assert_eq!(found(&dc, "v", false), "found");
+    assert_eq!(found(&dc, "v/next", true), "missing");
+    assert!(dc.get(&RelPath::root()).is_none());
 }
 
 fn dir_meta() -> ferry_backend::Metadata {

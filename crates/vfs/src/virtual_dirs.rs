@@ -111,9 +111,10 @@ impl VirtualDirs {
             if dir.is_root() {
                 break;
             }
-            if dirs.remove(&dir).is_some() {
-                // Its parent's listing was read while it was only ours.
-                self.dircache.forget(&dir);
+            if let Some(made) = dirs.remove(&dir) {
+                // Its parent's listing was read while it was only ours; it
+                // is the directory clients saw.
+                self.dircache.became_directory(&dir, dir_meta(made));
             }
             p = dir.parent();
         }

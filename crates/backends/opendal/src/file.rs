@@ -17,17 +17,44 @@ use crate::{map_err, mtime_metadata, ObjectBackend};
 /// reads ahead in parallel chunks above this). The object is pinned to the
 /// entity tag it had at open where the store can check it, so a file
 /// replaced while it is read fails the read instead of mixing two versions.
+/// A small object stat'ed just before (the client's STAT, or the listing it
+/// read before its downloads) is read whole at open instead, pinned to the
+/// tag that HEAD saw: one GET, no second HEAD.
 pub struct ObjectFile {
     reader: Reader,
     meta: Metadata,
     path: RelPath,
     /// The object's MD5 (bucket stores), for verifying whole-file reads.
     md5: Option<String>,
+    /// The whole object, when it was read at open.
+    whole: Option<Bytes>,
 }
+
+/// Objects up to this size are read whole at open when they were stat'ed
+/// just before (at most this much held per open file).
+const READ_WHOLE_MAX: u64 = 256 * 1024;
 
 impl ObjectFile {
     pub(crate) async fn open(backend: &ObjectBackend, key: String, path: &RelPath) -> Result<Self> {
-        let err = |e| map_err(e, Operation::Open, path);
+        if let Some(m) = backend
+            .recently_seen(&key)
+            .filter(|m| !m.is_dir() && m.content_length() <= READ_WHOLE_MAX)
+        {
+            let mut file = ObjectFile::pinned(backend, &key, path, &m).await?;
+            match file.reader.read(0..m.content_length()).await {
+                Ok(data) if data.len() as u64 == m.content_length() => {
+                    file.whole = Some(data.to_bytes());
+                    return Ok(file);
+                }
+                // Replaced since that HEAD (a 412, or another length where
+                // the store ignores the condition): as it is now.
+                Ok(_) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {}
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+                Err(e) => return Err(map_err(e, Operation::Open, path)),
+            }
+            backend.forget_key(&key);
+        }
         let m = match backend.op.stat(&key).await {
             Ok(m) => m,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
@@ -40,29 +67,40 @@ impl ObjectFile {
                 };
                 return Err(BackendError::new(kind, Operation::Open).with_path(path));
             }
-            Err(e) => return Err(err(e)),
+            Err(e) => return Err(map_err(e, Operation::Open, path)),
         };
+        ObjectFile::pinned(backend, &key, path, &m).await
+    }
+
+    /// The object as `m` describes it, its reads pinned to `m`'s tag.
+    async fn pinned(
+        backend: &ObjectBackend,
+        key: &str,
+        path: &RelPath,
+        m: &opendal::Metadata,
+    ) -> Result<Self> {
         if m.is_dir() {
             return Err(BackendError::new(ErrorKind::IsADirectory, Operation::Open).with_path(path));
         }
         let full = backend.op.info().capability();
         let mut r = backend
             .op
-            .reader_with(&key)
+            .reader_with(key)
             .content_length_hint(m.content_length());
         if let Some(tag) = m.etag().filter(|_| full.read_with_if_match) {
             r = r.if_match(tag);
         }
-        let reader = r.await.map_err(err)?;
+        let reader = r.await.map_err(|e| map_err(e, Operation::Open, path))?;
         let md5 = match backend.opts.kind {
-            crate::StoreKind::Bucket => crate::stored_md5(&m),
+            crate::StoreKind::Bucket => crate::stored_md5(m),
             _ => None,
         };
         Ok(ObjectFile {
             reader,
-            meta: backend.file_meta(&m),
+            meta: backend.file_meta(m),
             path: path.clone(),
             md5,
+            whole: None,
         })
     }
 }
@@ -75,6 +113,10 @@ impl FileHandle for ObjectFile {
             return Ok(buf);
         }
         let want = (len as u64).min(size - offset);
+        if let Some(whole) = &self.whole {
+            buf.extend_from_slice(&whole[offset as usize..(offset + want) as usize]);
+            return Ok(buf);
+        }
         let data = self
             .reader
             .read(offset..offset + want)
@@ -118,6 +160,14 @@ impl FileHandle for ObjectFile {
         if offset >= end {
             return Ok(Some(Box::new(ObjectStream {
                 inner: None,
+                first: None,
+                path: self.path.clone(),
+            })));
+        }
+        if let Some(whole) = &self.whole {
+            return Ok(Some(Box::new(ObjectStream {
+                inner: None,
+                first: Some(whole.slice(offset as usize..end as usize)),
                 path: self.path.clone(),
             })));
         }
@@ -129,6 +179,7 @@ impl FileHandle for ObjectFile {
             .map_err(|e| map_err(e, Operation::Read, &self.path))?;
         Ok(Some(Box::new(ObjectStream {
             inner: Some(inner),
+            first: None,
             path: self.path.clone(),
         })))
     }
@@ -141,6 +192,8 @@ impl FileHandle for ObjectFile {
 /// One ranged GET, streamed.
 struct ObjectStream {
     inner: Option<opendal::FuturesBytesStream>,
+    /// Bytes to give before `inner`'s (an object read whole at open).
+    first: Option<Bytes>,
     path: RelPath,
 }
 
@@ -148,6 +201,9 @@ struct ObjectStream {
 impl ferry_backend::ByteStream for ObjectStream {
     async fn next(&mut self) -> Result<Option<Bytes>> {
         use futures::StreamExt as _;
+        if let Some(b) = self.first.take() {
+            return Ok(Some(b));
+        }
         let Some(s) = self.inner.as_mut() else {
             return Ok(None);
         };
@@ -356,6 +412,7 @@ impl Upload for ObjectUpload {
         self.done = true;
         let mtime = mtime.or(self.opts.mtime);
         let b = self.backend.clone();
+        b.forget_key(&self.key);
         // Whether the store's view of the new object is known without
         // asking: its time is the one stored in its metadata, and its
         // entity tag came back with the commit.
@@ -411,6 +468,8 @@ impl Upload for ObjectUpload {
             }
         };
         let size = self.written;
+        // An open that raced the commit may have seen the old object.
+        b.forget_key(&self.key);
         Ok(Metadata {
             file_type: ferry_backend::FileType::File,
             size,

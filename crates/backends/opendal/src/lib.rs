@@ -30,7 +30,7 @@ mod file;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ferry_backend::{
@@ -52,6 +52,11 @@ pub const MD5_KEY: &str = "md5chksum";
 const LIST_STAT_CONCURRENCY: usize = 16;
 /// How many remembered modification times before the memo starts over.
 const MTIME_MEMO_MAX: usize = 200_000;
+/// How long an object's HEAD answers an open of it without another: long
+/// enough for a client's listing followed by its downloads (`get *`), short
+/// next to the directory cache, which answers STATs for minutes.
+const SEEN_FOR: Duration = Duration::from_secs(10);
+const SEEN_MAX: usize = 20_000;
 
 /// What kind of store an [`ObjectBackend`] talks to, where OpenDAL's
 /// capabilities do not say it.
@@ -113,6 +118,10 @@ pub struct ObjectBackend {
     /// Modification times read from metadata, by path, with the entity tag
     /// they belong to.
     mtimes: Arc<Mutex<HashMap<String, (String, SystemTime)>>>,
+    /// Objects stat'ed lately (a HEAD: a stat, or a listing asking for an
+    /// entry's time), by key, with when: an open soon after reads without
+    /// asking again, pinned to the entity tag seen (see `recently_seen`).
+    seen: Arc<Mutex<HashMap<String, (opendal::Metadata, Instant)>>>,
 }
 
 impl ObjectBackend {
@@ -152,6 +161,7 @@ impl ObjectBackend {
             opts: Arc::new(opts),
             caps,
             mtimes: Arc::new(Mutex::new(HashMap::new())),
+            seen: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -206,6 +216,7 @@ impl ObjectBackend {
                 if let (Some(tag), Some(t)) = (m.etag(), meta.mtime) {
                     self.remember_mtime(key, tag, t);
                 }
+                self.remember_seen(key, m);
                 Ok(Some(meta))
             }
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -249,11 +260,43 @@ impl ObjectBackend {
         }
     }
 
-    fn forget_mtime(&self, key: &str) {
+    /// Forget what was seen of `key` (it is being changed).
+    pub(crate) fn forget_key(&self, key: &str) {
         self.mtimes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    fn remember_seen(&self, key: &str, m: opendal::Metadata) {
+        if m.etag().is_none() || !self.op.info().capability().read_with_if_match {
+            return;
+        }
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= SEEN_MAX {
+            seen.retain(|_, (_, at)| now.duration_since(*at) < SEEN_FOR);
+            if seen.len() >= SEEN_MAX {
+                seen.clear();
+            }
+        }
+        seen.insert(key.to_string(), (m, now));
+    }
+
+    /// What a HEAD of `key` answered less than [`SEEN_FOR`] ago. Only kept
+    /// where reads can be pinned to an entity tag: an object replaced since
+    /// then fails the read ("changed") instead of mixing versions, as one
+    /// replaced between a HEAD and its GET always could.
+    pub(crate) fn recently_seen(&self, key: &str) -> Option<opendal::Metadata> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(key) {
+            Some((m, at)) if at.elapsed() < SEEN_FOR => Some(m.clone()),
+            _ => None,
+        }
     }
 
     /// Copy object `a` to `b` through Ferry, for stores that cannot copy
@@ -359,7 +402,7 @@ impl ObjectBackend {
             }
             w.close().await.map_err(err)?;
         }
-        self.forget_mtime(key);
+        self.forget_key(key);
         Ok(())
     }
 }
@@ -452,9 +495,28 @@ pub(crate) fn mtime_metadata(t: SystemTime) -> HashMap<String, String> {
     HashMap::from([(MTIME_KEY.to_string(), format_mtime(t))])
 }
 
+/// Why a rename of a file or directory (`src_is_dir`) onto what is at the
+/// destination (`dest`: a directory or not, if anything) is refused.
+fn type_clash(src_is_dir: Option<bool>, dest: Option<bool>) -> Option<ErrorKind> {
+    match (src_is_dir?, dest?) {
+        (false, true) => Some(ErrorKind::IsADirectory),
+        (true, false) => Some(ErrorKind::NotADirectory),
+        // Directories on object stores are prefixes: one onto another
+        // would merge them.
+        (true, true) => Some(ErrorKind::AlreadyExists),
+        (false, false) => None,
+    }
+}
+
 /// Map an OpenDAL error once to a backend error.
 pub(crate) fn map_err(e: opendal::Error, op: Operation, path: &RelPath) -> BackendError {
     use opendal::ErrorKind as K;
+    if e.kind() == K::ConditionNotMatch && op == Operation::Read {
+        // Reads are pinned to the entity tag seen at open.
+        return BackendError::new(ErrorKind::Other, op)
+            .with_path(path)
+            .with_source(format!("the object changed since it was opened ({e})"));
+    }
     let kind = match e.kind() {
         K::NotFound => ErrorKind::NotFound,
         K::PermissionDenied => ErrorKind::PermissionDenied,
@@ -624,7 +686,7 @@ impl Backend for ObjectBackend {
                 return Err(BackendError::new(kind, Operation::Remove).with_path(path));
             }
         }
-        self.forget_mtime(&key);
+        self.forget_key(&key);
         self.op
             .delete(&key)
             .await
@@ -687,21 +749,50 @@ impl Backend for ObjectBackend {
 
     async fn rename(&self, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<()> {
         self.check_writable(Operation::Rename, from)?;
-        let src = self.stat(from).await?;
-        let dest = match self.stat(to).await {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+        if from == to {
+            self.stat(from).await?;
+            return if overwrite {
+                Ok(())
+            } else {
+                Err(BackendError::new(ErrorKind::AlreadyExists, Operation::Rename).with_path(to))
+            };
+        }
+        // What is at the destination: its object and its prefix asked at
+        // once (a new name needs both answers).
+        let to_key = file_key(to, Operation::Rename)?;
+        let to_dir = dir_key(to, Operation::Rename)?;
+        let (dest_file, dest_dir) = futures::join!(
+            self.stat_object(&to_key, Operation::Rename, to),
+            self.dir_exists(&to_dir, Operation::Rename, to)
+        );
+        let dest = match (dest_file?, dest_dir?) {
+            (Some(m), _) => Some(m.is_dir()),
+            (None, true) => Some(true),
+            (None, false) => None,
         };
-        if let Some(d) = &dest {
-            if !overwrite || d.is_dir() || src.is_dir() {
-                return Err(
-                    BackendError::new(ErrorKind::AlreadyExists, Operation::Rename).with_path(to),
-                );
-            }
+        if dest.is_some() && !overwrite {
+            return Err(
+                BackendError::new(ErrorKind::AlreadyExists, Operation::Rename).with_path(to),
+            );
         }
         let err = |e| map_err(e, Operation::Rename, from);
-        if src.is_dir() {
+        let (a, b) = (
+            file_key(from, Operation::Rename)?,
+            file_key(to, Operation::Rename)?,
+        );
+        // The source is asked about only where the store cannot be told to
+        // copy it or a directory is in the way (a failed copy says when it
+        // is no file).
+        let src = if self.caps.server_side_copy && !self.caps.atomic_rename && dest != Some(true) {
+            None
+        } else {
+            Some(self.stat(from).await?)
+        };
+        let src_is_dir = src.as_ref().map(Metadata::is_dir);
+        if let Some(kind) = type_clash(src_is_dir, dest) {
+            return Err(BackendError::new(kind, Operation::Rename).with_path(to));
+        }
+        if src_is_dir == Some(true) {
             if !self.caps.atomic_rename {
                 return Err(BackendError::new(ErrorKind::Unsupported, Operation::Rename)
                     .with_path(from)
@@ -713,22 +804,35 @@ impl Backend for ObjectBackend {
             );
             return self.op.rename(&a, &b).await.map_err(err);
         }
-        let (a, b) = (
-            file_key(from, Operation::Rename)?,
-            file_key(to, Operation::Rename)?,
-        );
-        self.forget_mtime(&a);
-        self.forget_mtime(&b);
+        self.forget_key(&a);
+        self.forget_key(&b);
         if self.caps.atomic_rename {
             return self.op.rename(&a, &b).await.map_err(err);
         }
-        if self.caps.server_side_copy {
-            // Copy inside the store (metadata, and so the modification
-            // time, comes along), then remove the source.
-            self.op.copy(&a, &b).await.map_err(err)?;
-        } else {
-            self.copy_through(&a, &b, &src, from).await?;
+        match &src {
+            Some(src) => self.copy_through(&a, &b, src, from).await?,
+            None => match self.op.copy(&a, &b).await {
+                // Copied inside the store (metadata, and so the
+                // modification time, comes along).
+                Ok(_) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                    // No such object: a directory (which this store cannot
+                    // rename) or nothing.
+                    let dir = dir_key(from, Operation::Rename)?;
+                    if !self.dir_exists(&dir, Operation::Rename, from).await? {
+                        return Err(err(e));
+                    }
+                    if let Some(kind) = type_clash(Some(true), dest) {
+                        return Err(BackendError::new(kind, Operation::Rename).with_path(to));
+                    }
+                    return Err(BackendError::new(ErrorKind::Unsupported, Operation::Rename)
+                        .with_path(from)
+                        .with_source("this store cannot rename directories"));
+                }
+                Err(e) => return Err(err(e)),
+            },
         }
+        self.forget_key(&b);
         self.op.delete(&a).await.map_err(err)
     }
 
@@ -745,7 +849,7 @@ impl Backend for ObjectBackend {
             file_key(from, Operation::Copy)?,
             file_key(to, Operation::Copy)?,
         );
-        self.forget_mtime(&b);
+        self.forget_key(&b);
         self.op
             .copy(&a, &b)
             .await
@@ -779,7 +883,7 @@ impl Backend for ObjectBackend {
                     w = w.user_metadata(mtime_metadata(mtime));
                 }
                 w.await.map_err(|e| map_err(e, Operation::SetAttrs, path))?;
-                self.forget_mtime(&key);
+                self.forget_key(&key);
                 return Ok(());
             }
         }
