@@ -252,18 +252,21 @@ def test_read_options_with_requests_counted_and_memory_measured(s3store, ferry_f
 
 @pytest.mark.parametrize("mode", ["off", "writes"])
 def test_requests_per_upload_do_not_grow_with_the_directory(mode, s3store, ferry_factory, tmp_path):
-    """Ten small files put one by one (OpenSSH `sftp put`) into an empty
-    directory and into one already holding 400 objects: the store answers
-    the same number of requests for both (a listing re-read or a directory
+    """Ten small files put one by one (OpenSSH `sftp put`) into a directory
+    holding one object and into one holding 400: the store answers the
+    same number of requests for both (a listing re-read or a directory
     check that pages through the directory would cost a request per few
-    entries), and a small upload costs three requests."""
-    tree = tmp_path / "big"
-    tree.mkdir()
-    for i in range(400):
-        (tree / f"old{i:04}").write_bytes(b"x")
-    s3store.rclone("copy", "--transfers", "32", tree, s3store.path("big"), timeout=600)
+    entries), and a small upload costs three requests. Into a directory
+    the client has just made (the store has nothing below it) an upload
+    is its PUT alone."""
+    for d, count in (("few", 1), ("big", 400)):
+        tree = tmp_path / d
+        tree.mkdir()
+        for i in range(count):
+            (tree / f"old{i:04}").write_bytes(b"x")
+        s3store.rclone("copy", "--transfers", "32", tree, s3store.path(d), timeout=600)
     srv = serve(ferry_factory, s3store, "--vfs-cache-mode", mode, "--vfs-write-back", "0s")
-    ok(openssh_sftp(srv, "mkdir /empty\n"))
+    ok(openssh_sftp(srv, "mkdir /new\n"))
     src = tmp_path / "small.bin"
     src.write_bytes(os.urandom(16 * 1024))
     names = [f"new{i:02}" for i in range(10)]
@@ -273,7 +276,7 @@ def test_requests_per_upload_do_not_grow_with_the_directory(mode, s3store, ferry
         return sum(s3_request_counts(s3store.s3).values())
 
     by_kind = {}
-    for d in ("empty", "big"):
+    for d in ("new", "few", "big"):
         start = s3_request_counts(s3store.s3)
         before, puts = total(), start.get("PutObject", 0)
         ok(openssh_sftp(srv, f"cd /{d}\n" + "".join(f"put {src} {n}\n" for n in names)))
@@ -292,13 +295,13 @@ def test_requests_per_upload_do_not_grow_with_the_directory(mode, s3store, ferry
         end = s3_request_counts(s3store.s3)
         by_kind[d] = {k: end[k] - start.get(k, 0) for k in end if end[k] != start.get(k, 0)}
     files = s3store.files()
-    assert all(f"{d}/{n}" in files for d in ("empty", "big") for n in names), sorted(files)[:20]
-    assert per_dir["big"] <= per_dir["empty"] + 2, by_kind
+    assert all(f"{d}/{n}" in files for d in per_dir for n in names), sorted(files)[:20]
+    assert by_kind["new"] == {"PutObject": 10}, by_kind
+    assert per_dir["big"] <= per_dir["few"] + 2, by_kind
     # The client's STAT of the new name (a HEAD and a one-key LIST: is it a
-    # directory?), whose answer the OPEN reuses, and the PUT.
-    # Plus the batch's own `cd` (its STAT), and once the directory made by
-    # mkdir (only Ferry's until a file lands in it) is looked up again.
-    assert per_dir["empty"] <= 10 * 3 + 6, by_kind
+    # directory?), whose answer the OPEN reuses, and the PUT; plus the
+    # batch's own `cd` (its STAT: a HEAD and a LIST).
+    assert per_dir["few"] <= 10 * 3 + 2, by_kind
 
 
 def test_a_download_after_a_listing_is_one_get_and_reads_what_the_store_has(

@@ -198,7 +198,7 @@ impl Vfs {
             }
             Ok(()) => {
                 self.inner.vdirs.emptied(from);
-                self.inner.vdirs.landed(to);
+                self.inner.vdirs.landed(to, None);
                 if let Some(c) = &self.inner.cache {
                     c.rename(from, to, Some(true)).await?;
                 }

@@ -194,6 +194,11 @@ impl DirCache {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How long listings are kept.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub(crate) fn enabled(&self) -> bool {
         !self.ttl.is_zero()
     }
@@ -315,6 +320,74 @@ impl DirCache {
         if let Some(parent) = path.parent() {
             dirs.remove(&parent);
         }
+    }
+
+    /// What is known of `path` itself goes (an upload is about to commit
+    /// there); the listing it is in stays, as the file shows from the
+    /// cache until then.
+    pub(crate) fn forget_lookups(&self, path: &RelPath) {
+        let mut dirs = self.lock();
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        dirs.changed(g, path.clone());
+        dirs.forget_path(path);
+    }
+
+    /// A file was committed at `path` through Ferry, and the store now
+    /// has `meta` there: the listing it is in, if kept, gets the entry
+    /// (a directory the client fills keeps answering lookups of new names
+    /// without a request); what was known of `path` goes.
+    pub(crate) fn committed(&self, path: &RelPath, meta: &Metadata) {
+        if meta.mtime.is_none() {
+            // Not all a stat would say.
+            return self.forget(path);
+        }
+        let mut dirs = self.lock();
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        dirs.changed(g, path.clone());
+        dirs.forget_path(path);
+        dirs.remove(path);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let Some(c) = dirs.map.get_mut(&parent) else {
+            return;
+        };
+        let entries = Arc::make_mut(&mut c.entries);
+        let added = match entries.iter_mut().find(|e| e.name == name) {
+            Some(e) => {
+                e.meta = meta.clone();
+                false
+            }
+            None => {
+                entries.push(DirEntry {
+                    name: name.to_vec(),
+                    meta: meta.clone(),
+                });
+                true
+            }
+        };
+        if added {
+            dirs.entries += 1;
+        }
+    }
+
+    /// `dir` was made by a client `age` ago where the store had nothing:
+    /// its listing is known (empty) until it would have expired.
+    pub(crate) fn made_empty(&self, dir: &RelPath, age: Duration) {
+        if !self.enabled() || age >= self.ttl {
+            return;
+        }
+        let mut dirs = self.lock();
+        let Some(at) = Instant::now().checked_sub(age) else {
+            return;
+        };
+        dirs.insert(
+            dir.clone(),
+            Cached {
+                at,
+                entries: Arc::new(Vec::new()),
+            },
+        );
     }
 
     /// `dir` exists on the store now (a file was committed below it, where

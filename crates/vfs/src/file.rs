@@ -153,6 +153,16 @@ enum Body {
     },
 }
 
+/// What a CLOSE's commit left for the directory cache.
+enum Committed {
+    /// The store changed: the path is forgotten.
+    Done,
+    /// The cache is up to date: a streamed upload told it what was
+    /// committed (the listing it is in got the entry), or the file went to
+    /// the file cache and the store has not changed yet.
+    Kept,
+}
+
 /// An open file.
 pub struct VfsFile {
     inner: Arc<Inner>,
@@ -189,7 +199,7 @@ impl VfsFile {
         inner.writer_opened(path, in_place);
         let r = Self::open_inner(inner.clone(), viewer, path, flags, mode).await;
         if r.is_err() {
-            inner.writer_closed(path);
+            inner.writer_closed(path, false);
         }
         r
     }
@@ -642,12 +652,13 @@ impl VfsFile {
         }
         let r = self.commit().await;
         if self.flags.writes() {
-            self.inner.writer_closed(&self.path);
+            self.inner
+                .writer_closed(&self.path, matches!(r, Ok(Committed::Kept)));
         }
-        r
+        r.map(|_| ())
     }
 
-    async fn commit(&self) -> Result<()> {
+    async fn commit(&self) -> Result<Committed> {
         if let Some(v) = &self.verify {
             let v = v.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(v) = v {
@@ -672,26 +683,26 @@ impl VfsFile {
             writer,
         } = &self.body
         {
-            return cache.close(item, *writer);
+            return cache.close(item, *writer).map(|_| Committed::Kept);
         }
         if let Body::Stream(s) = &self.body {
             let r = s.finish().await;
             self.forget_stream();
-            r?;
-            self.inner.vdirs.landed(&self.path);
-            return Ok(());
+            let meta = r?;
+            self.inner.vdirs.landed(&self.path, Some(&meta));
+            return Ok(Committed::Kept);
         }
         let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
-            return Ok(());
+            return Ok(Committed::Done);
         };
         let Some(target) = up.target else {
             let _ = self.inner.backend.remove_file(&up.temp).await;
-            return Ok(());
+            return Ok(Committed::Done);
         };
         let replace = !self.flags.exclusive;
         let _forget = self.inner.forget_around(&target, false);
         match self.inner.backend.rename(&up.temp, &target, replace).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Committed::Done),
             Err(e) => {
                 // Keep the new content if the old file is gone too (a store
                 // that replaces by remove-then-rename failed half-way):
@@ -720,7 +731,7 @@ impl VfsFile {
         }
         self.discard().await;
         if self.flags.writes() {
-            self.inner.writer_closed(&self.path);
+            self.inner.writer_closed(&self.path, false);
         }
     }
 
@@ -742,6 +753,7 @@ impl VfsFile {
     }
 
     /// A streamed upload ends: its session stops seeing it as the file.
+    /// (See [`Committed`].)
     fn forget_stream(&self) {
         if let (Body::Stream(_), Some(id)) = (&self.body, self.upload) {
             self.inner.uploads.take_stream(id);
@@ -773,7 +785,7 @@ impl Drop for VfsFile {
             return;
         }
         if self.flags.writes() {
-            self.inner.writer_closed(&self.path);
+            self.inner.writer_closed(&self.path, false);
         }
         if self.keep_cached() {
             return;

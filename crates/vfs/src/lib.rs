@@ -140,11 +140,10 @@ impl Vfs {
             // An upload from the cache lands: listings of its name are
             // forgotten first, and its directories stop being only Ferry's.
             let (dc, vd) = (dircache.clone(), vdirs.clone());
-            let on_upload: cache::OnUpload = Arc::new(move |path, stage| {
-                if stage == cache::UploadStage::Committed {
-                    vd.landed(path);
-                }
-                dc.forget(path);
+            let on_upload: cache::OnUpload = Arc::new(move |path, stage| match stage {
+                // The file shows from the cache until it is committed.
+                cache::UploadStage::Committing => dc.forget_lookups(path),
+                cache::UploadStage::Committed(meta) => vd.landed(path, Some(meta)),
             });
             Some(cache::FileCache::open(
                 backend.clone(),

@@ -98,6 +98,19 @@ impl Inner {
                 dircache::Lookup::Missing => return Ok(self.vdirs.get(path).map(Found::Virtual)),
                 _ => {}
             }
+            // A directory only Ferry knows of answers for itself, and one a
+            // client made lately has nothing on the store below it: no
+            // request for the check of every file put into it, nor for the
+            // STAT of each new name.
+            if let Some(m) = self.vdirs.get(path) {
+                return Ok(Some(Found::Virtual(m)));
+            }
+            if path
+                .parent()
+                .is_some_and(|dir| self.vdirs.known_empty(&dir, self.dircache.ttl()))
+            {
+                return Ok(None);
+            }
         }
         let generation = self.dircache.generation();
         let r = if follow {
@@ -216,20 +229,23 @@ impl Inner {
     }
 
     /// A handle that writes `path` was opened; `in_place`: it changes the
-    /// stored file as it writes (else the path is unchanged until the
-    /// commit, and only the listings around it are forgotten).
+    /// stored file as it writes. Else a store with positional writes gets
+    /// a temporary file beside it (the listings around it change), and one
+    /// without is unchanged until the commit, which tells the cache then.
     pub(crate) fn writer_opened(&self, path: &RelPath, in_place: bool) {
         *self.lock_writers().entry(path.clone()).or_insert(0) += 1;
         if in_place {
             self.dircache.forget(path);
-        } else {
+        } else if self.backend.capabilities().random_access_write {
             self.dircache.forget_listings(path);
         }
     }
 
     /// A handle that writes `path` was closed: what it wrote is on the
     /// store (or was discarded); the cache forgets what it knew.
-    pub(crate) fn writer_closed(&self, path: &RelPath) {
+    /// `learned`: the directory cache is up to date (told what was
+    /// committed, or nothing changed on the store).
+    pub(crate) fn writer_closed(&self, path: &RelPath, learned: bool) {
         {
             let mut w = self.lock_writers();
             if let Some(n) = w.get_mut(path) {
@@ -239,7 +255,9 @@ impl Inner {
                 }
             }
         }
-        self.dircache.forget(path);
+        if !learned {
+            self.dircache.forget(path);
+        }
     }
 
     /// Forget what the cache knows of `path` (and below it, with `tree`)

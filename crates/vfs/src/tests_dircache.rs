@@ -261,6 +261,29 @@ fn single_lookups_are_kept_where_asked_and_forgotten_with_their_changes() {
     assert_eq!(found(&dc, "v", false), "found");
     assert_eq!(found(&dc, "v/next", true), "missing");
     assert!(dc.get(&RelPath::root()).is_none());
+    // A file committed through Ferry joins the listing it is in, so new
+    // names there stay answered; one made by a client a moment ago has an
+    // empty listing until it would have expired.
+    dc.made_empty(&p("w"), Duration::from_secs(1));
+    assert_eq!(found(&dc, "w/a", true), "missing");
+    let mut a = dir_meta();
+    a.file_type = ferry_backend::FileType::File;
+    a.mtime = Some(std::time::SystemTime::now());
+    let g = dc.generation();
+    dc.committed(&p("w/a"), &a);
+    dc.put(&p("w"), Arc::new(Vec::new()), g);
+    assert_eq!(
+        found(&dc, "w/a", true),
+        "found",
+        "a listing from before is not kept"
+    );
+    assert_eq!(found(&dc, "w/b", true), "missing");
+    dc.made_empty(&p("old"), Duration::from_secs(61));
+    assert_eq!(found(&dc, "old/a", true), "unknown");
+    // Without the time a stat would give, the listing is forgotten.
+    a.mtime = None;
+    dc.committed(&p("w/b"), &a);
+    assert_eq!(found(&dc, "w/a", true), "unknown");
 }
 
 fn dir_meta() -> ferry_backend::Metadata {

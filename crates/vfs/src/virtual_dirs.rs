@@ -20,9 +20,18 @@ use crate::dircache::DirCache;
 pub(crate) struct VirtualDirs {
     /// Off on a store with real directories.
     enabled: bool,
-    dirs: Mutex<BTreeMap<RelPath, SystemTime>>,
+    dirs: Mutex<BTreeMap<RelPath, Made>>,
     /// Listings to forget when a directory stops being only Ferry's.
     dircache: Arc<DirCache>,
+}
+
+/// One directory only Ferry knows of.
+#[derive(Clone, Copy)]
+struct Made {
+    at: SystemTime,
+    /// Made by a client where the store had nothing (not left behind by
+    /// files moving out): the store had nothing below it either.
+    empty: bool,
 }
 
 impl VirtualDirs {
@@ -34,7 +43,7 @@ impl VirtualDirs {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<RelPath, SystemTime>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<RelPath, Made>> {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -43,7 +52,20 @@ impl VirtualDirs {
         if !self.enabled {
             return None;
         }
-        self.lock().get(path).map(|t| dir_meta(*t))
+        self.lock().get(path).map(|m| dir_meta(m.at))
+    }
+
+    /// Is `dir` a directory a client made less than `within` ago, with
+    /// nothing landed in it since? The store then has nothing below it
+    /// (unless written behind Ferry's back: a directory listed that long
+    /// ago would not show that either).
+    pub(crate) fn known_empty(&self, dir: &RelPath, within: std::time::Duration) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        self.lock()
+            .get(dir)
+            .is_some_and(|m| m.empty && m.at.elapsed().is_ok_and(|age| age < within))
     }
 
     /// Those directly inside `dir`.
@@ -54,7 +76,7 @@ impl VirtualDirs {
         self.lock()
             .iter()
             .filter(|(p, _)| p.parent().as_ref() == Some(dir))
-            .filter_map(|(p, t)| Some((p.file_name()?.to_vec(), dir_meta(*t))))
+            .filter_map(|(p, m)| Some((p.file_name()?.to_vec(), dir_meta(m.at))))
             .collect()
     }
 
@@ -67,7 +89,11 @@ impl VirtualDirs {
     /// A client made `path`.
     pub(crate) fn insert(&self, path: &RelPath) {
         if self.enabled {
-            self.lock().insert(path.clone(), SystemTime::now());
+            let made = Made {
+                at: SystemTime::now(),
+                empty: true,
+            };
+            self.lock().insert(path.clone(), made);
         }
     }
 
@@ -96,28 +122,40 @@ impl VirtualDirs {
         }
     }
 
-    /// A file was committed at `path`: the directories above it now exist
-    /// on the store, so Ferry stops keeping them.
-    pub(crate) fn landed(&self, path: &RelPath) {
+    /// A file was committed at `path` (and the store has `committed`
+    /// there, when known): the directories above it now exist on the
+    /// store, so Ferry stops keeping them; the directory cache learns the
+    /// file (see [`DirCache::committed`]). Done under this lock, so two
+    /// files landing at once in a new directory both end up in its listing.
+    pub(crate) fn landed(&self, path: &RelPath, committed: Option<&Metadata>) {
+        let learn = |dc: &DirCache| match committed {
+            Some(m) => dc.committed(path, m),
+            None => dc.forget(path),
+        };
         if !self.enabled {
+            learn(&self.dircache);
             return;
         }
         let mut dirs = self.lock();
-        if dirs.is_empty() {
-            return;
-        }
         let mut p = path.parent();
-        while let Some(dir) = p {
-            if dir.is_root() {
-                break;
-            }
+        while let Some(dir) = p.filter(|d| !d.is_root() && !dirs.is_empty()) {
             if let Some(made) = dirs.remove(&dir) {
                 // Its parent's listing was read while it was only ours; it
                 // is the directory clients saw.
-                self.dircache.became_directory(&dir, dir_meta(made));
+                self.dircache.became_directory(&dir, dir_meta(made.at));
+                if made.empty && committed.is_some() && Some(&dir) == path.parent().as_ref() {
+                    // What is below it is what Ferry put there: the file
+                    // landing now. (A directory further up holds more than
+                    // that file: the directories between, not listed.)
+                    if let Ok(age) = made.at.elapsed() {
+                        self.dircache.made_empty(&dir, age);
+                    }
+                }
             }
             p = dir.parent();
         }
+        learn(&self.dircache);
+        drop(dirs);
     }
 
     /// `path` left its directory: the directories above it may have had
@@ -131,7 +169,10 @@ impl VirtualDirs {
         let mut p = path.parent();
         while let Some(dir) = p.filter(|d| !d.is_root()) {
             p = dir.parent();
-            dirs.entry(dir).or_insert(now);
+            dirs.entry(dir).or_insert(Made {
+                at: now,
+                empty: false,
+            });
         }
     }
 }

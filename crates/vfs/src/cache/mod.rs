@@ -93,16 +93,16 @@ pub(crate) struct FileCache {
 
 /// Where an upload from the cache is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UploadStage {
+pub(crate) enum UploadStage<'a> {
     /// About to be committed on the store.
     Committing,
-    /// Committed on the store.
-    Committed,
+    /// Committed on the store, which has this there now.
+    Committed(&'a Metadata),
 }
 
 /// The VFS's part in an upload's landing (forget listings, stop keeping a
 /// virtual directory), given to the cache when it is opened.
-pub(crate) type OnUpload = Arc<dyn Fn(&RelPath, UploadStage) + Send + Sync>;
+pub(crate) type OnUpload = Arc<dyn Fn(&RelPath, UploadStage<'_>) + Send + Sync>;
 
 impl FileCache {
     /// Open the cache: make its directories and take up what an earlier

@@ -61,9 +61,9 @@ impl FileCache {
             let r = self.upload(&item).await;
             drop(permit);
             match r {
-                Ok(Some(path)) => {
+                Ok(Some((path, meta))) => {
                     tracing::info!("vfs cache: uploaded {path}");
-                    (self.on_upload)(&path, UploadStage::Committed);
+                    (self.on_upload)(&path, UploadStage::Committed(&meta));
                 }
                 // Changed, renamed or removed meanwhile: look again.
                 Ok(None) => {}
@@ -83,7 +83,10 @@ impl FileCache {
 
     /// Upload `item` as it is now. `Ok(None)` when it changed meanwhile
     /// (nothing was committed).
-    pub(super) async fn upload(self: &Arc<Self>, item: &Arc<Item>) -> Result<Option<RelPath>> {
+    pub(super) async fn upload(
+        self: &Arc<Self>,
+        item: &Arc<Item>,
+    ) -> Result<Option<(RelPath, Metadata)>> {
         let _guard = item.upload.lock().await;
         let (gen, path, size, mtime, mode) = {
             let st = item.lock();
@@ -182,7 +185,7 @@ impl FileCache {
         if let Err(e) = item.save(self) {
             tracing::warn!("vfs cache: {path} uploaded, but its record was not updated: {e}");
         }
-        Ok(Some(path))
+        Ok(Some((path, meta)))
     }
 
     #[allow(clippy::too_many_arguments)]
