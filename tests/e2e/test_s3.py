@@ -326,7 +326,7 @@ def test_a_download_after_a_listing_is_one_get_and_reads_what_the_store_has(
     assert diff.get("GetObject") == 4 and not diff.get("HeadObject"), diff
     assert all((out / n).read_bytes() == data[n] for n in names[:4])
     # Replaced behind Ferry's back, within the dir cache's time and the
-    # HEADs' ten seconds: f4 keeps its size, f5 grows.
+    # HEADs' minute: f4 keeps its size, f5 grows.
     fresh = {"f4": os.urandom(len(data["f4"])), "f5": os.urandom(50_000)}
     ok(openssh_sftp(srv, "ls -l /d\n"))
     for n, b in fresh.items():

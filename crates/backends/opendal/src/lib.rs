@@ -53,9 +53,11 @@ const LIST_STAT_CONCURRENCY: usize = 16;
 /// How many remembered modification times before the memo starts over.
 const MTIME_MEMO_MAX: usize = 200_000;
 /// How long an object's HEAD answers an open of it without another: long
-/// enough for a client's listing followed by its downloads (`get *`), short
-/// next to the directory cache, which answers STATs for minutes.
-const SEEN_FOR: Duration = Duration::from_secs(10);
+/// enough for a client's listing followed by its downloads (`get *` of a
+/// few hundred files at 20 ms per request takes 15 s), short next to the
+/// directory cache, which answers STATs for minutes. A stale answer costs
+/// one refused GET (the reads are pinned to the tag seen) and a HEAD.
+const SEEN_FOR: Duration = Duration::from_secs(60);
 const SEEN_MAX: usize = 20_000;
 
 /// What kind of store an [`ObjectBackend`] talks to, where OpenDAL's
