@@ -234,21 +234,27 @@ impl DirCache {
         ) {
             return;
         }
-        let full = |d: &Dirs| d.map.len() >= MAX_DIRS || d.entries + entries.len() > MAX_ENTRIES;
-        if full(&dirs) {
-            let ttl = self.ttl;
-            dirs.retain(|_, c| c.at.elapsed() < ttl / 2);
-            if full(&dirs) {
-                dirs.clear();
-            }
-        }
-        dirs.insert(
-            dir.clone(),
+        self.keep(
+            &mut dirs,
+            dir,
             Cached {
                 at: Instant::now(),
                 entries,
             },
         );
+    }
+
+    /// Store a listing, making room within the limits first.
+    fn keep(&self, dirs: &mut Dirs, dir: &RelPath, c: Cached) {
+        let full = |d: &Dirs| d.map.len() >= MAX_DIRS || d.entries + c.entries.len() > MAX_ENTRIES;
+        if full(dirs) {
+            let ttl = self.ttl;
+            dirs.retain(|_, c| c.at.elapsed() < ttl / 2);
+            if full(dirs) {
+                dirs.clear();
+            }
+        }
+        dirs.insert(dir.clone(), c);
     }
 
     /// Keep what a lookup of `path` found (`follow`: following a final
@@ -377,12 +383,13 @@ impl DirCache {
         if !self.enabled() || age >= self.ttl {
             return;
         }
-        let mut dirs = self.lock();
         let Some(at) = Instant::now().checked_sub(age) else {
             return;
         };
-        dirs.insert(
-            dir.clone(),
+        let mut dirs = self.lock();
+        self.keep(
+            &mut dirs,
+            dir,
             Cached {
                 at,
                 entries: Arc::new(Vec::new()),

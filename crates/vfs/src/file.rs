@@ -753,7 +753,6 @@ impl VfsFile {
     }
 
     /// A streamed upload ends: its session stops seeing it as the file.
-    /// (See [`Committed`].)
     fn forget_stream(&self) {
         if let (Body::Stream(_), Some(id)) = (&self.body, self.upload) {
             self.inner.uploads.take_stream(id);

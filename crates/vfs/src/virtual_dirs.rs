@@ -154,8 +154,8 @@ impl VirtualDirs {
             }
             p = dir.parent();
         }
+        // Still under the lock (see above).
         learn(&self.dircache);
-        drop(dirs);
     }
 
     /// `path` left its directory: the directories above it may have had

@@ -290,9 +290,9 @@ impl ObjectBackend {
     }
 
     /// What a HEAD of `key` answered less than [`SEEN_FOR`] ago. Only kept
-    /// where reads can be pinned to an entity tag: an object replaced since
-    /// then fails the read ("changed") instead of mixing versions, as one
-    /// replaced between a HEAD and its GET always could.
+    /// where reads can be pinned to an entity tag: a GET of an object
+    /// replaced since then is refused by the store, and the open asks again
+    /// (`ObjectFile::open`), so versions never mix.
     pub(crate) fn recently_seen(&self, key: &str) -> Option<opendal::Metadata> {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get(key) {
