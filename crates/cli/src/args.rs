@@ -90,8 +90,9 @@ Connect with: sftp -P 2022 USER@localhost";
 pub struct SftpArgs {
     /// What to serve: a local directory, `REMOTE:PATH` from the config
     /// file, or an on-the-fly `:TYPE,key=value:PATH`.
-    #[arg(value_name = "REMOTE:PATH")]
-    pub path: String,
+    /// Not given with `--auth-proxy` (the proxy names each login's remote).
+    #[arg(value_name = "REMOTE:PATH", required_unless_present = "auth_proxy")]
+    pub path: Option<String>,
 
     /// IPaddress:Port or :Port to bind the server to.
     #[arg(long, env = "FERRY_ADDR", default_value = "localhost:2022")]
@@ -117,9 +118,40 @@ pub struct SftpArgs {
     #[arg(long, env = "FERRY_NO_AUTH")]
     pub no_auth: bool,
 
-    /// External program to authenticate users (not supported yet).
+    /// A program ("PROG ARGS", run without a shell) or an http(s):// URL
+    /// that checks each login and names the remote it is served; no
+    /// REMOTE:PATH with it (docs/auth-proxy.md).
     #[arg(long, env = "FERRY_AUTH_PROXY", value_name = "PROG")]
     pub auth_proxy: Option<String>,
+
+    /// A call of the auth proxy that takes longer is killed and its login
+    /// refused.
+    #[arg(
+        long,
+        env = "FERRY_AUTH_PROXY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub auth_proxy_timeout: String,
+
+    /// Calls of the auth proxy run at once (more logins wait for a turn).
+    #[arg(
+        long,
+        env = "FERRY_AUTH_PROXY_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 8
+    )]
+    pub auth_proxy_concurrency: usize,
+
+    /// Testing only: how long an auth proxy answer is kept after its last
+    /// use (5m).
+    #[arg(
+        long,
+        env = "FERRY_DEBUG_AUTH_PROXY_CACHE_TIME",
+        value_name = "DURATION",
+        hide = true
+    )]
+    pub debug_auth_proxy_cache_time: Option<String>,
 
     /// SSH private host key file (can be repeated; generated if not given).
     #[arg(long, env = "FERRY_KEY")]

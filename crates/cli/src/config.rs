@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_server::algorithms::{Algorithms, List};
 use ferry_server::auth::{parse_authorized_keys, AuthConfig};
+use ferry_server::proxy::{ProxyAnswer, ProxyCommand, ProxyOptions};
 use ferry_vfs::VfsOptions;
 
 use crate::args::SftpArgs;
@@ -30,8 +31,11 @@ pub use ferry_registry::Spec as Target;
 
 /// The typed `serve sftp` configuration.
 pub struct ServeConfig {
-    /// What is served.
-    pub target: Target,
+    /// What is served; `None` with `--auth-proxy`, where each login's
+    /// answer names its remote.
+    pub target: Option<Target>,
+    /// The auth proxy (`--auth-proxy`).
+    pub proxy: Option<ProxyOptions>,
     /// Where to listen.
     pub addr: String,
     /// Who may log in.
@@ -284,14 +288,120 @@ fn load_keys(
     Ok(parsed.keys)
 }
 
+/// The auth proxy's options, and the flags it cannot be given with.
+fn proxy_options(args: &SftpArgs, value: &str) -> anyhow::Result<ProxyOptions> {
+    const DEFAULT_KEYS: &str = "~/.ssh/authorized_keys";
+    let clash = if let Some(path) = &args.path {
+        Some(format!(
+            "REMOTE:PATH ({path}): the proxy names each login's remote"
+        ))
+    } else if !args.user.is_empty() {
+        Some("--user: the proxy checks every login".into())
+    } else if !args.pass.is_empty() {
+        Some("--pass: the proxy checks every login".into())
+    } else if args.no_auth {
+        Some("--no-auth: the proxy checks every login".into())
+    } else if args.authorized_keys != DEFAULT_KEYS {
+        Some("--authorized-keys: the proxy checks every key".into())
+    } else if args.stdio {
+        Some("--stdio: there is no login to check".into())
+    } else {
+        None
+    };
+    if let Some(clash) = clash {
+        return Err(usage(format!("--auth-proxy cannot be used with {clash}")));
+    }
+    let mut opts = ProxyOptions::new(ProxyCommand::parse(value).map_err(usage)?);
+    opts.timeout = parse_duration("auth-proxy-timeout", &args.auth_proxy_timeout)?;
+    if opts.timeout.is_zero() {
+        return Err(usage("--auth-proxy-timeout must be more than 0"));
+    }
+    opts.max_calls = match args.auth_proxy_concurrency {
+        0 => return Err(usage("--auth-proxy-concurrency must be at least 1")),
+        n => n,
+    };
+    if let Some(t) = &args.debug_auth_proxy_cache_time {
+        opts.cache_time = parse_duration("debug-auth-proxy-cache-time", t)?;
+    }
+    Ok(opts)
+}
+
+/// The remote an auth proxy's answer names: its type from the registry,
+/// its options with the obscured ones revealed (those listed in
+/// `_obscure` come in plain), and nothing from the environment or the
+/// command line's backend flags. Also its description for logs, secrets
+/// redacted.
+pub fn proxy_target(
+    answer: &ProxyAnswer,
+    read_only: bool,
+    spool_dir: &Path,
+) -> Result<(Target, String), String> {
+    let Some(ty) = ferry_registry::find(&answer.type_) else {
+        return Err(format!(
+            "backend type {:?} is not supported (Ferry serves {} remotes)",
+            answer.type_,
+            ferry_registry::names().join(", ")
+        ));
+    };
+    let mut options = answer.options.clone();
+    for key in ty.obscured {
+        if answer.plain.iter().any(|p| p == key) {
+            continue;
+        }
+        let Some(value) = options.get(*key).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let plain = ferry_config::reveal(value).map_err(|e| {
+            format!("option {key:?}: {e} (or list it in _obscure to give it in plain)")
+        })?;
+        options.insert(key.to_string(), plain);
+    }
+    let mut shown = format!(":{}", ty.name);
+    for (k, v) in &options {
+        let secret = ty
+            .secrets
+            .iter()
+            .chain(ferry_config::DEFAULT_SECRET_KEYS)
+            .any(|s| s.eq_ignore_ascii_case(k));
+        let v = if secret && !v.is_empty() {
+            "***"
+        } else {
+            v.as_str()
+        };
+        shown.push_str(&format!(",{k}={v}"));
+    }
+    shown.push(':');
+    shown.push_str(&answer.root);
+    let path = if ty.name == "local" && answer.root.is_empty() {
+        ".".to_string()
+    } else {
+        answer.root.clone()
+    };
+    Ok((
+        Target {
+            name: format!(":{}", ty.name),
+            type_: ty.name.to_string(),
+            options,
+            path,
+            read_only,
+            spool_dir: Some(spool_dir.to_path_buf()),
+        },
+        shown,
+    ))
+}
+
 /// Check and type the `serve sftp` flags.
 pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Result<ServeConfig> {
-    if args.auth_proxy.is_some() {
-        return Err(usage("--auth-proxy is not supported yet"));
-    }
+    let proxy = match &args.auth_proxy {
+        Some(value) => Some(proxy_options(args, value)?),
+        None => None,
+    };
     let mut warnings = Vec::new();
-    let mut target = serve_target(&args.path, config_flag, &mut warnings)?;
-    if target.type_ == "local" {
+    let mut target = match &args.path {
+        Some(path) => Some(serve_target(path, config_flag, &mut warnings)?),
+        None => None,
+    };
+    if let Some(target) = target.as_ref().filter(|t| t.type_ == "local") {
         let root = Path::new(&target.path);
         match std::fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
@@ -300,8 +410,9 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         }
     }
 
-    // --stdio has no SSH layer: the caller (sshd) authenticates.
-    let keys = if args.stdio {
+    // --stdio has no SSH layer: the caller (sshd) authenticates; the
+    // proxy checks keys itself.
+    let keys = if args.stdio || proxy.is_some() {
         Vec::new()
     } else {
         load_keys(args, &mut warnings)?
@@ -315,7 +426,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     if (auth.user.is_some() != auth.pass.is_some()) && !auth.any_method() {
         return Err(usage("--user and --pass must be given together"));
     }
-    if !auth.any_method() && !args.stdio {
+    if !auth.any_method() && !args.stdio && proxy.is_none() {
         return Err(usage(
             "no authorization found, use --user/--pass or --authorized-keys or --no-auth or --auth-proxy",
         ));
@@ -362,7 +473,8 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         .map(|p| expand_path(&p.to_string_lossy()))
         .unwrap_or_else(default_cache_dir);
     let mut vfs = vfs;
-    let key = cache_key(&target);
+    // Each remote's own folders (open_vfs sets them per remote).
+    let key = target.as_ref().map(cache_key).unwrap_or_default();
     vfs.cache = ferry_vfs::CacheOptions {
         data_dir: cache_dir.join("vfs").join(&key),
         meta_dir: cache_dir.join("vfsMeta").join(&key),
@@ -387,9 +499,12 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     vfs.no_seek = args.no_seek;
     parse_duration("vfs-read-wait", &args.vfs_read_wait)?;
     parse_duration("vfs-write-wait", &args.vfs_write_wait)?;
-    target.read_only = args.read_only;
-    target.spool_dir = Some(cache_dir.join("spool"));
+    if let Some(target) = target.as_mut() {
+        target.read_only = args.read_only;
+        target.spool_dir = Some(cache_dir.join("spool"));
+    }
     Ok(ServeConfig {
+        proxy,
         algorithms: algorithms(args)?,
         layers: ferry_registry::LayerOptions {
             retry: ferry_layers::RetryOptions {

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use ferry_server::login::{Policy, StaticAuthenticator, VfsPool};
+use ferry_server::login::{Authenticator, Policy, StaticAuthenticator, VfsPool};
+use ferry_server::proxy::{ProxyAuthenticator, ProxyCommand};
 use ferry_server::ssh::ServerConfig;
 use ferry_vfs::Vfs;
 use tokio::signal::unix::{signal, SignalKind};
@@ -38,9 +39,19 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // One line: the first line of clap's message.
+            // (clap lists missing arguments on the lines after the first.)
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let said: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            let first = match said.join(" ") {
+                s if s.is_empty() => "invalid arguments".to_string(),
+                s => s,
+            };
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             eprintln!("ferry: {first} (see ferry --help)");
             return ExitCode::from(2);
         }
@@ -287,30 +298,78 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         let cfg = Arc::new(cfg);
         // The served remote is opened at start, so a wrong configuration
         // stops the start, and stays open for as long as the server runs.
-        let (vfs, describe) = open_vfs(&cfg.target, &cfg).await?;
-        if !vfs.capabilities().low_latency {
-            probe_remote(&vfs, &describe).await;
-        }
+        // With an auth proxy, each login's remote is opened at its login.
+        let first = match &cfg.target {
+            Some(target) => {
+                let (vfs, describe) = open_vfs(target, &cfg).await?;
+                if !vfs.capabilities().low_latency {
+                    probe_remote(&vfs, &describe).await;
+                }
+                Some((target.clone(), vfs, describe))
+            }
+            None => None,
+        };
+        // A VFS no login uses lingers for the proxy's cache time, so a
+        // kept answer finds its VFS warm.
+        let linger = cfg.proxy.as_ref().map_or(VFS_LINGER, |p| p.cache_time);
+        let (first_target, first_vfs, describe) = match first {
+            Some((t, v, d)) => (Some(t), Some(v), d),
+            None => (None, None, String::new()),
+        };
         let pool = {
             let cfg = cfg.clone();
-            let first = std::sync::Mutex::new(Some(vfs));
-            VfsPool::new(VFS_LINGER, move |target: config::Target| {
+            let first = std::sync::Mutex::new(first_vfs);
+            VfsPool::new(linger, move |target: config::Target| {
                 let cfg = cfg.clone();
-                let ready = (target == cfg.target)
+                let ready = (Some(&target) == cfg.target.as_ref())
                     .then(|| first.lock().unwrap_or_else(|e| e.into_inner()).take())
                     .flatten();
                 async move {
                     match ready {
                         Some(vfs) => Ok(vfs),
-                        None => open_vfs(&target, &cfg)
-                            .await
-                            .map(|(v, _)| v)
-                            .map_err(|e| e.to_string()),
+                        None => match open_vfs(&target, &cfg).await {
+                            Ok((vfs, describe)) => {
+                                tracing::info!("auth proxy: opened {describe} for its logins");
+                                Ok(vfs)
+                            }
+                            Err(e) => Err(e.to_string()),
+                        },
                     }
                 }
             })
         };
-        let served = pool.get(cfg.target.clone()).await.map_err(UsageError)?;
+        let (auth, served, describe): (Arc<dyn Authenticator>, _, String) =
+            match (first_target, &cfg.proxy) {
+                (Some(target), _) => {
+                    let served = pool.get(target.clone()).await.map_err(UsageError)?;
+                    let auth = StaticAuthenticator::new(
+                        cfg.auth.clone(),
+                        pool.clone(),
+                        target,
+                        Policy::default(),
+                        describe.clone(),
+                    );
+                    (Arc::new(auth), Some(served), describe)
+                }
+                (None, Some(proxy)) => {
+                    let read_only = cfg.vfs.read_only;
+                    let spool = cfg.cache_dir.join("spool");
+                    let auth = ProxyAuthenticator::new(proxy.clone(), pool.clone(), move |a| {
+                        config::proxy_target(a, read_only, &spool)
+                    })
+                    .map_err(UsageError)?;
+                    let what = match &proxy.command {
+                        ProxyCommand::Program(argv) => argv[0].clone(),
+                        ProxyCommand::Http(url) => url.clone(),
+                    };
+                    (
+                        Arc::new(auth),
+                        None,
+                        format!("the remotes the auth proxy ({what}) names"),
+                    )
+                }
+                (None, None) => unreachable!("serve_config gives a remote or a proxy"),
+            };
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
             .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?;
@@ -321,13 +380,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         }
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let auth = StaticAuthenticator::new(
-            cfg.auth.clone(),
-            pool.clone(),
-            cfg.target.clone(),
-            Policy::default(),
-        );
-        let mut server_cfg = ServerConfig::new(Arc::new(auth), host_keys);
+        let mut server_cfg = ServerConfig::new(auth.clone(), host_keys);
         server_cfg.algorithms = cfg.algorithms.clone();
         let server = tokio::spawn(ferry_server::ssh::serve(listener, server_cfg, stop_rx));
 
@@ -342,7 +395,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                     for vfs in pool.each() {
                         vfs.forget(None);
                     }
-                    tracing::info!("SIGHUP: directory caches flushed");
+                    auth.forget();
+                    tracing::info!("SIGHUP: directory caches and kept auth proxy answers flushed");
                 }
             }
         }

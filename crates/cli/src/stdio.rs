@@ -44,9 +44,15 @@ pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
         )
         .into());
     }
+    // serve_config refuses --stdio with --auth-proxy; clap asks for a
+    // REMOTE:PATH without it.
+    let target = cfg
+        .target
+        .clone()
+        .ok_or_else(|| UsageError("--stdio needs a REMOTE:PATH to serve".into()))?;
     crate::init_logging(args)?;
     crate::runtime()?.block_on(async move {
-        let (vfs, _) = crate::open_vfs(&cfg.target, &cfg).await?;
+        let (vfs, _) = crate::open_vfs(&target, &cfg).await?;
         let input = StdinInput {
             stdin: tokio::io::stdin(),
             buf: BytesMut::new(),
@@ -69,7 +75,7 @@ pub fn serve(args: &SftpArgs, cfg: ServeConfig) -> anyhow::Result<()> {
                 async move { Ok(vfs) }
             }
         });
-        let _held = pool.get(cfg.target.clone()).await.map_err(UsageError)?;
+        let _held = pool.get(target.clone()).await.map_err(UsageError)?;
         crate::finish_cache_uploads(&pool, &mut term, &mut int).await;
         result.map_err(|e| anyhow::anyhow!("SFTP session ended: {e}"))
     })

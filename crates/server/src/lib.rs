@@ -13,11 +13,14 @@
 //! - [`hostkeys`]: loading and generating host keys.
 //! - [`login`]: the login seam: [`login::Authenticator`], what a login
 //!   gets ([`login::Login`]), and the pool of live VFSes.
+//! - [`proxy`]: the auth proxy, an [`login::Authenticator`] that asks an
+//!   external program or HTTP service which remote each login gets.
 
 pub mod algorithms;
 pub mod auth;
 pub mod exec;
 pub mod hostkeys;
 pub mod login;
+pub mod proxy;
 pub mod sftp;
 pub mod ssh;

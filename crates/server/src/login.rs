@@ -14,8 +14,9 @@
 //! would be uploaded on the next start anyway) and it is dropped.
 //! [`VfsPool::shutdown`] flushes every VFS at exit.
 //!
-//! [`StaticAuthenticator`] is today's server: one user and password,
-//! authorized keys, or no authentication, all served one VFS.
+//! [`StaticAuthenticator`] is the server of one remote: one user and
+//! password, authorized keys, or no authentication, all served one VFS.
+//! [`crate::proxy::ProxyAuthenticator`] asks an auth proxy per login.
 //!
 //! Lock order: the pool's map lock is never held across an await, and no
 //! other lock is taken while it is held.
@@ -48,6 +49,8 @@ pub struct Login {
     pub vfs: VfsLease,
     /// What it may do.
     pub policy: Policy,
+    /// What it is served, for logs (secrets redacted).
+    pub describe: String,
 }
 
 /// The credentials of one authentication attempt.
@@ -100,7 +103,12 @@ pub trait Authenticator: Send + Sync + 'static {
 
     /// May `key` be used by `user` from `peer`? Asked before the client
     /// proves it holds the key; [`Authenticator::login`] decides.
-    fn key_acceptable(&self, user: &str, key: &PublicKey, peer: SocketAddr) -> bool;
+    fn key_acceptable<'a>(
+        &'a self,
+        user: &'a str,
+        key: &'a PublicKey,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 
     /// Check `credential` and give the login it opens.
     fn login<'a>(
@@ -109,6 +117,9 @@ pub trait Authenticator: Send + Sync + 'static {
         credential: Credential<'a>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Result<Login, Refusal>> + Send + 'a>>;
+
+    /// Drop whatever answers about logins are kept (SIGHUP).
+    fn forget(&self) {}
 }
 
 /// The server of a single remote: `--user`/`--pass`, `--authorized-keys`
@@ -119,17 +130,25 @@ pub struct StaticAuthenticator<K> {
     pool: VfsPool<K>,
     key: K,
     policy: Policy,
+    describe: String,
 }
 
 impl<K: PoolKey> StaticAuthenticator<K> {
     /// Logins checked against `auth`, served the VFS of `key` from `pool`
-    /// with `policy`.
-    pub fn new(auth: AuthConfig, pool: VfsPool<K>, key: K, policy: Policy) -> Self {
+    /// with `policy`; `describe` names it in logs.
+    pub fn new(
+        auth: AuthConfig,
+        pool: VfsPool<K>,
+        key: K,
+        policy: Policy,
+        describe: String,
+    ) -> Self {
         StaticAuthenticator {
             auth,
             pool,
             key,
             policy,
+            describe,
         }
     }
 }
@@ -143,8 +162,14 @@ impl<K: PoolKey> Authenticator for StaticAuthenticator<K> {
         }
     }
 
-    fn key_acceptable(&self, _user: &str, key: &PublicKey, peer: SocketAddr) -> bool {
-        self.auth.find_key(key, Some(peer.ip())).is_some()
+    fn key_acceptable<'a>(
+        &'a self,
+        _user: &'a str,
+        key: &'a PublicKey,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        let ok = self.auth.find_key(key, Some(peer.ip())).is_some();
+        Box::pin(std::future::ready(ok))
     }
 
     fn login<'a>(
@@ -178,6 +203,7 @@ impl<K: PoolKey> Authenticator for StaticAuthenticator<K> {
                 user: user.to_string(),
                 vfs,
                 policy,
+                describe: self.describe.clone(),
             })
         })
     }

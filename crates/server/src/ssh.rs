@@ -83,6 +83,9 @@ fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
     }
     if offered.password {
         methods.push(MethodKind::Password);
+        // One password prompt: for clients set up for keyboard-interactive
+        // only (common with WinSCP and FileZilla).
+        methods.push(MethodKind::KeyboardInteractive);
     }
     russh::server::Config {
         server_id: russh::SshId::Standard(Cow::Owned(format!(
@@ -298,8 +301,13 @@ impl Conn {
     }
 
     /// Ask the authenticator; a login it gives is kept for the channels.
-    async fn try_login(&mut self, user: &str, credential: Credential<'_>) -> Auth {
-        let method = credential.method();
+    /// `method` names the SSH method for logs.
+    async fn try_login(
+        &mut self,
+        user: &str,
+        credential: Credential<'_>,
+        method: &'static str,
+    ) -> Auth {
         match self.shared.auth.login(user, credential, self.peer).await {
             Ok(login) => {
                 self.user = user.to_string();
@@ -359,14 +367,49 @@ impl russh::server::Handler for Conn {
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         if self.shared.auth.methods().none {
-            return Ok(self.try_login(user, Credential::None).await);
+            return Ok(self.try_login(user, Credential::None, "none").await);
         }
         // The usual first probe: not logged as a failure.
         Ok(self.retry())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.try_login(user, Credential::Password(password)).await)
+        Ok(self
+            .try_login(user, Credential::Password(password), "password")
+            .await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.shared.auth.methods().password {
+            return Ok(Auth::reject());
+        }
+        let Some(mut response) = response else {
+            // One prompt, not echoed: the password.
+            return Ok(Auth::Partial {
+                name: Cow::Borrowed(""),
+                instructions: Cow::Borrowed(""),
+                prompts: Cow::Owned(vec![(Cow::Borrowed("Password: "), false)]),
+            });
+        };
+        let Some(answer) = response.next() else {
+            return Ok(self.reject(user, "keyboard-interactive"));
+        };
+        let Ok(password) = std::str::from_utf8(&answer) else {
+            return Ok(self.reject(user, "keyboard-interactive"));
+        };
+        let password = password.to_string();
+        Ok(self
+            .try_login(
+                user,
+                Credential::Password(&password),
+                "keyboard-interactive",
+            )
+            .await)
     }
 
     async fn auth_publickey_offered(
@@ -381,6 +424,7 @@ impl russh::server::Handler for Conn {
             .shared
             .auth
             .key_acceptable(user, offer.public_key, self.peer)
+            .await
         {
             Ok(Auth::Accept)
         } else {
@@ -397,15 +441,20 @@ impl russh::server::Handler for Conn {
             return Ok(self.refuse_algorithm(user, key.algorithm));
         }
         Ok(self
-            .try_login(user, Credential::PublicKey(key.public_key))
+            .try_login(user, Credential::PublicKey(key.public_key), "publickey")
             .await)
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.authed.store(true, Ordering::Release);
         let client = String::from_utf8_lossy(session.remote_sshid()).into_owned();
+        let served = self
+            .login
+            .as_ref()
+            .map(|l| l.describe.as_str())
+            .unwrap_or("?");
         tracing::info!(
-            "SSH login from {} using {} ({}, {})",
+            "SSH login from {} using {} ({}, {}), serving {served}",
             self.user,
             client,
             self.peer,
