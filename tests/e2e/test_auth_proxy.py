@@ -26,7 +26,7 @@ from backends import RCLONE_FLAGS, missing_tool
 from conftest import (HOST, REPO, SSH_OPTS, FerryServer, clean_env, exec_on, ferry_bin,
                       free_port, make_random_file, rclone, rclone_obscure, run, sha256_file,
                       wait_until)
-from sftpraw import RawSftp, SftpStatusError, string
+from sftpraw import RawSftp, SftpStatusError, string, u64
 
 PROGRAM = Path(__file__).with_name("proxy_program.py")
 
@@ -335,6 +335,9 @@ def test_a_user_cannot_reach_another_users_files(ferry_factory, proxy, tmp_path)
         with pytest.raises(IOError):
             c.open(path).read()
     assert c.listdir("..") == c.listdir("/")
+    for path in ["../bob/evil.txt", str(b / "evil.txt"), "/../bob/secret.bin"]:
+        with pytest.raises(IOError):
+            c.open(path, "w").write(b"evil")
     # A symlink pointing out of the root does not lead there.
     for target in [str(b), "../bob", str(b / "secret.bin")]:
         name = f"link-{os.urandom(2).hex()}"
@@ -354,6 +357,14 @@ def test_a_user_cannot_reach_another_users_files(ferry_factory, proxy, tmp_path)
                          ("hardlink@openssh.com", string(str(b / "secret.bin")) + string("h2"))]:
         with pytest.raises(SftpStatusError):
             s.extended_status(ext, payload)
+    # copy-data works on handles, opened inside the root
+    c.open("mine.bin", "wb").write(b"m" * 100)
+    src = s.open_file("/mine.bin", 0x01)
+    dst = s.open_file("/copy.bin", 0x02 | 0x08)
+    s.extended_status("copy-data", string(src) + u64(0) + u64(0) + string(dst) + u64(0))
+    s.close_handle(src)
+    s.close_handle(dst)
+    assert (a / "copy.bin").read_bytes() == b"m" * 100
     # exec md5sum of a path outside
     r = exec_on(t, "md5sum ../bob/secret.bin")
     assert hashlib.md5(secret).hexdigest().encode() not in r.out
