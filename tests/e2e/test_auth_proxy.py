@@ -159,6 +159,26 @@ def rclone_sftp(port, user, password, path=""):
             f"shell_type=none:{path}")
 
 
+def three_clients(port, user, password, tmp, keys):
+    """A file up and down through paramiko (password, 6 MiB), OpenSSH sftp
+    (the client key) and rclone's sftp client (password); the names."""
+    names = [roundtrip(port, user, tmp, password=password, size=6 << 20)]
+    src = tmp / f"ossh-{user}.bin"
+    make_random_file(src, 1 << 20)
+    rc, out, err = openssh(port, user, f"put {src} ossh.bin\nget ossh.bin {src}.back\n",
+                           key=keys.client)
+    assert rc == 0, err
+    assert sha256_file(f"{src}.back") == sha256_file(src)
+    names.append("ossh.bin")
+    rsrc = tmp / f"rclone-{user}.bin"
+    make_random_file(rsrc, 3 << 20)
+    rclone("copyto", str(rsrc), rclone_sftp(port, user, password, "rclone.bin"))
+    rclone("copyto", rclone_sftp(port, user, password, "rclone.bin"), f"{rsrc}.back")
+    assert sha256_file(f"{rsrc}.back") == sha256_file(rsrc)
+    names.append("rclone.bin")
+    return names
+
+
 @pytest.fixture
 def proxy(tmp_path):
     return Proxy(tmp_path / "proxy")
@@ -204,7 +224,8 @@ def test_each_user_gets_the_remote_the_proxy_names(ferry_factory, proxy, keys, t
     (b / "bob-only.txt").write_text("bob's")
     proxy.user("alice", local_answer(a), passwords=["apw"], keys=[pub_b64(keys.client_pub)])
     proxy.user("bob", local_answer(b), passwords=["bpw"])
-    proxy.user("mem", {"type": "memory", "_root": ""}, passwords=["mpw"])
+    proxy.user("mem", {"type": "memory", "_root": ""}, passwords=["mpw"],
+               keys=[pub_b64(keys.client_pub)])
     srv = start(ferry_factory, proxy.command())
 
     # paramiko, password
@@ -222,8 +243,10 @@ def test_each_user_gets_the_remote_the_proxy_names(ferry_factory, proxy, keys, t
     assert (b / "rc.txt").read_text() == "via openssh"
     got = rclone("lsf", rclone_sftp(srv.port, "bob", "bpw")).stdout.split()
     assert sorted(got) == ["bob-only.txt", "rc.txt"]
-    # a memory remote
-    roundtrip(srv.port, "mem", tmp_path, password="mpw", size=5 << 20)
+    # every client, on a local root and on a memory remote
+    names = three_clients(srv.port, "alice", "apw", tmp_path, keys)
+    assert all((a / n).exists() and not (b / n).exists() for n in names)
+    three_clients(srv.port, "mem", "mpw", tmp_path, keys)
     # The log names the user, address, method and what was served.
     log = srv.log()
     assert re.search(r"SSH login from alice .*127\.0\.0\.1.*publickey.*serving :local:" +
@@ -272,19 +295,23 @@ def test_obscure_and_remote_stores(ferry_factory, proxy, tmp_path, s3_server, ss
     proxy.user("obscpass", {**base, "_root": "obscured", "pass": rclone_obscure(UP_PASS)},
                passwords=["op"])
     proxy.user("wrongobsc", {**base, "_root": "obscured", "pass": UP_PASS}, passwords=["wo"])
+    for u in ("s3user", "sshuser", "plainpass", "obscpass"):
+        proxy.cfg["users"][u]["keys"] = [pub_b64(keys.client_pub)]
+    proxy.save()
     srv = start(ferry_factory, proxy.command())
 
-    name = roundtrip(srv.port, "s3user", tmp_path, password="s3pw", size=6 << 20)
-    listed = run(["rclone", "--config", "/dev/null", *RCLONE_FLAGS, "lsf",
-                  s3.rclone_remote(f"{s3.bucket}/{prefix}/s3user")], timeout=60,
-                 env=clean_env()).stdout.split()
-    assert listed == [name]
-    name = roundtrip(srv.port, "sshuser", tmp_path, password="sshpw")
-    assert (sdir / name).exists()
-    name = roundtrip(srv.port, "plainpass", tmp_path, password="pp")
-    assert (updir / "plain" / name).exists()
-    name = roundtrip(srv.port, "obscpass", tmp_path, password="op")
-    assert (updir / "obscured" / name).exists()
+    def s3_names():
+        return run(["rclone", "--config", "/dev/null", *RCLONE_FLAGS, "lsf",
+                    s3.rclone_remote(f"{s3.bucket}/{prefix}/s3user")], timeout=60,
+                   env=clean_env()).stdout.split()
+
+    where = {"s3user": ("s3pw", s3_names),
+             "sshuser": ("sshpw", lambda: os.listdir(sdir)),
+             "plainpass": ("pp", lambda: os.listdir(updir / "plain")),
+             "obscpass": ("op", lambda: os.listdir(updir / "obscured"))}
+    for user, (pw, landed) in where.items():
+        names = three_clients(srv.port, user, pw, tmp_path, keys)
+        assert sorted(landed()) == sorted(names), user
     # A plain password where an obscured one is due: refused, said in the log.
     assert not can_login(srv.port, "wrongobsc", password="wo")
     log = srv.log()
