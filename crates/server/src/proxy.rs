@@ -19,9 +19,10 @@
 //! kind of credential, the user, the credential and the client address.
 //! A second key, a second password or a changed password is a new key and
 //! asks the proxy at once; a password never matches an answer given for a
-//! public key, whatever its bytes. A refusal is never kept, and it drops
-//! every answer kept for that user, so a user the proxy now refuses is
-//! refused from the next login that reaches the proxy on.
+//! public key, whatever its bytes. A refusal is never kept, and every
+//! call replaces what was kept of its user (an acceptance keeps only its
+//! own answer, a refusal drops them all), so a user the proxy now refuses,
+//! or whose password changed, is refused from the next call about them on.
 //! [`ProxyAuthenticator::forget`] (SIGHUP) drops them all.
 //!
 //! # Bounds
@@ -552,7 +553,10 @@ impl<K: PoolKey> ProxyAuthenticator<K> {
         let mut cache = self.cache_lock();
         let now = Instant::now();
         let ttl = self.opts.cache_time;
-        cache.retain(|_, e| now.duration_since(e.last_used) <= ttl);
+        // The proxy's newest word on a user replaces what was kept of
+        // them: once a changed password has been accepted, the old one is
+        // asked about again.
+        cache.retain(|_, e| e.user != user && now.duration_since(e.last_used) <= ttl);
         cache.insert(
             ck,
             Entry {
@@ -871,6 +875,13 @@ mod tests {
             .await
             .is_err());
         assert!(auth.login("alice", Credential::None, peer).await.is_err());
+        assert_eq!(auth.calls(), 6);
+        // Each call replaced what was kept of alice: her password is asked
+        // about again.
+        auth.login("alice", Credential::Password("good"), peer)
+            .await
+            .unwrap();
+        assert_eq!(auth.calls(), 7);
     }
 
     #[tokio::test]
