@@ -141,9 +141,12 @@ impl Vfs {
             // forgotten first, and its directories stop being only Ferry's.
             let (dc, vd) = (dircache.clone(), vdirs.clone());
             let on_upload: cache::OnUpload = Arc::new(move |path, stage| match stage {
-                // The file shows from the cache until it is committed.
-                cache::UploadStage::Committing => dc.forget_lookups(path),
-                cache::UploadStage::Committed(meta) => vd.landed(path, Some(meta)),
+                // The file shows from the cache until it is committed; the
+                // listing has it before the cache lets it go.
+                cache::UploadStage::Committing(meta) => {
+                    dc.forget_lookups(path);
+                    vd.landed(path, Some(meta));
+                }
             });
             Some(cache::FileCache::open(
                 backend.clone(),

@@ -94,10 +94,10 @@ pub(crate) struct FileCache {
 /// Where an upload from the cache is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UploadStage<'a> {
-    /// About to be committed on the store.
-    Committing,
-    /// Committed on the store, which has this there now.
-    Committed(&'a Metadata),
+    /// Committed on the store, which has this there now, and about to
+    /// stop showing from the cache: the listings learn it first, so no
+    /// lookup finds the file in neither.
+    Committing(&'a Metadata),
 }
 
 /// The VFS's part in an upload's landing (forget listings, stop keeping a

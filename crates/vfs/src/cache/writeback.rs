@@ -61,10 +61,7 @@ impl FileCache {
             let r = self.upload(&item).await;
             drop(permit);
             match r {
-                Ok(Some((path, meta))) => {
-                    tracing::info!("vfs cache: uploaded {path}");
-                    (self.on_upload)(&path, UploadStage::Committed(&meta));
-                }
+                Ok(Some((path, _))) => tracing::info!("vfs cache: uploaded {path}"),
                 // Changed, renamed or removed meanwhile: look again.
                 Ok(None) => {}
                 Err(e) => {
@@ -167,9 +164,9 @@ impl FileCache {
         } else {
             return Err(VfsError::Unsupported("writing to this remote"));
         };
-        // Forget listings first, so no session sees the file vanish
+        // The listings learn the file first, so no session sees it vanish
         // between "no longer in the cache" and "listed by the remote".
-        (self.on_upload)(&path, UploadStage::Committing);
+        (self.on_upload)(&path, UploadStage::Committing(&meta));
         {
             let mut st = item.lock();
             // Committed at `path` whatever happened meanwhile: a rename or
