@@ -394,7 +394,7 @@ async fn call_http(
         .await
     {
         Ok(r) => r,
-        Err(e) => return Outcome::Failed(format!("POST {url}: {e}")),
+        Err(e) => return Outcome::Failed(format!("POST {url}: {}", with_causes(&e))),
     };
     let status = resp.status();
     let mut resp = resp;
@@ -419,6 +419,19 @@ async fn call_http(
             said(&body[..body.len().min(512)], "no body")
         )),
     }
+}
+
+/// An error and what caused it (reqwest says "error sending request" and
+/// keeps the reason, such as a certificate problem, in its sources).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// A cache key: the keyed hash of a credential.
