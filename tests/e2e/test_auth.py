@@ -2,15 +2,17 @@
 
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
+from pathlib import Path
 
 import paramiko
 import pytest
 
-from conftest import (HOST, PASSWORD, USER, clean_env, connect_transport, ferry_bin,
-                      openssh_sftp, openssh_ssh, run, wait_until)
+from conftest import (HOST, PASSWORD, USER, clean_env, connect_transport, default_client_key,
+                      ferry_bin, openssh_sftp, openssh_ssh, run, wait_until)
 
 
 def sftp_works(transport):
@@ -321,6 +323,32 @@ def test_given_host_key_is_used(ferry, keys):
     assert server_key(ferry.port, "ssh-ed25519").get_base64() == pub
     assert not (ferry.cache_dir / "serve-sftp").exists() or \
         not any((ferry.cache_dir / "serve-sftp").iterdir())
+
+
+SHORT_ECDSA = Path(__file__).resolve().parents[2] / "crates/sshkey/tests/data"
+
+
+def test_ecdsa_host_key_with_a_short_scalar(ferry_factory, tmp_path):
+    """About one P-256 key in 256 from ssh-keygen has a private scalar under
+    32 bytes (an mpint drops leading zeros); the ssh-key crate refuses those
+    and Ferry failed to start with "length invalid". This is such a key: it
+    loads, and both clients verify the host's signature made with it."""
+    key = tmp_path / "host_ecdsa"
+    shutil.copy(SHORT_ECDSA / "ecdsa256_short_scalar", key)
+    os.chmod(key, 0o600)
+    kind, blob = (SHORT_ECDSA / "ecdsa256_short_scalar.pub").read_text().split()[:2]
+    srv = ferry_factory("--key", key, host_key=False)
+    # paramiko checks the signature over the exchange hash.
+    assert server_key(srv.port, "ecdsa-sha2-nistp256").get_base64() == blob
+    # OpenSSH with only that key known, checked strictly.
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{HOST}]:{srv.port} {kind} {blob}\n")
+    cmd = ["sftp", "-F", "/dev/null", "-o", "StrictHostKeyChecking=yes",
+           "-o", f"UserKnownHostsFile={known}", "-o", "HostKeyAlgorithms=ecdsa-sha2-nistp256",
+           "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=20",
+           "-b", "-", "-P", str(srv.port), "-i", str(default_client_key()), f"{USER}@{HOST}"]
+    p = run(cmd, input="ls /\n", timeout=60, env=clean_env())
+    assert p.returncode == 0, p.stderr
 
 
 def test_modern_algorithms_only(ferry_factory):

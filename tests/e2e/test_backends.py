@@ -15,10 +15,12 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -512,3 +514,38 @@ def test_resume_links_chmod_and_names(store, srv, tmp_path):
     for n in names:
         assert n in listed, (n, listed)
         assert store.read(n) == n.encode()
+
+
+def test_sftp_backend_ecdsa_client_key_with_a_short_scalar(sshd_server, ferry_factory, tmp_path,
+                                                           random_file):
+    """The sftp backend logs in to the remote server with key_file: a P-256
+    key whose private scalar is under 32 bytes (one in 256 ssh-keygen makes;
+    the ssh-key crate refuses them), plain and passphrase-protected (AES-CTR
+    and AES-GCM), signs a login the real sshd accepts."""
+    from conftest import rclone_obscure
+    data = Path(__file__).resolve().parents[2] / "crates/sshkey/tests/data"
+    authorized = Path(sshd_server.config).parent / "authorized_keys"
+    pub = (data / "ecdsa256_short_scalar.pub").read_text()
+    if pub not in authorized.read_text():
+        with open(authorized, "a") as f:
+            f.write(pub)
+    src, _ = random_file(3 << 20)
+    for name, phrase in [("ecdsa256_short_scalar", None),
+                         ("ecdsa256_short_scalar_encrypted", "ferry-test-passphrase"),
+                         ("ecdsa256_short_scalar_gcm", "ferry-test-passphrase")]:
+        key = tmp_path / name
+        shutil.copy(data / name, key)
+        os.chmod(key, 0o600)
+        sdir = sshd_server.dir / f"short-key-{os.urandom(3).hex()}"
+        sdir.mkdir()
+        opts = f"host={sshd_server.host},port={sshd_server.port},user={sshd_server.user}," \
+               f"key_file={key}"
+        if phrase:
+            opts += f",key_file_pass={rclone_obscure(phrase)}"
+        srv = ferry_factory(target=f":sftp,{opts}:{sdir}")
+        ok(openssh_sftp(srv, f"put {src} /f.bin\n"))
+        assert sha256_file(sdir / "f.bin") == sha256_file(src), name
+        back = tmp_path / f"{name}.back"
+        ok(openssh_sftp(srv, f"get /f.bin {back}\n"))
+        assert sha256_file(back) == sha256_file(src), name
+        srv.stop()

@@ -47,22 +47,12 @@ pub fn load_key_file(path: &Path) -> Result<PrivateKey, HostKeyError> {
         path: path.to_owned(),
         source,
     })?;
-    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
-        match PrivateKey::from_openssh(text.as_bytes()) {
-            Ok(k) if k.is_encrypted() => return Err(HostKeyError::Encrypted(path.to_owned())),
-            Ok(k) => return Ok(k),
-            Err(e) => {
-                return Err(HostKeyError::Parse {
-                    path: path.to_owned(),
-                    why: e.to_string(),
-                })
-            }
-        }
-    }
-    if text.contains("ENCRYPTED") {
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
         return Err(HostKeyError::Encrypted(path.to_owned()));
     }
-    russh::keys::decode_secret_key(&text, None).map_err(|e| match e {
+    ferry_sshkey::decode_private_key(&text, None).map_err(|e| match e {
         russh::keys::Error::KeyIsEncrypted => HostKeyError::Encrypted(path.to_owned()),
         e => HostKeyError::Parse {
             path: path.to_owned(),

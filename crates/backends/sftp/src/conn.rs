@@ -164,7 +164,7 @@ fn ssh_err(e: russh::Error) -> ConnectError {
 pub(crate) fn load_key(cfg: &SftpConfig) -> Result<Option<PrivateKey>, ConnectError> {
     let pass = cfg.key_file_pass.as_deref().filter(|p| !p.is_empty());
     let decode = |text: &str, from: &str| {
-        russh::keys::decode_secret_key(text, pass).map_err(|e| {
+        ferry_sshkey::decode_private_key(text, pass).map_err(|e| {
             let hint = if pass.is_none() {
                 " (is it encrypted? set key_file_pass)"
             } else {
