@@ -318,6 +318,26 @@ def test_host_keys_generated_once(ferry_factory, tmp_path):
         assert server_key(srv2.port, algo).get_base64() == offered[algo]
 
 
+def test_two_instances_generating_host_keys_at_once(ferry_factory, tmp_path):
+    """Two servers started together on one empty cache directory: both
+    start (one of the two exited with "cannot create host key" in 9 of 10
+    tries before; each round here failed) and present the same keys."""
+    from conftest import wait_port
+    for i in range(3):
+        cache = tmp_path / f"race{i}"
+        a = ferry_factory(host_key=False, cache_dir=cache, wait=False)
+        b = ferry_factory(host_key=False, cache_dir=cache, wait=False)
+        for srv in (a, b):
+            assert wait_port(srv.port, srv.proc), srv.log_tail()
+        for algo in ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-256"]:
+            assert server_key(a.port, algo).get_base64() == server_key(b.port, algo).get_base64()
+        kdir = cache / "serve-sftp"
+        assert sorted(p.name for p in kdir.iterdir()) == [
+            "id_ecdsa", "id_ecdsa.pub", "id_ed25519", "id_ed25519.pub", "id_rsa", "id_rsa.pub"]
+        a.stop()
+        b.stop()
+
+
 def test_given_host_key_is_used(ferry, keys):
     pub = keys.host.with_suffix(".pub").read_text().split()[1]
     assert server_key(ferry.port, "ssh-ed25519").get_base64() == pub

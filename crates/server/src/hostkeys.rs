@@ -91,12 +91,17 @@ pub fn load_or_generate(dir: &Path) -> Result<Vec<PrivateKey>, HostKeyError> {
                 path: path.clone(),
                 why,
             })?;
-            save(&path, &key).map_err(|why| HostKeyError::Create {
+            let won = save(&path, &key).map_err(|why| HostKeyError::Create {
                 path: path.clone(),
                 why,
             })?;
-            tracing::info!("generated host key {}", path.display());
-            keys.push(key);
+            if won {
+                tracing::info!("generated host key {}", path.display());
+                keys.push(key);
+            } else {
+                // Another instance generated it first: use that one.
+                keys.push(load_key_file(&path)?);
+            }
         }
     }
     Ok(keys)
@@ -129,26 +134,45 @@ fn generate(kind: Kind) -> Result<PrivateKey, String> {
     }
 }
 
-/// Write the key 0600 (created exclusively, so a concurrent start cannot
-/// interleave) and its public half beside it.
-fn save(path: &Path, key: &PrivateKey) -> Result<(), String> {
+/// Write the key 0600 and its public half beside it. The key is written to
+/// a temporary file of this process's own and published with a hard link,
+/// which fails if the name exists: when two instances start at once on an
+/// empty cache directory, one key wins and the other instance uses it
+/// (`Ok(false)`).
+fn save(path: &Path, key: &PrivateKey) -> Result<bool, String> {
     let pem = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
-    let tmp = path.with_extension("tmp");
+    let unique = format!(
+        ".{}.{}.{:016x}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let tmp = path.with_file_name(unique);
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(pem.as_bytes())?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e.to_string());
+    }
+    let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| e.to_string())?;
-    f.write_all(pem.as_bytes()).map_err(|e| e.to_string())?;
-    f.sync_all().map_err(|e| e.to_string())?;
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e.to_string()),
+    }
     let public = key.public_key().to_openssh().map_err(|e| e.to_string())?;
     let mut pub_path = path.as_os_str().to_owned();
     pub_path.push(".pub");
     fs::write(&pub_path, format!("{public}\n")).map_err(|e| e.to_string())?;
-    fs::rename(&tmp, path).map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
