@@ -433,6 +433,80 @@ pub struct SftpArgs {
     )]
     pub ssh_pubkey_algorithms: Vec<String>,
 
+    /// Time a connection has from accept to a successful login, version
+    /// line and key exchange included (sshd's LoginGraceTime); 0 for no
+    /// limit.
+    #[arg(
+        long,
+        env = "FERRY_LOGIN_GRACE_TIME",
+        value_name = "DURATION",
+        default_value = "2m"
+    )]
+    pub login_grace_time: String,
+
+    /// Connections open at once, logged in or not; more are refused at
+    /// accept with a one-line message.
+    #[arg(
+        long,
+        env = "FERRY_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub max_connections: usize,
+
+    /// Connections not yet logged in, all sources together, as sshd's
+    /// MaxStartups: `start:rate:full` refuses rate% of new ones from start
+    /// on, rising to all at full; `N` refuses all beyond N.
+    #[arg(
+        long,
+        env = "FERRY_MAX_STARTUPS",
+        value_name = "START:RATE:FULL",
+        default_value = "64:30:256"
+    )]
+    pub max_startups: String,
+
+    /// Connections not yet logged in from one source address block (see
+    /// --per-source-netblock-size); 0 for no cap.
+    #[arg(
+        long,
+        env = "FERRY_PER_SOURCE_MAX_STARTUPS",
+        value_name = "N",
+        default_value_t = 32
+    )]
+    pub per_source_max_startups: usize,
+
+    /// Prefix lengths grouping source addresses for the per-source limits,
+    /// IPv4:IPv6 (sshd's PerSourceNetBlockSize).
+    #[arg(
+        long,
+        env = "FERRY_PER_SOURCE_NETBLOCK_SIZE",
+        value_name = "V4:V6",
+        default_value = "32:128"
+    )]
+    pub per_source_netblock_size: String,
+
+    /// Penalties per source address block, as sshd's PerSourcePenalties:
+    /// `yes` (authfail:5s noauth:1s grace-exceeded:10s min:15s max:10m
+    /// max-sources:65536), `no`, or `name:value` pairs changing those. A
+    /// block whose penalty reaches min is refused until it runs out.
+    #[arg(
+        long,
+        env = "FERRY_PER_SOURCE_PENALTIES",
+        value_name = "SPEC",
+        default_value = "yes"
+    )]
+    pub per_source_penalties: String,
+
+    /// Addresses never penalised, comma-separated `ADDR[/PREFIX]` (your
+    /// monitoring, a trusted office).
+    #[arg(
+        long,
+        env = "FERRY_PER_SOURCE_PENALTY_EXEMPT_LIST",
+        value_name = "LIST",
+        default_value = ""
+    )]
+    pub per_source_penalty_exempt_list: String,
+
     /// Print more (-v logins, -vv every SFTP operation).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

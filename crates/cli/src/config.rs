@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use ferry_server::algorithms::{Algorithms, List};
 use ferry_server::auth::{parse_authorized_keys, AuthConfig};
+use ferry_server::gate::GateConfig;
+use ferry_server::penalty::{Cidr, PenaltyConfig};
 use ferry_server::proxy::{ProxyAnswer, ProxyCommand, ProxyOptions};
 use ferry_vfs::VfsOptions;
 
@@ -50,6 +52,13 @@ pub struct ServeConfig {
     pub layers: ferry_registry::LayerOptions,
     /// The SSH algorithms offered.
     pub algorithms: Algorithms,
+    /// Connection limits at accept.
+    pub gate: GateConfig,
+    /// Time from accept to login (zero: no limit).
+    pub login_grace: std::time::Duration,
+    /// Per-source penalties: what earns them, and who is exempt (`None`:
+    /// off).
+    pub penalties: Option<(PenaltyConfig, Vec<Cidr>)>,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
 }
@@ -71,6 +80,40 @@ fn algorithms(args: &SftpArgs) -> anyhow::Result<Algorithms> {
         }
     }
     Ok(algorithms)
+}
+
+/// The connection limits from their flags.
+fn gate(args: &SftpArgs) -> anyhow::Result<GateConfig> {
+    if args.max_connections == 0 {
+        return Err(usage(
+            "invalid value 0 for --max-connections: want at least 1",
+        ));
+    }
+    Ok(GateConfig {
+        max_connections: args.max_connections,
+        max_startups: args.max_startups.parse().map_err(usage)?,
+        per_source_max_startups: args.per_source_max_startups,
+        netblock: args.per_source_netblock_size.parse().map_err(usage)?,
+    })
+}
+
+/// `--per-source-penalties` and its exempt list.
+fn penalties(args: &SftpArgs) -> anyhow::Result<Option<(PenaltyConfig, Vec<Cidr>)>> {
+    let cfg = PenaltyConfig::parse(&args.per_source_penalties, |v| {
+        parse_duration("per-source-penalties", v).map_err(|e| e.to_string())
+    })
+    .map_err(usage)?;
+    let exempt = args
+        .per_source_penalty_exempt_list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<Cidr>()
+                .map_err(|e| usage(format!("--per-source-penalty-exempt-list: {e}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(cfg.map(|c| (c, exempt)))
 }
 
 /// Parse an octal permission value such as `0755` or `755`.
@@ -377,6 +420,15 @@ pub fn proxy_target(
     } else {
         answer.root.clone()
     };
+    if ty.name == "local" {
+        if let Some(cache) = spool_dir.parent() {
+            if within(cache, Path::new(&path)) {
+                return Err(format!(
+                    "its local root {path:?} contains Ferry's cache directory (host keys, cached files)"
+                ));
+            }
+        }
+    }
     Ok((
         Target {
             name: format!(":{}", ty.name),
@@ -388,6 +440,39 @@ pub fn proxy_target(
         },
         shown,
     ))
+}
+
+/// The directory a `local` target serves.
+fn served_dir(target: &Target) -> Option<PathBuf> {
+    (target.type_ == "local").then(|| PathBuf::from(&target.path))
+}
+
+/// Whether `inner` is `outer` or below it, as the kernel resolves them
+/// (symbolic links followed; a path that does not exist yet is resolved
+/// through its nearest existing ancestor).
+fn within(inner: &Path, outer: &Path) -> bool {
+    match (resolve(inner), resolve(outer)) {
+        (Some(i), Some(o)) => i.starts_with(o),
+        _ => false,
+    }
+}
+
+fn resolve(p: &Path) -> Option<PathBuf> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(p)
+    };
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut real) = existing.canonicalize() {
+            real.extend(rest.iter().rev());
+            return Some(real);
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
+    }
 }
 
 /// Check and type the `serve sftp` flags.
@@ -472,6 +557,11 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         .as_deref()
         .map(|p| expand_path(&p.to_string_lossy()))
         .unwrap_or_else(default_cache_dir);
+    let key_files: Vec<PathBuf> = args
+        .key
+        .iter()
+        .map(|k| expand_path(&k.to_string_lossy()))
+        .collect();
     let mut vfs = vfs;
     // Each remote's own folders (open_vfs sets them per remote).
     let key = target.as_ref().map(cache_key).unwrap_or_default();
@@ -503,28 +593,49 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         target.read_only = args.read_only;
         target.spool_dir = Some(cache_dir.join("spool"));
     }
+    // Last, so that a bad flag value is what a typo gets told.
+    let algorithms = algorithms(args)?;
+    let gate = gate(args)?;
+    let login_grace = parse_duration("login-grace-time", &args.login_grace_time)?;
+    let penalties = penalties(args)?;
+    let debug_latency = args
+        .debug_backend_latency
+        .as_deref()
+        .map(|v| parse_duration("debug-backend-latency", v))
+        .transpose()?;
+    if let Some(root) = target.as_ref().and_then(served_dir) {
+        if within(&cache_dir, &root) {
+            return Err(usage(format!(
+                "--cache-dir {} is inside the served directory {}: clients could read the host keys and cached files; choose a cache directory outside it",
+                cache_dir.display(),
+                root.display()
+            )));
+        }
+        if let Some(k) = key_files.iter().find(|k| within(k, &root)) {
+            return Err(usage(format!(
+                "host key {} is inside the served directory {}: clients could download it; keep host keys outside it",
+                k.display(),
+                root.display()
+            )));
+        }
+    }
     Ok(ServeConfig {
         proxy,
-        algorithms: algorithms(args)?,
+        algorithms,
+        gate,
+        login_grace,
+        penalties,
         layers: ferry_registry::LayerOptions {
             retry: ferry_layers::RetryOptions {
                 attempts: args.low_level_retries,
                 ..Default::default()
             },
-            debug_latency: args
-                .debug_backend_latency
-                .as_deref()
-                .map(|v| parse_duration("debug-backend-latency", v))
-                .transpose()?,
+            debug_latency,
         },
         target,
         addr: args.addr.clone(),
         auth,
-        key_files: args
-            .key
-            .iter()
-            .map(|k| expand_path(&k.to_string_lossy()))
-            .collect(),
+        key_files,
         cache_dir,
         vfs,
         warnings,
@@ -641,6 +752,45 @@ mod tests {
         assert!(parse_octal("x", "77777").is_err());
         let e = parse_octal("dir-perms", "rwx").unwrap_err().to_string();
         assert!(e.contains("--dir-perms"), "{e}");
+    }
+
+    #[test]
+    fn within_resolves_links_and_paths_not_made_yet() {
+        let base = std::env::temp_dir().join(format!("ferry-within-{}", std::process::id()));
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub"), base.join("link")).unwrap();
+        assert!(within(&root.join("sub/cache/not/yet"), &root));
+        assert!(within(&root, &root));
+        assert!(
+            within(&base.join("link/cache"), &root),
+            "a link into the root"
+        );
+        assert!(
+            !within(&base.join("root2"), &root),
+            "a sibling sharing a prefix"
+        );
+        assert!(!within(&base, &root));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_proxy_answer_serving_the_cache_directory_is_refused() {
+        let base = std::env::temp_dir().join(format!("ferry-proxycache-{}", std::process::id()));
+        let spool = base.join("cache").join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let answer = |root: &Path| ProxyAnswer {
+            type_: "local".into(),
+            root: root.to_string_lossy().into_owned(),
+            options: Default::default(),
+            plain: vec![],
+            policy: Default::default(),
+        };
+        let e = proxy_target(&answer(&base), false, &spool).unwrap_err();
+        assert!(e.contains("cache directory"), "{e}");
+        std::fs::create_dir_all(base.join("home")).unwrap();
+        assert!(proxy_target(&answer(&base.join("home")), false, &spool).is_ok());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -274,6 +274,37 @@ pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raise the soft limit on open files to the hard one: every connection,
+/// open handle, cached file and store connection takes a descriptor, and
+/// the usual soft limit of 1,024 is reached by a few busy users (then
+/// accept fails for everyone). Warn if the limit stays below what
+/// `--max-connections` needs to be reached at all.
+fn raise_file_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // Linux refuses more than fs.nr_open (1,048,576 by default) even when
+    // the hard limit says "unlimited".
+    let want = lim.maximum.unwrap_or(1 << 20);
+    let mut now = lim.current.unwrap_or(u64::MAX);
+    if now < want {
+        let raised = Rlimit {
+            current: Some(want),
+            maximum: lim.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => now = want,
+            Err(e) => tracing::debug!("cannot raise the open-file limit to {want}: {e}"),
+        }
+    }
+    let need = (max_connections as u64).saturating_mul(4);
+    if now < need {
+        tracing::warn!(
+            "the open-file limit is {now}: fewer than --max-connections {max_connections} \
+             connections may be served (raise `ulimit -n` to at least {need})"
+        );
+    }
+}
+
 fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::Result<()> {
     let cfg = config::serve_config(&args, config_flag)?;
     if args.stdio {
@@ -284,6 +315,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    raise_file_limit(cfg.gate.max_connections);
 
     let host_keys = if cfg.key_files.is_empty() {
         ferry_server::hostkeys::load_or_generate(&config::host_key_dir(&cfg.cache_dir))?
@@ -382,6 +414,15 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut server_cfg = ServerConfig::new(auth.clone(), host_keys);
         server_cfg.algorithms = cfg.algorithms.clone();
+        server_cfg.gate = cfg.gate.clone();
+        server_cfg.login_grace = cfg.login_grace;
+        server_cfg.penalties = cfg.penalties.clone().map(|(p, exempt)| {
+            Arc::new(ferry_server::penalty::Penalties::new(
+                p,
+                cfg.gate.netblock,
+                exempt,
+            ))
+        });
         let server = tokio::spawn(ferry_server::ssh::serve(listener, server_cfg, stop_rx));
 
         let mut term = signal(SignalKind::terminate())?;

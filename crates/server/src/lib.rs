@@ -10,17 +10,23 @@
 //!   them.
 //! - [`auth`]: password and public-key checks, authorized_keys parsing.
 //! - [`exec`]: the exec commands rclone's client runs (hashes, `df`).
+//! - [`gate`]: which connections are let in at accept (total and
+//!   unauthenticated limits, per source block).
 //! - [`hostkeys`]: loading and generating host keys.
 //! - [`login`]: the login seam: [`login::Authenticator`], what a login
 //!   gets ([`login::Login`]), and the pool of live VFSes.
+//! - [`penalty`]: per-source penalties for failed logins and idle
+//!   connections.
 //! - [`proxy`]: the auth proxy, an [`login::Authenticator`] that asks an
 //!   external program or HTTP service which remote each login gets.
 
 pub mod algorithms;
 pub mod auth;
 pub mod exec;
+pub mod gate;
 pub mod hostkeys;
 pub mod login;
+pub mod penalty;
 pub mod proxy;
 pub mod sftp;
 pub mod ssh;

@@ -16,10 +16,13 @@ use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Preferred};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use crate::algorithms::{Algorithms, List};
+use crate::gate::{Admission, Gate, GateConfig};
 use crate::login::{Authenticator, Credential, Login, Refusal};
+use crate::penalty::{Offence, Penalties};
 use crate::sftp::{self, SftpOptions};
 
 /// Everything a server needs, typed.
@@ -30,10 +33,13 @@ pub struct ServerConfig {
     pub host_keys: Vec<PrivateKey>,
     /// SFTP session limits.
     pub sftp: SftpOptions,
-    /// Connections served at once; more wait in the kernel's backlog.
-    pub max_connections: usize,
-    /// Time a connection has to authenticate.
+    /// Which connections are let in: total and unauthenticated limits.
+    pub gate: GateConfig,
+    /// Time a connection has from accept to a successful login (version
+    /// line and key exchange included); zero for no limit.
     pub login_grace: Duration,
+    /// Per-source penalties (`None`: off).
+    pub penalties: Option<Arc<Penalties>>,
     /// Delay before a failed authentication is answered.
     pub auth_rejection_time: Duration,
     /// Authentication attempts per connection.
@@ -51,7 +57,8 @@ impl ServerConfig {
             auth,
             host_keys,
             sftp: SftpOptions::default(),
-            max_connections: 1024,
+            gate: GateConfig::default(),
+            penalties: None,
             login_grace: Duration::from_secs(120),
             auth_rejection_time: Duration::from_secs(1),
             // Six tries of real credentials: russh also counts the "none"
@@ -70,6 +77,7 @@ struct Shared {
     sftp: Arc<SftpOptions>,
     login_grace: Duration,
     max_channels: usize,
+    penalties: Option<Arc<Penalties>>,
 }
 
 fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
@@ -127,15 +135,13 @@ pub async fn serve(
         sftp: Arc::new(cfg.sftp),
         login_grace: cfg.login_grace,
         max_channels: cfg.max_channels,
+        penalties: cfg.penalties,
         auth: cfg.auth,
         algorithms: cfg.algorithms,
     });
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let gate = Gate::new(cfg.gate);
+    let mut refusals = RefusalLog::default();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
-            _ = shutdown.changed() => return Ok(()),
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -148,17 +154,149 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return Ok(()),
         };
+        let accepted = Instant::now();
+        if let Some(left) = shared
+            .penalties
+            .as_ref()
+            .and_then(|p| p.refused_for(peer.ip(), accepted.into_std()))
+        {
+            let _ = stream.try_write(b"Not allowed at this time\r\n");
+            refusals.note(
+                peer,
+                format_args!("source penalised for {}s more", left.as_secs() + 1),
+                &gate,
+            );
+            continue;
+        }
+        let admission = match gate.admit(peer.ip(), rand::random_range(0..100)) {
+            Ok(a) => a,
+            Err(why) => {
+                // One line, never waiting on the client, then closed.
+                let _ = stream.try_write(why.banner());
+                refusals.note(peer, why.reason(), &gate);
+                continue;
+            }
+        };
         let shared = shared.clone();
-        tokio::spawn(async move {
-            connection(shared, stream, peer).await;
-            drop(permit);
-        });
+        tokio::spawn(connection(shared, stream, peer, admission, accepted));
     }
 }
 
-async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+/// Logs refused connections, at most one line a second (a flood must not
+/// fill the disk); the next line says how many went unlogged.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, peer: SocketAddr, why: impl std::fmt::Display, gate: &Gate) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.unlogged += 1;
+            return;
+        }
+        let (open, startups) = gate.counts();
+        let more = match std::mem::take(&mut self.unlogged) {
+            0 => String::new(),
+            n => format!(" ({n} more refused since the last line)"),
+        };
+        tracing::warn!(
+            %peer,
+            "connection refused: {why} ({open} open, {startups} not logged in){more}"
+        );
+        self.last = Some(now);
+    }
+}
+
+/// Text from a client (a user name, a version line) as it goes into the
+/// log: control characters and line separators escaped (`\n`,
+/// `\u{1b}`), so no name can start a forged log line or drive a terminal.
+struct Printable<'a>(&'a str);
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\\' {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How far a connection got, shared by its handler and its task: the
+/// login (signalled), and what the penalties need at its end.
+#[derive(Default)]
+struct LoggedIn {
+    flag: AtomicBool,
+    notify: Notify,
+    /// Some credential was tried (not only the `none` probe).
+    tried: AtomicBool,
+    /// A failed password was already charged as it happened.
+    charged: AtomicBool,
+    /// Closed at the grace time.
+    grace_out: AtomicBool,
+}
+
+impl LoggedIn {
+    /// What the connection earned, ending without a login.
+    fn offence(&self) -> Option<Offence> {
+        if self.flag.load(Ordering::Acquire) || self.charged.load(Ordering::Acquire) {
+            None
+        } else if self.grace_out.load(Ordering::Acquire) {
+            Some(Offence::GraceExceeded)
+        } else if self.tried.load(Ordering::Acquire) {
+            Some(Offence::AuthFail)
+        } else {
+            Some(Offence::NoAuth)
+        }
+    }
+}
+
+/// Add a penalty to `peer`'s source and log when that makes it refused.
+fn penalise(shared: &Shared, peer: SocketAddr, what: Offence) {
+    if let Some(p) = &shared.penalties {
+        if let Some(left) = p.penalise(peer.ip(), what, std::time::Instant::now()) {
+            let why = match what {
+                Offence::AuthFail => "failed logins",
+                Offence::NoAuth => "connections without a login attempt",
+                Offence::GraceExceeded => "connections past the login grace time",
+            };
+            tracing::warn!(
+                %peer,
+                "source penalised for {why}: its connections are refused for {}s",
+                left.as_secs()
+            );
+        }
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    admission: Admission,
+    accepted: Instant,
+) {
     let _ = stream.set_nodelay(true);
-    let authed = Arc::new(AtomicBool::new(false));
+    let grace = shared.login_grace;
+    let deadline = (!grace.is_zero()).then(|| accepted + grace);
+    // A second descriptor of the socket, to shut it down when the grace
+    // time runs out whatever russh's session loop is waiting for (a client
+    // that stalls mid-handshake or stops reading). Dropped at login.
+    let killer = match deadline {
+        Some(_) => rustix::io::dup(&stream).ok(),
+        None => None,
+    };
+    let logged_in = Arc::new(LoggedIn::default());
     let handler = Conn {
         shared: shared.clone(),
         peer,
@@ -167,29 +305,58 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         login: None,
         channels: HashMap::new(),
         open_channels: Arc::new(AtomicUsize::new(0)),
-        authed: authed.clone(),
+        logged_in: logged_in.clone(),
+        admission,
     };
-    let session = match russh::server::run_stream(shared.russh.clone(), stream, handler).await {
+    let start = russh::server::run_stream(shared.russh.clone(), stream, handler);
+    let started = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, start).await {
+            Ok(r) => r,
+            Err(_) => {
+                // No version line in time: dropping the future closes it.
+                tracing::info!(%peer, "no SSH version line within {grace:?}; disconnecting");
+                penalise(&shared, peer, Offence::GraceExceeded);
+                return;
+            }
+        },
+        None => start.await,
+    };
+    let session = match started {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%peer, "SSH handshake failed: {e}");
+            penalise(&shared, peer, Offence::NoAuth);
             return;
         }
     };
     let handle = session.handle();
-    let grace = shared.login_grace;
-    let watchdog = tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        if !authed.load(Ordering::Acquire) {
+    let watchdog = deadline.map(|d| {
+        let logged_in = logged_in.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(d) => {}
+                _ = logged_in.notify.notified() => {}
+            }
+            if logged_in.flag.load(Ordering::Acquire) {
+                return;
+            }
             tracing::info!(%peer, "no login within {grace:?}; disconnecting");
-            let _ = handle
-                .disconnect(
+            logged_in.grace_out.store(true, Ordering::Release);
+            // Polite first; then the socket is shut down under the session
+            // in case it cannot send (a client that does not read).
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                handle.disconnect(
                     russh::Disconnect::ByApplication,
                     "login grace time exceeded".into(),
                     String::new(),
-                )
-                .await;
-        }
+                ),
+            )
+            .await;
+            if let Some(fd) = &killer {
+                let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+            }
+        })
     });
     match session.await {
         Err(russh::Error::NoCommonAlgo { kind, theirs, .. }) => {
@@ -198,7 +365,12 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         Err(e) => tracing::debug!(%peer, "connection ended: {e}"),
         Ok(()) => {}
     }
-    watchdog.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some(what) = logged_in.offence() {
+        penalise(&shared, peer, what);
+    }
 }
 
 /// A client that shares no algorithm with us: say which, and what the
@@ -255,7 +427,9 @@ struct Conn {
     /// Session channels open now: counted at open, released when an
     /// unused channel closes or when its subsystem or command ends.
     open_channels: Arc<AtomicUsize>,
-    authed: Arc<AtomicBool>,
+    logged_in: Arc<LoggedIn>,
+    /// This connection's place at the gate (a startup until login).
+    admission: Admission,
 }
 
 /// Releases one channel slot when dropped (at the end of the channel's
@@ -300,6 +474,14 @@ impl Conn {
         }
     }
 
+    /// Whether this connection's source is refused by the penalties now.
+    fn penalised(&self) -> bool {
+        self.shared.penalties.as_ref().is_some_and(|p| {
+            p.refused_for(self.peer.ip(), std::time::Instant::now())
+                .is_some()
+        })
+    }
+
     /// Ask the authenticator; a login it gives is kept for the channels.
     /// `method` names the SSH method for logs.
     async fn try_login(
@@ -308,6 +490,17 @@ impl Conn {
         credential: Credential<'_>,
         method: &'static str,
     ) -> Auth {
+        self.logged_in.tried.store(true, Ordering::Release);
+        if self.penalised() {
+            // Not checked at all: a guesser on connections opened before
+            // the penalty learns nothing more, and the proxy is not asked.
+            tracing::info!(
+                peer = %self.peer,
+                "SSH login of {user:?} ({method}) refused unchecked: the source is penalised"
+            );
+            return self.retry();
+        }
+        let secret = matches!(credential, Credential::Password(_));
         match self.shared.auth.login(user, credential, self.peer).await {
             Ok(login) => {
                 self.user = user.to_string();
@@ -315,7 +508,15 @@ impl Conn {
                 self.login = Some(Arc::new(login));
                 Auth::Accept
             }
-            Err(Refusal::BadCredentials) => self.reject(user, method),
+            Err(Refusal::BadCredentials) => {
+                if secret {
+                    // Each wrong password counts at once, so guesses spread
+                    // over many parallel connections add up.
+                    self.logged_in.charged.store(true, Ordering::Release);
+                    penalise(&self.shared, self.peer, Offence::AuthFail);
+                }
+                self.reject(user, method)
+            }
             Err(Refusal::Unavailable(why)) => {
                 tracing::warn!(
                     peer = %self.peer,
@@ -417,8 +618,13 @@ impl russh::server::Handler for Conn {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.logged_in.tried.store(true, Ordering::Release);
         if !self.shared.algorithms.accepts_pubkey(offer.algorithm) {
             return Ok(self.refuse_algorithm(user, offer.algorithm));
+        }
+        if self.penalised() {
+            // Not even the auth proxy is asked for a penalised source.
+            return Ok(Auth::reject());
         }
         if self
             .shared
@@ -446,7 +652,9 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        self.authed.store(true, Ordering::Release);
+        self.logged_in.flag.store(true, Ordering::Release);
+        self.logged_in.notify.notify_one();
+        self.admission.logged_in();
         let client = String::from_utf8_lossy(session.remote_sshid()).into_owned();
         let served = self
             .login
@@ -455,8 +663,8 @@ impl russh::server::Handler for Conn {
             .unwrap_or("?");
         tracing::info!(
             "SSH login from {} using {} ({}, {}), serving {served}",
-            self.user,
-            client,
+            Printable(&self.user),
+            Printable(&client),
             self.peer,
             self.attempt.unwrap_or("?")
         );
@@ -621,5 +829,25 @@ impl sftp::Output for ChannelOutput {
             .data_bytes(data)
             .await
             .map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::Printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let forged = "bob\n2026-01-01T00:00:00Z  INFO SSH login from root\r\u{1b}[2J\u{2028}\\";
+        let shown = Printable(forged).to_string();
+        assert!(
+            !shown.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{shown}"
+        );
+        assert_eq!(
+            shown,
+            "bob\\n2026-01-01T00:00:00Z  INFO SSH login from root\\r\\u{1b}[2J\\u{2028}\\\\"
+        );
+        assert_eq!(Printable("ünïcödé user").to_string(), "ünïcödé user");
     }
 }

@@ -1,0 +1,412 @@
+"""Hardening: what an internet-facing server must survive (docs/security.md).
+
+Connection limits at accept (total, unauthenticated, per source block) and
+the login grace time measured from accept. Every flood here is bounded in
+count and time and runs on loopback; other loopback addresses (127.0.0.2,
+...) stand in for other sources.
+"""
+
+import contextlib
+import socket
+import time
+
+import paramiko
+import pytest
+
+from conftest import HOST, PASSWORD, connect_transport, wait_until
+
+
+def raw_socket(port, source="127.0.0.1", send=None, timeout=10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.bind((source, 0))
+    s.connect((HOST, port))
+    if send:
+        s.sendall(send)
+    return s
+
+
+def read_until_closed(s, timeout):
+    """Everything the server sends until it closes; None if still open at
+    `timeout`."""
+    s.settimeout(0.5)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+    return None
+
+
+@contextlib.contextmanager
+def held(sockets):
+    try:
+        yield sockets
+    finally:
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def logs_in(port, source, timeout=20):
+    t = connect_transport(port, password=PASSWORD, source_addr=source, timeout=timeout)
+    try:
+        assert t.is_authenticated()
+        c = paramiko.SFTPClient.from_transport(t)
+        c.listdir("/")
+        c.close()
+    finally:
+        t.close()
+    return True
+
+
+# --------------------------------------------------------------------------
+# the login grace time, from accept
+# --------------------------------------------------------------------------
+
+def test_grace_time_closes_silent_stalled_and_unauthenticated_connections(ferry_factory):
+    """A silent socket, one that stops after its version line, one that
+    stops in the middle of the key exchange, and one that finished it but
+    never logs in: all closed at the grace time (before the fix the first
+    two were never closed)."""
+    srv = ferry_factory("--login-grace-time", "3s")
+    silent = raw_socket(srv.port)
+    version_only = raw_socket(srv.port, send=b"SSH-2.0-stalled\r\n")
+    # A KEXINIT that never gets its key-exchange message.
+    mid_kex = raw_socket(srv.port, send=b"SSH-2.0-stalled\r\n")
+    time.sleep(0.2)
+    mid_kex.recv(4096)  # the server's version line (and KEXINIT)
+    sock = socket.create_connection((HOST, srv.port), timeout=10)
+    t = paramiko.Transport(sock)
+    t.start_client(timeout=10)      # key exchange done, no auth
+    started = time.monotonic()
+    with held([silent, version_only, mid_kex]):
+        for name, s in [("silent", silent), ("version line only", version_only),
+                        ("mid key exchange", mid_kex)]:
+            assert read_until_closed(s, 15) is not None, f"{name}: still open after 15 s"
+        assert wait_until(lambda: not t.is_active(), timeout=15), "authless transport open"
+    took = time.monotonic() - started
+    assert took < 10, took
+    t.close()
+    log = srv.log()
+    assert "no SSH version line within" in log, log
+    assert "no login within" in log, log
+    # A login within the grace time is not touched by it.
+    t = connect_transport(srv.port, password=PASSWORD)
+    time.sleep(4)
+    c = paramiko.SFTPClient.from_transport(t)
+    assert c.listdir("/") == []
+    c.close()
+    t.close()
+
+
+# --------------------------------------------------------------------------
+# unauthenticated connections: per source, and all together
+# --------------------------------------------------------------------------
+
+def test_a_flood_from_one_address_does_not_lock_others_out(ferry_factory):
+    """1,100 idle sockets from one address (the finding: a real login from
+    elsewhere hung for as long as they were held). With the defaults, that
+    address gets its 32 unauthenticated slots and the rest are refused at
+    once with a line saying why; a login from another address goes
+    through at once, and so does one from the flooding address after."""
+    srv = ferry_factory()
+    socks = []
+    with held(socks):
+        for i in range(1100):
+            socks.append(raw_socket(srv.port, send=b"SSH-2.0-flood\r\n" if i % 2 else None))
+        t0 = time.monotonic()
+        assert logs_in(srv.port, "127.0.0.2")
+        assert time.monotonic() - t0 < 10
+        # The refused ones got a line and were closed.
+        refused = [s for s in socks[100:160] if read_until_closed(s, 5) is not None]
+        assert len(refused) == 60, len(refused)
+        s = raw_socket(srv.port)
+        line = read_until_closed(s, 5)
+        s.close()
+        assert line is not None and b"from your address" in line, line
+    # Those 1,100 gone, the address is welcome again.
+    assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.1"), timeout=15)
+    log = srv.log()
+    assert "past per-source-max-startups" in log, log
+    # A flood is logged in a few lines, not one per refusal.
+    assert log.count("connection refused") < 20, log.count("connection refused")
+    assert srv.proc.poll() is None
+
+
+def _logs_in_quietly(port, source):
+    try:
+        return logs_in(port, source, timeout=5)
+    except Exception:
+        return False
+
+
+def test_max_startups_refuses_all_at_full_and_logins_free_their_slot(ferry_factory):
+    srv = ferry_factory("--max-startups", "4", "--per-source-max-startups", "0")
+    with held([raw_socket(srv.port, source=f"127.0.0.{10 + i}") for i in range(4)]):
+        s = raw_socket(srv.port, source="127.0.0.20")
+        line = read_until_closed(s, 5)
+        s.close()
+        assert line is not None and b"Too many unauthenticated connections" in line, line
+    # Logged-in connections are not startups: six at once with a limit of 4.
+    assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.21"), timeout=10)
+    transports = [connect_transport(srv.port, password=PASSWORD) for _ in range(6)]
+    try:
+        for t in transports:
+            c = paramiko.SFTPClient.from_transport(t)
+            c.listdir("/")
+            c.close()
+    finally:
+        for t in transports:
+            t.close()
+    assert "past max-startups" in srv.log()
+
+
+def test_max_startups_early_drop_is_partial(ferry_factory):
+    """Between start and full some connections are refused, not all."""
+    srv = ferry_factory("--max-startups", "2:50:40", "--per-source-max-startups", "0")
+    socks = []
+    with held(socks):
+        for i in range(2):
+            socks.append(raw_socket(srv.port))
+        let_in = refused = 0
+        for i in range(30):
+            s = raw_socket(srv.port)
+            socks.append(s)
+            s.settimeout(1.0)
+            try:
+                data = s.recv(4096)
+            except socket.timeout:
+                data = b"?"
+            if data.startswith(b"SSH-2.0-"):
+                let_in += 1
+            else:
+                refused += 1
+        assert let_in > 0 and refused > 0, (let_in, refused)
+
+
+def test_max_connections_counts_logged_in_ones(ferry_factory):
+    srv = ferry_factory("--max-connections", "3")
+    transports = [connect_transport(srv.port, password=PASSWORD) for _ in range(3)]
+    try:
+        s = raw_socket(srv.port)
+        line = read_until_closed(s, 5)
+        s.close()
+        assert line is not None and b"Too many connections" in line, line
+        transports.pop().close()
+        assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.1"), timeout=10)
+    finally:
+        for t in transports:
+            t.close()
+    assert "past the connection limit" in srv.log()
+
+
+def test_netblock_groups_sources(ferry_factory):
+    """With /24 blocks, 127.0.0.x addresses share one per-source cap."""
+    srv = ferry_factory("--per-source-max-startups", "2", "--per-source-netblock-size", "24")
+    with held([raw_socket(srv.port, source="127.0.0.5"), raw_socket(srv.port, source="127.0.0.6")]):
+        s = raw_socket(srv.port, source="127.0.0.7")
+        line = read_until_closed(s, 5)
+        s.close()
+        assert line is not None and b"from your address" in line, line
+        # Another /24 is another block.
+        assert logs_in(srv.port, "127.0.1.1")
+
+
+# --------------------------------------------------------------------------
+# per-source penalties
+# --------------------------------------------------------------------------
+
+def wrong_password(port, source):
+    with pytest.raises(paramiko.AuthenticationException):
+        connect_transport(port, password="wrong-" + PASSWORD, source_addr=source)
+
+
+def refused_at_accept(port, source):
+    """Whether a connection from `source` is turned away with the penalty
+    line (it sends its version line, so one let in is answered at once)."""
+    s = raw_socket(port, source=source, send=b"SSH-2.0-probe\r\n", timeout=5)
+    try:
+        first = s.recv(4096)
+    except OSError:
+        first = b""
+    finally:
+        s.close()
+    return b"Not allowed at this time" in first
+
+
+def test_failed_logins_penalise_their_source_only(ferry_factory):
+    """Defaults: 5 s a wrong password, refused from 15 s. Four wrong
+    passwords in a row (each answered after a second, while the penalty
+    runs down) and the address is refused at accept, even with the right
+    password, while another address logs in."""
+    srv = ferry_factory()
+    for _ in range(4):
+        wrong_password(srv.port, "127.0.0.50")
+    assert refused_at_accept(srv.port, "127.0.0.50")
+    with pytest.raises(Exception):
+        connect_transport(srv.port, password=PASSWORD, source_addr="127.0.0.50", timeout=5)
+    assert logs_in(srv.port, "127.0.0.51")
+    log = srv.log()
+    assert "source penalised for failed logins" in log, log
+    assert "source penalised for" in log and "127.0.0.50" in log
+
+
+def test_a_penalty_runs_out(ferry_factory):
+    # Two failures a second apart: 3 + 3 - 1 = 5 s left, above min.
+    srv = ferry_factory("--per-source-penalties", "authfail:3s min:4s max:5s")
+    for _ in range(2):
+        wrong_password(srv.port, "127.0.0.52")
+    assert refused_at_accept(srv.port, "127.0.0.52")
+    # At most max (5 s) later it logs in again.
+    assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.52"), timeout=8, interval=0.5)
+
+
+def test_parallel_guessing_is_cut_short(ferry_factory):
+    """Guesses spread over connections opened in advance: once the source
+    is penalised, logins on those open connections are refused without
+    being checked, the right password too."""
+    srv = ferry_factory()
+    transports = []
+    try:
+        for _ in range(8):
+            sock = socket.socket()
+            sock.settimeout(20)
+            sock.bind(("127.0.0.53", 0))
+            sock.connect((HOST, srv.port))
+            t = paramiko.Transport(sock)
+            t.start_client(timeout=20)
+            transports.append(t)
+        for t in transports[:6]:
+            with pytest.raises(paramiko.AuthenticationException):
+                t.auth_password("bench", "guess")
+        with pytest.raises(paramiko.AuthenticationException):
+            transports[7].auth_password("bench", PASSWORD)
+    finally:
+        for t in transports:
+            t.close()
+    log = srv.log()
+    assert log.count("refused unchecked: the source is penalised") >= 3, log
+
+
+def test_idle_connections_earn_noauth_penalties(ferry_factory):
+    srv = ferry_factory("--per-source-penalties", "noauth:5s min:8s")
+    for _ in range(2):
+        s = raw_socket(srv.port, source="127.0.0.54")
+        s.close()
+    assert wait_until(lambda: "source penalised" in srv.log(), timeout=5)
+    assert wait_until(lambda: refused_at_accept(srv.port, "127.0.0.54"), timeout=5)
+    assert "source penalised for connections without a login attempt" in srv.log()
+
+
+def test_grace_time_earns_a_penalty(ferry_factory):
+    srv = ferry_factory("--login-grace-time", "1s",
+                        "--per-source-penalties", "grace-exceeded:20s min:15s")
+    s = raw_socket(srv.port, source="127.0.0.55", send=b"SSH-2.0-slow\r\n")
+    assert read_until_closed(s, 10) is not None
+    s.close()
+    assert wait_until(lambda: refused_at_accept(srv.port, "127.0.0.55"), timeout=5)
+
+
+def test_exempt_sources_and_penalties_off(ferry_factory):
+    srv = ferry_factory("--per-source-penalty-exempt-list", "127.0.0.56/32,10.0.0.0/8")
+    for _ in range(5):
+        wrong_password(srv.port, "127.0.0.56")
+    assert logs_in(srv.port, "127.0.0.56")
+    off = ferry_factory("--per-source-penalties", "no")
+    for _ in range(5):
+        wrong_password(off.port, "127.0.0.57")
+    assert logs_in(off.port, "127.0.0.57")
+
+
+@pytest.mark.parametrize("args", [
+    ["--max-startups", "10:30"],
+    ["--max-startups", "0"],
+    ["--max-startups", "10:130:100"],
+    ["--max-startups", "50:30:10"],
+    ["--per-source-netblock-size", "33"],
+    ["--per-source-netblock-size", "24:129"],
+    ["--login-grace-time", "soon"],
+    ["--max-connections", "0"],
+    ["--per-source-max-startups", "many"],
+    ["--per-source-penalties", "crash:90s"],
+    ["--per-source-penalties", "authfail:soon"],
+    ["--per-source-penalties", "min:1m max:10s"],
+    ["--per-source-penalty-exempt-list", "10.0.0.0/33"],
+], ids=lambda a: "=".join(a))
+def test_bad_limit_flags_exit_2_with_one_line(tmp_path, args):
+    from conftest import clean_env, ferry_bin, run
+    p = run([ferry_bin(), "serve", "sftp", tmp_path, "--no-auth",
+             "--cache-dir", tmp_path / "cache", *args], timeout=20,
+            env=clean_env({"HOME": str(tmp_path)}))
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected a one-line error, got:\n{p.stderr}"
+    assert args[0] in p.stderr, p.stderr
+
+
+# --------------------------------------------------------------------------
+# the log
+# --------------------------------------------------------------------------
+
+def test_user_names_and_client_versions_cannot_forge_log_lines(ferry_factory):
+    srv = ferry_factory("--no-auth", auth=False)
+    sock = socket.create_connection((HOST, srv.port), timeout=20)
+    t = paramiko.Transport(sock)
+    t.local_version = "SSH-2.0-evil\x1b[2J\x07"
+    t.start_client(timeout=20)
+    t.auth_none("bob\n2026-01-01T00:00:00Z  INFO SSH login from root")
+    c = paramiko.SFTPClient.from_transport(t)
+    c.listdir("/")
+    c.close()
+    t.close()
+    # A failed login with such a name, on a server with passwords.
+    srv2 = ferry_factory()
+    with pytest.raises(paramiko.AuthenticationException):
+        connect_transport(srv2.port, user="eve\r\nFORGED", password="x")
+    for log in (srv.log(), srv2.log()):
+        for line in log.splitlines():
+            assert not line.startswith(("2026-01-01", "FORGED")), line
+            assert "\x1b" not in line and "\x07" not in line, repr(line)
+    log = srv.log()
+    assert "SSH login from bob\\n2026-01-01" in log, log
+    assert "SSH-2.0-evil\\u{1b}[2J\\u{7}" in log, log
+
+
+# --------------------------------------------------------------------------
+# what must not be served
+# --------------------------------------------------------------------------
+
+def test_cache_dir_or_host_key_inside_the_served_root_is_refused(tmp_path):
+    """Clients could download the host keys and cached files."""
+    import os
+    from conftest import clean_env, ferry_bin, run
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "elsewhere").symlink_to(root)
+    key = root / "host_key"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], timeout=30)
+
+    def start(*args):
+        return run([ferry_bin(), "serve", "sftp", root, "--no-auth", *args], timeout=20,
+                   env=clean_env({"HOME": str(tmp_path)}))
+
+    for args in (["--cache-dir", root / ".cache"],
+                 ["--cache-dir", tmp_path / "elsewhere" / "c"],
+                 ["--cache-dir", tmp_path / "c", "--key", key]):
+        p = start(*args)
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+        assert "inside the served directory" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # The default cache directory (under HOME) inside the root: refused too.
+    p = run([ferry_bin(), "serve", "sftp", tmp_path, "--no-auth"], timeout=20,
+            env=clean_env({"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": ""}))
+    assert p.returncode == 2 and "--cache-dir" in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "home" / ".cache" / "ferry" / "serve-sftp")
