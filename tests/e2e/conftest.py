@@ -123,6 +123,20 @@ def run(cmd, timeout=60, **kw):
     return subprocess.run([str(c) for c in cmd], timeout=timeout, **kw)
 
 
+def usage_error(tmp_path, args):
+    """Start `serve sftp` on a scratch directory with `args`, which must be
+    refused as a usage error: exit status 2 and one line. Returns it."""
+    served = Path(tmp_path) / "served"
+    served.mkdir(exist_ok=True)
+    p = run([ferry_bin(), "serve", "sftp", served, "--no-auth",
+             "--cache-dir", Path(tmp_path) / "cache", *args], timeout=20,
+            env=clean_env({"HOME": str(tmp_path)}))
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected a one-line error, got:\n{p.stderr}"
+    return p.stderr
+
+
 def ok(res):
     """The stdout of a successful (rc, stdout, stderr) run of a client."""
     rc, out, err = res

@@ -12,7 +12,7 @@ import paramiko
 import pytest
 
 from conftest import (HOST, PASSWORD, USER, clean_env, connect_transport, default_client_key,
-                      ferry_bin, openssh_sftp, openssh_ssh, run, wait_until)
+                      ferry_bin, openssh_sftp, openssh_ssh, run, usage_error, wait_until)
 
 
 def sftp_works(transport):
@@ -251,12 +251,7 @@ def test_unreadable_host_key_is_fatal(ferry_factory, tmp_path, keys):
     ["--gid", "-5"],
 ], ids=lambda a: a[0])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args):
-    p = run([ferry_bin(), "serve", "sftp", tmp_path, "--no-auth",
-             "--cache-dir", tmp_path / "cache", *args], timeout=20,
-            env=clean_env({"HOME": str(tmp_path)}))
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected a one-line error, got:\n{p.stderr}"
+    usage_error(tmp_path, args)
 
 
 def test_missing_path_argument_exits_2(tmp_path):

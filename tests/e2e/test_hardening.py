@@ -13,7 +13,7 @@ import time
 import paramiko
 import pytest
 
-from conftest import HOST, PASSWORD, connect_transport, wait_until
+from conftest import HOST, PASSWORD, connect_transport, usage_error, wait_until
 
 
 def raw_socket(port, source="127.0.0.1", send=None, timeout=10):
@@ -45,6 +45,16 @@ def read_until_closed(s, timeout):
     return None
 
 
+def told(port, source="127.0.0.1"):
+    """What a new connection from `source` is told before it is closed
+    (b"" if nothing; None if it is let in and kept open)."""
+    s = raw_socket(port, source=source)
+    try:
+        return read_until_closed(s, 5) or b""
+    finally:
+        s.close()
+
+
 @contextlib.contextmanager
 def held(sockets):
     try:
@@ -53,6 +63,11 @@ def held(sockets):
         for s in sockets:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def closed(transports):
+    for t in transports:
+        t.close()
 
 
 def logs_in(port, source, timeout=20):
@@ -128,10 +143,7 @@ def test_a_flood_from_one_address_does_not_lock_others_out(ferry_factory):
         # The refused ones got a line and were closed.
         refused = [s for s in socks[100:160] if read_until_closed(s, 5) is not None]
         assert len(refused) == 60, len(refused)
-        s = raw_socket(srv.port)
-        line = read_until_closed(s, 5)
-        s.close()
-        assert line is not None and b"from your address" in line, line
+        assert b"from your address" in told(srv.port)
     # Those 1,100 gone, the address is welcome again.
     assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.1"), timeout=15)
     log = srv.log()
@@ -151,10 +163,7 @@ def _logs_in_quietly(port, source):
 def test_max_startups_refuses_all_at_full_and_logins_free_their_slot(ferry_factory):
     srv = ferry_factory("--max-startups", "4", "--per-source-max-startups", "0")
     with held([raw_socket(srv.port, source=f"127.0.0.{10 + i}") for i in range(4)]):
-        s = raw_socket(srv.port, source="127.0.0.20")
-        line = read_until_closed(s, 5)
-        s.close()
-        assert line is not None and b"Too many unauthenticated connections" in line, line
+        assert b"Too many unauthenticated connections" in told(srv.port, "127.0.0.20")
     # Logged-in connections are not startups: six at once with a limit of 4.
     assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.21"), timeout=10)
     transports = [connect_transport(srv.port, password=PASSWORD) for _ in range(6)]
@@ -164,8 +173,7 @@ def test_max_startups_refuses_all_at_full_and_logins_free_their_slot(ferry_facto
             c.listdir("/")
             c.close()
     finally:
-        for t in transports:
-            t.close()
+        closed(transports)
     assert "past max-startups" in srv.log()
 
 
@@ -196,15 +204,11 @@ def test_max_connections_counts_logged_in_ones(ferry_factory):
     srv = ferry_factory("--max-connections", "3")
     transports = [connect_transport(srv.port, password=PASSWORD) for _ in range(3)]
     try:
-        s = raw_socket(srv.port)
-        line = read_until_closed(s, 5)
-        s.close()
-        assert line is not None and b"Too many connections" in line, line
+        assert b"Too many connections" in told(srv.port)
         transports.pop().close()
         assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.1"), timeout=10)
     finally:
-        for t in transports:
-            t.close()
+        closed(transports)
     assert "past the connection limit" in srv.log()
 
 
@@ -212,10 +216,7 @@ def test_netblock_groups_sources(ferry_factory):
     """With /24 blocks, 127.0.0.x addresses share one per-source cap."""
     srv = ferry_factory("--per-source-max-startups", "2", "--per-source-netblock-size", "24")
     with held([raw_socket(srv.port, source="127.0.0.5"), raw_socket(srv.port, source="127.0.0.6")]):
-        s = raw_socket(srv.port, source="127.0.0.7")
-        line = read_until_closed(s, 5)
-        s.close()
-        assert line is not None and b"from your address" in line, line
+        assert b"from your address" in told(srv.port, "127.0.0.7")
         # Another /24 is another block.
         assert logs_in(srv.port, "127.0.1.1")
 
@@ -290,8 +291,7 @@ def test_parallel_guessing_is_cut_short(ferry_factory):
         with pytest.raises(paramiko.AuthenticationException):
             transports[7].auth_password("bench", PASSWORD)
     finally:
-        for t in transports:
-            t.close()
+        closed(transports)
     log = srv.log()
     assert log.count("refused unchecked: the source is penalised") >= 3, log
 
@@ -342,14 +342,7 @@ def test_exempt_sources_and_penalties_off(ferry_factory):
     ["--per-source-penalty-exempt-list", "10.0.0.0/33"],
 ], ids=lambda a: "=".join(a))
 def test_bad_limit_flags_exit_2_with_one_line(tmp_path, args):
-    from conftest import clean_env, ferry_bin, run
-    p = run([ferry_bin(), "serve", "sftp", tmp_path, "--no-auth",
-             "--cache-dir", tmp_path / "cache", *args], timeout=20,
-            env=clean_env({"HOME": str(tmp_path)}))
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected a one-line error, got:\n{p.stderr}"
-    assert args[0] in p.stderr, p.stderr
+    assert args[0] in usage_error(tmp_path, args)
 
 
 # --------------------------------------------------------------------------

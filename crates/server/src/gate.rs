@@ -108,25 +108,19 @@ impl NetBlockSize {
     /// The block `ip` belongs to (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn block(&self, ip: IpAddr) -> Block {
         match canonical(ip) {
-            IpAddr::V4(a) => {
-                let bits = u32::from(a);
-                let mask = if self.v4 == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.v4))
-                };
-                Block::V4(bits & mask)
-            }
-            IpAddr::V6(a) => {
-                let bits = u128::from(a);
-                let mask = if self.v6 == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.v6))
-                };
-                Block::V6(bits & mask)
-            }
+            IpAddr::V4(a) => Block::V4(prefix_of(u128::from(u32::from(a)), 32, self.v4) as u32),
+            IpAddr::V6(a) => Block::V6(prefix_of(u128::from(a), 128, self.v6)),
         }
+    }
+}
+
+/// The first `prefix` of the `width` low bits of `bits`, the rest zeroed.
+fn prefix_of(bits: u128, width: u32, prefix: u8) -> u128 {
+    let host_bits = width - u32::from(prefix);
+    if host_bits >= 128 {
+        0
+    } else {
+        bits & !((1u128 << host_bits) - 1) & (u128::MAX >> (128 - width))
     }
 }
 
