@@ -8,12 +8,14 @@ count and time and runs on loopback; other loopback addresses (127.0.0.2,
 
 import contextlib
 import socket
+import subprocess
 import time
 
 import paramiko
 import pytest
 
-from conftest import HOST, PASSWORD, connect_transport, usage_error, wait_until
+from conftest import (HOST, PASSWORD, clean_env, connect_transport, run, usage_error,
+                      wait_until)
 
 
 def raw_socket(port, source="127.0.0.1", send=None, timeout=10):
@@ -43,6 +45,24 @@ def read_until_closed(s, timeout):
             return data
         data += chunk
     return None
+
+
+def admitted(port, source):
+    """An idle connection from `source` the server has let in (it sent its
+    version line). The probe that found the server ready may still count
+    for a moment, so a refusal is retried briefly."""
+    deadline = time.monotonic() + 5
+    while True:
+        s = raw_socket(port, source=source, timeout=2)
+        try:
+            first = s.recv(256)
+        except socket.timeout:
+            first = b""
+        if first.startswith(b"SSH-2.0-"):
+            return s
+        s.close()
+        assert time.monotonic() < deadline, f"{source} never let in: {first!r}"
+        time.sleep(0.1)
 
 
 def told(port, source="127.0.0.1"):
@@ -162,8 +182,16 @@ def _logs_in_quietly(port, source):
 
 def test_max_startups_refuses_all_at_full_and_logins_free_their_slot(ferry_factory):
     srv = ferry_factory("--max-startups", "4", "--per-source-max-startups", "0")
-    with held([raw_socket(srv.port, source=f"127.0.0.{10 + i}") for i in range(4)]):
+    with held([admitted(srv.port, f"127.0.0.{10 + i}") for i in range(4)]):
         assert b"Too many unauthenticated connections" in told(srv.port, "127.0.0.20")
+        # What an OpenSSH user sees (the line arrives: it is not lost to a
+        # reset when the client's version line is left unread).
+        p = run(["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+                 "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                 "-v", "-b", "127.0.0.21", "-p", str(srv.port),
+                 f"bench@{HOST}", "true"], timeout=30, stdin=subprocess.DEVNULL, env=clean_env())
+        assert p.returncode == 255
+        assert "banner line 0: Too many unauthenticated connections" in p.stderr, p.stderr
     # Logged-in connections are not startups: six at once with a limit of 4.
     assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.21"), timeout=10)
     transports = [connect_transport(srv.port, password=PASSWORD) for _ in range(6)]
@@ -215,7 +243,7 @@ def test_max_connections_counts_logged_in_ones(ferry_factory):
 def test_netblock_groups_sources(ferry_factory):
     """With /24 blocks, 127.0.0.x addresses share one per-source cap."""
     srv = ferry_factory("--per-source-max-startups", "2", "--per-source-netblock-size", "24")
-    with held([raw_socket(srv.port, source="127.0.0.5"), raw_socket(srv.port, source="127.0.0.6")]):
+    with held([admitted(srv.port, "127.0.0.5"), admitted(srv.port, "127.0.0.6")]):
         assert b"from your address" in told(srv.port, "127.0.0.7")
         # Another /24 is another block.
         assert logs_in(srv.port, "127.0.1.1")
@@ -380,7 +408,7 @@ def test_user_names_and_client_versions_cannot_forge_log_lines(ferry_factory):
 def test_cache_dir_or_host_key_inside_the_served_root_is_refused(tmp_path):
     """Clients could download the host keys and cached files."""
     import os
-    from conftest import clean_env, ferry_bin, run
+    from conftest import ferry_bin
     root = tmp_path / "root"
     root.mkdir()
     (tmp_path / "elsewhere").symlink_to(root)

@@ -16,7 +16,7 @@ use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Preferred};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::algorithms::{Algorithms, List};
@@ -141,6 +141,7 @@ pub async fn serve(
     });
     let gate = Gate::new(cfg.gate);
     let mut refusals = RefusalLog::default();
+    let lingering = Arc::new(Semaphore::new(LINGERING_REFUSALS));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -160,7 +161,7 @@ pub async fn serve(
             .as_ref()
             .and_then(|p| p.refused_for(peer.ip(), accepted.into_std()))
         {
-            let _ = stream.try_write(b"Not allowed at this time\r\n");
+            turn_away(stream, b"Not allowed at this time\r\n", &lingering);
             refusals.note(
                 peer,
                 format_args!("source penalised for {}s more", left.as_secs() + 1),
@@ -171,8 +172,7 @@ pub async fn serve(
         let admission = match gate.admit(peer.ip(), rand::random_range(0..100)) {
             Ok(a) => a,
             Err(why) => {
-                // One line, never waiting on the client, then closed.
-                let _ = stream.try_write(why.banner());
+                turn_away(stream, why.banner(), &lingering);
                 refusals.note(peer, why.reason(), &gate);
                 continue;
             }
@@ -180,6 +180,38 @@ pub async fn serve(
         let shared = shared.clone();
         tokio::spawn(connection(shared, stream, peer, admission, accepted));
     }
+}
+
+/// Refused connections whose line is being delivered at once, at most.
+const LINGERING_REFUSALS: usize = 64;
+
+/// Send a refused connection its one line and close it. The line is
+/// written without waiting; then, so that it reaches the client (closing a
+/// socket with the client's version line unread sends a reset, and the
+/// client's kernel throws the line away), the socket is shut down for
+/// writing and what the client sends is read and dropped until it closes,
+/// for at most two seconds. At most `LINGERING_REFUSALS` linger at once;
+/// past that (a flood) a refusal is closed at once.
+fn turn_away(stream: tokio::net::TcpStream, line: &'static [u8], lingering: &Arc<Semaphore>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.try_write(line);
+    let Ok(permit) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        drop(permit);
+    });
 }
 
 /// Logs refused connections, at most one line a second (a flood must not
