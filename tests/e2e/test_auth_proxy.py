@@ -517,8 +517,16 @@ def test_logins_with_one_answer_share_one_vfs(ferry_factory, proxy, tmp_path):
     d.mkdir()
     proxy.user("u1", local_answer(d), passwords=["p1"])
     proxy.user("u2", local_answer(d), passwords=["p2"])
-    proxy.user("u3", local_answer(tmp_path), passwords=["p3"])
+    other = tmp_path / "other"
+    other.mkdir()
+    proxy.user("u3", local_answer(other), passwords=["p3"])
+    # A fourth whose root holds Ferry's cache directory (tmp_path holds the
+    # test's cache dir) is refused: its clients could read the host keys.
+    proxy.user("u4", local_answer(tmp_path), passwords=["p4"])
     srv = start(ferry_factory, proxy.command(), "--vfs-cache-mode", "writes")
+    with pytest.raises(paramiko.AuthenticationException):
+        roundtrip(srv.port, "u4", tmp_path, password="p4")
+    assert "contains Ferry's cache directory" in srv.log()
     roundtrip(srv.port, "u1", tmp_path, password="p1")
     roundtrip(srv.port, "u2", tmp_path, password="p2")
     roundtrip(srv.port, "u3", tmp_path, password="p3")
