@@ -54,6 +54,7 @@ pub use attr::Attr;
 pub use error::{Result, VfsError};
 pub use ferry_backend as backend;
 pub use file::{OpenFlags, VfsFile};
+pub use lookup::Listing;
 pub use options::{CacheMode, CacheOptions, VfsOptions};
 
 /// The file-system view of one backend. Cheap to clone; clones share state.
@@ -80,6 +81,8 @@ pub(crate) struct Inner {
     pub(crate) vdirs: Arc<virtual_dirs::VirtualDirs>,
     /// Listings kept for `--dir-cache-time`.
     pub(crate) dircache: Arc<dircache::DirCache>,
+    /// Listings handed out and still read by some handle.
+    pub(crate) views: lookup::Views,
     /// Paths open for writing, and how many times: their size and time
     /// change under the cache, so they are always asked of the backend.
     pub(crate) writers: Mutex<HashMap<RelPath, usize>>,
@@ -164,6 +167,7 @@ impl Vfs {
             hashes: hash::HashCache::new(100_000),
             vdirs,
             dircache,
+            views: lookup::Views::default(),
             writers: Mutex::new(HashMap::new()),
             reorder_budget: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             cache,
@@ -256,7 +260,10 @@ impl Vfs {
     /// sees them (see [`lookup`]). Ferry's temporary upload files are
     /// hidden; a file being uploaded is listed under its own name with the
     /// upload's attributes, as [`Vfs::stat`] shows it.
-    pub async fn read_dir(&self, path: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
+    ///
+    /// The listing is shared: sessions opening a directory whose listing
+    /// has not changed meanwhile get the same one.
+    pub async fn read_dir(&self, path: &RelPath) -> Result<Listing> {
         self.inner.listing(self.viewer, path).await
     }
 

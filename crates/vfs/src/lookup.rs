@@ -21,6 +21,63 @@ use ferry_backend::{BackendError, DirEntry, ErrorKind, FileType, Metadata, RelPa
 
 use crate::{dircache, file, Attr, Inner, Result, VfsError};
 
+/// A directory's entries as a session sees them, sorted by name. Shared:
+/// every OPENDIR of a directory whose listing has not changed gets the same
+/// one.
+pub type Listing = Arc<Vec<(Vec<u8>, Attr)>>;
+
+/// Listings handed out, by directory, with the store's listing each was
+/// made from. Held weakly: a view lives as long as some handle reads it.
+#[derive(Default)]
+pub(crate) struct Views {
+    map: std::sync::Mutex<HashMap<RelPath, View>>,
+}
+
+struct View {
+    from: std::sync::Weak<Vec<DirEntry>>,
+    view: std::sync::Weak<Vec<(Vec<u8>, Attr)>>,
+}
+
+/// Directories remembered before the dead ones are swept out.
+const VIEWS_SWEEP: usize = 1024;
+
+impl Views {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RelPath, View>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The view of `dir` made from `from`, if one is still held.
+    fn get(&self, dir: &RelPath, from: &Arc<Vec<DirEntry>>) -> Option<Listing> {
+        let map = self.lock();
+        let v = map.get(dir)?;
+        // The weak reference keeps the allocation, so the address cannot
+        // have been reused by another listing.
+        if !std::ptr::eq(v.from.as_ptr(), Arc::as_ptr(from)) {
+            return None;
+        }
+        v.view.upgrade()
+    }
+
+    fn put(&self, dir: &RelPath, from: &Arc<Vec<DirEntry>>, view: &Listing) {
+        let mut map = self.lock();
+        if map.len() >= VIEWS_SWEEP {
+            map.retain(|_, v| v.view.strong_count() > 0);
+        }
+        map.insert(
+            dir.clone(),
+            View {
+                from: Arc::downgrade(from),
+                view: Arc::downgrade(view),
+            },
+        );
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 /// What a path is, and where that was found.
 pub(crate) enum Found {
     /// A file changed in the on-disk cache, not uploaded yet.
@@ -159,7 +216,7 @@ impl Inner {
     /// name: the store's listing with the same precedence applied to each
     /// name. Ferry's temporary upload files are hidden; a file being
     /// uploaded is listed under its own name with the upload's attributes.
-    pub(crate) async fn listing(&self, viewer: u64, dir: &RelPath) -> Result<Vec<(Vec<u8>, Attr)>> {
+    pub(crate) async fn listing(&self, viewer: u64, dir: &RelPath) -> Result<Listing> {
         // What only Ferry has (1, 2) is read before the store's listing (3):
         // a file leaves the cache or an upload only once the store has it,
         // so one that lands meanwhile is in one of the two, never neither.
@@ -174,14 +231,24 @@ impl Inner {
             .into_iter()
             .map(|(name, w)| (name, w.metadata()))
             .collect();
-        let mut entries: Vec<DirEntry> = match self.list(dir).await {
-            Err(e) if e.kind() == ErrorKind::NotFound && self.vdirs.get(dir).is_some() => {
-                Vec::new()
-            }
-            r => (*r?).clone(),
+        let store = match self.list(dir).await {
+            Err(e) if e.kind() == ErrorKind::NotFound && self.vdirs.get(dir).is_some() => None,
+            r => Some(r?),
         };
+        let only_ferrys = self.vdirs.children(dir);
+        // A listing that is the store's alone is the same for everyone as
+        // long as the store's is: shared, not built again per OPENDIR.
+        let shared = cached.is_empty() && uploads.is_empty() && streams.is_empty();
+        let shared = match &store {
+            Some(s) if shared && only_ferrys.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        if let Some(view) = shared.as_ref().and_then(|s| self.views.get(dir, s)) {
+            return Ok(view);
+        }
+        let mut entries: Vec<DirEntry> = store.map(|s| (*s).clone()).unwrap_or_default();
         // Directories only Ferry knows of (4).
-        for (name, meta) in self.vdirs.children(dir) {
+        for (name, meta) in only_ferrys {
             if !entries.iter().any(|e| e.name == name) {
                 entries.push(DirEntry { name, meta });
             }
@@ -207,7 +274,11 @@ impl Inner {
         for (name, meta) in cached {
             by_name.insert(name, self.attr(&meta));
         }
-        Ok(by_name.into_iter().collect())
+        let view: Listing = Arc::new(by_name.into_iter().collect());
+        if let Some(s) = shared {
+            self.views.put(dir, &s, &view);
+        }
+        Ok(view)
     }
 
     /// The store's listing of `dir`, from the cache while it is fresh.

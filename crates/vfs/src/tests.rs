@@ -23,14 +23,14 @@ async fn upload_is_atomic_and_hidden_until_close() {
         std::fs::read(tmp.path().join("f")).unwrap(),
         b"old contents"
     );
-    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap();
+    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap().to_vec();
     assert_eq!(names.len(), 1);
     assert_eq!(names[0].0, b"f");
     assert_eq!(names[0].1.size, 3);
     assert_eq!(vfs.stat(&p("f")).await.unwrap().size, 3);
     // A new file being uploaded is listed under its own name.
     let g = vfs.open(&p("g"), UPLOAD, None).await.unwrap();
-    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap();
+    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap().to_vec();
     assert_eq!(
         names.iter().map(|n| n.0.clone()).collect::<Vec<_>>(),
         vec![b"f".to_vec(), b"g".to_vec()]
@@ -49,7 +49,9 @@ async fn upload_is_atomic_and_hidden_until_close() {
         b"old contents"
     );
     assert_eq!(
-        other.read_dir(&RelPath::root()).await.unwrap()[0].1.size,
+        other.read_dir(&RelPath::root()).await.unwrap().to_vec()[0]
+            .1
+            .size,
         12
     );
     // Another open by the uploading session sees the upload in progress.
@@ -321,4 +323,38 @@ async fn a_whole_file_copy_into_a_new_upload_happens_in_the_store() {
     let in_place = vfs.open(&p("dst"), rw, None).await.unwrap();
     assert!(!in_place.copy_whole_in_store(&src).await.unwrap());
     assert_eq!(copies.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Every OPENDIR of an unchanged directory gets one shared listing (a
+/// thousand handles of a 5,000-entry directory once held a thousand
+/// sorted copies); a change or a session's own upload gets a new one.
+#[tokio::test]
+async fn listings_are_shared_until_the_directory_changes() {
+    let (tmp, vfs) = setup(VfsOptions {
+        dir_cache_time: std::time::Duration::from_secs(300),
+        ..VfsOptions::default()
+    });
+    for i in 0..50 {
+        std::fs::write(tmp.path().join(format!("f{i:02}")), b"x").unwrap();
+    }
+    let a = vfs.read_dir(&RelPath::root()).await.unwrap();
+    let b = vfs.session().read_dir(&RelPath::root()).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "one listing for both");
+    assert_eq!(a.len(), 50);
+    // This session's upload in progress: its own view.
+    let f = vfs.open(&p("new"), UPLOAD, None).await.unwrap();
+    let c = vfs.read_dir(&RelPath::root()).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert_eq!(c.len(), 51);
+    f.abort().await;
+    // A change made through the VFS: a new listing, shared again.
+    vfs.remove(&p("f00")).await.unwrap();
+    let d = vfs.read_dir(&RelPath::root()).await.unwrap();
+    let e = vfs.read_dir(&RelPath::root()).await.unwrap();
+    assert_eq!(d.len(), 49);
+    assert!(Arc::ptr_eq(&d, &e));
+    // Views nobody holds are not kept.
+    drop((a, b, c, d, e));
+    assert!(vfs.read_dir(&RelPath::root()).await.unwrap().len() == 49);
+    assert_eq!(vfs.inner.views.len(), 1);
 }

@@ -346,6 +346,7 @@ async fn new_files_show_in_listings_and_renames_and_removes_stay_in_the_cache() 
         .read_dir(&p("d"))
         .await
         .unwrap()
+        .to_vec()
         .into_iter()
         .map(|(n, _)| n)
         .collect();
@@ -735,6 +736,7 @@ async fn files_in_a_directory_are_found_past_siblings_that_sort_between() {
         .read_dir(&p("d"))
         .await
         .unwrap()
+        .to_vec()
         .into_iter()
         .map(|(n, _)| n)
         .collect();

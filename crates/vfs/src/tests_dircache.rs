@@ -21,6 +21,7 @@ async fn names(vfs: &Vfs, dir: &str) -> Vec<String> {
     vfs.read_dir(&p(dir))
         .await
         .unwrap()
+        .to_vec()
         .into_iter()
         .map(|(n, _)| String::from_utf8(n).unwrap())
         .collect()

@@ -243,6 +243,7 @@ async fn namespace(mode: CacheMode) {
         .read_dir(&p("d"))
         .await
         .unwrap()
+        .to_vec()
         .into_iter()
         .map(|(n, _)| n)
         .collect();

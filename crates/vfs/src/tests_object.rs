@@ -32,13 +32,18 @@ async fn out_of_order_writes_are_reordered_and_nothing_shows_to_others_before_cl
     // The writing session sees its new file at once (sshfs stats a file it
     // has just created), empty so far; other sessions see nothing.
     assert_eq!(vfs.stat(&p("f")).await.unwrap().size, 0);
-    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap();
+    let names: Vec<_> = vfs.read_dir(&RelPath::root()).await.unwrap().to_vec();
     assert_eq!(
         names.iter().map(|(n, _)| n.as_slice()).collect::<Vec<_>>(),
         [b"f"]
     );
     assert!(matches!(other.stat(&p("f")).await, Err(VfsError::NotFound)));
-    assert!(other.read_dir(&RelPath::root()).await.unwrap().is_empty());
+    assert!(other
+        .read_dir(&RelPath::root())
+        .await
+        .unwrap()
+        .to_vec()
+        .is_empty());
     // 64 KiB pieces, written in a shuffled order (as concurrent WRITEs
     // arrive).
     let mut pieces: Vec<(u64, Bytes)> = data
@@ -175,6 +180,7 @@ async fn directories_live_in_the_view_until_a_file_lands() {
         .read_dir(&p("a"))
         .await
         .unwrap()
+        .to_vec()
         .into_iter()
         .map(|(n, _)| n)
         .collect();
@@ -198,7 +204,7 @@ async fn directories_live_in_the_view_until_a_file_lands() {
     // With its last file gone the prefix is gone from the store, but the
     // client that emptied the directory still sees it, and can remove it.
     assert!(vfs.stat(&p("c/b")).await.unwrap().is_dir());
-    assert!(vfs.read_dir(&p("c/b")).await.unwrap().is_empty());
+    assert!(vfs.read_dir(&p("c/b")).await.unwrap().to_vec().is_empty());
     assert!(vfs.stat(&p("c")).await.unwrap().is_dir());
     vfs.rmdir(&p("c/b")).await.unwrap();
     vfs.rmdir(&p("c")).await.unwrap();
@@ -216,14 +222,14 @@ async fn a_directory_stays_listed_when_its_first_file_lands_under_a_cached_listi
     // The root's listing is cached while `a` exists only in Ferry's view.
     let names = |v: Vec<(Vec<u8>, Attr)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(
-        names(vfs.read_dir(&RelPath::root()).await.unwrap()),
+        names(vfs.read_dir(&RelPath::root()).await.unwrap().to_vec()),
         vec![b"a".to_vec()]
     );
     let f = vfs.open(&p("a/f"), UPLOAD, None).await.unwrap();
     f.write_at(0, Bytes::from_static(b"x")).await.unwrap();
     f.close().await.unwrap();
     assert_eq!(
-        names(vfs.read_dir(&RelPath::root()).await.unwrap()),
+        names(vfs.read_dir(&RelPath::root()).await.unwrap().to_vec()),
         vec![b"a".to_vec()]
     );
     assert!(vfs.stat(&p("a")).await.unwrap().is_dir());

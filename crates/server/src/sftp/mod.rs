@@ -4,9 +4,9 @@
 //! Three parts run per session:
 //! - the **reader** (this module's [`serve`] loop) keeps draining the
 //!   transport, so the SSH layer never blocks on us and window adjustments
-//!   keep flowing. It frames packets, decodes them, registers handle
-//!   requests in their handle's [`handles::Sequencer`] in arrival order, and
-//!   spawns one task per request;
+//!   keep flowing. It frames packets, decodes them, registers each request
+//!   in the session's [`sequencer::Sequencer`] in arrival order, and spawns
+//!   one task per request;
 //! - the **request tasks** run concurrently, at most
 //!   [`SftpOptions::max_in_flight`] at once, each one small function in
 //!   [`ops`];
@@ -16,7 +16,9 @@
 //!
 //! Memory is bounded: a request holds a share of
 //! [`SftpOptions::max_queued_bytes`] from the moment it is read until its
-//! reply has been handed to the transport; only a client with more than
+//! reply has been handed to the transport, charged by what it really holds
+//! (its packet, its task and ordering state, [`REQUEST_COST`], and the
+//! largest reply it can get: a READDIR page); only a client with more than
 //! that outstanding is slowed down (the reader waits). File data read for
 //! replies is bounded separately by [`SftpOptions::max_read_ahead_bytes`]:
 //! a READ waits in its task (never in the reader) until the data of earlier
@@ -27,6 +29,7 @@ pub mod convert;
 pub mod handles;
 mod ops;
 pub mod order;
+pub mod sequencer;
 
 use std::future::Future;
 use std::io;
@@ -41,8 +44,9 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use ferry_vfs::backend::RelPath;
-use handles::{Access, HandleEntry, HandleTable, Op, Sequencer};
+use handles::{HandleEntry, HandleTable};
 use order::Turn;
+use sequencer::{Access, Op, Sequencer};
 
 /// Limits and settings of SFTP sessions.
 #[derive(Debug, Clone)]
@@ -113,11 +117,22 @@ pub enum SessionError {
     /// INIT, or undecodable without an id).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The client's replies can no longer be sent (it went away); not
+    /// returned by [`serve`], which ends such a session as a closed one.
+    #[error("the client is gone")]
+    Gone,
 }
 
-/// Units of [`SftpOptions::max_queued_bytes`] (KiB, so a semaphore count
-/// stays small).
+/// Units of [`SftpOptions::max_read_ahead_bytes`] (KiB, so a semaphore
+/// count stays small).
 const QUEUE_UNIT: usize = 1024;
+
+/// What a request holds besides its packet while it is queued, waiting or
+/// running: its task (the largest request future, measured by the test
+/// `request_cost_covers_the_task`), its sequencer entries and waits, its
+/// reply turn and its log fields. Charged to the queue budget with the
+/// packet, so a flood of tiny requests is bounded by what it costs.
+pub const REQUEST_COST: usize = 4096;
 
 /// One reply on its way to the writer, with the budgets it holds.
 struct Outgoing {
@@ -163,7 +178,8 @@ pub async fn serve<I: Input, O: Output>(
         seq: Arc::new(Sequencer::default()),
     });
     let in_flight = Arc::new(Semaphore::new(opts.max_in_flight));
-    let queue_units = (opts.max_queued_bytes / QUEUE_UNIT).max(1);
+    // The queue budget counts bytes.
+    let queue_units = opts.max_queued_bytes.clamp(REQUEST_COST, u32::MAX as usize);
     let queue = Arc::new(Semaphore::new(queue_units));
     let read_ahead_units = (opts.max_read_ahead_bytes / QUEUE_UNIT).max(1);
     let requests = Arc::new(Semaphore::new(ALL_REQUESTS as usize));
@@ -215,6 +231,11 @@ pub async fn serve<I: Input, O: Output>(
         }
     };
 
+    // A client that went away ended its session as closing it would.
+    let result = match result {
+        Err(SessionError::Gone) => Ok(()),
+        r => r,
+    };
     // Let every request finish, including those still waiting for a
     // ticket, a slot or read-ahead budget (their replies may still reach a
     // client that only half-closed; the writer keeps releasing budget, and
@@ -245,11 +266,24 @@ struct Reader {
 
 impl Reader {
     async fn packet(&mut self, payload: Bytes) -> Result<(), SessionError> {
-        let units = (payload.len() / QUEUE_UNIT + 1).min(self.queue_units) as u32;
-        let Ok(queued) = self.queue.clone().acquire_many_owned(units).await else {
+        // A client that is gone (its replies cannot be sent) is not served
+        // what it sent before it went.
+        if self.tx.is_closed() {
+            return Err(SessionError::Gone);
+        }
+        // Give the other tasks of this worker their turn now and then: a
+        // client's backlog of tiny requests must not starve everyone else.
+        tokio::task::consume_budget().await;
+        let len = payload.len();
+        let decoded = Request::decode(payload);
+        let reply = match &decoded {
+            Ok(Request::Readdir { .. }) => ops::READDIR_BYTES,
+            _ => 0,
+        };
+        let cost = (len + REQUEST_COST + reply).min(self.queue_units) as u32;
+        let Ok(queued) = self.queue.clone().acquire_many_owned(cost).await else {
             return Ok(());
         };
-        let decoded = Request::decode(payload);
         match self.state {
             State::AwaitInit => match decoded {
                 Ok(Request::Init { version, .. }) => {
@@ -383,6 +417,11 @@ impl Reader {
             });
             // The turn ends here, after the reply is queued for the writer.
         });
+        #[cfg(test)]
+        LARGEST_TASK.fetch_max(
+            std::mem::size_of_val(&*task),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if try_here {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             // A panic ends this request only, as it would in its own task.
@@ -448,7 +487,11 @@ impl Reader {
                 offset,
                 len,
                 ..
-            } => on_handle(handle, Access::Read(*offset, *len as u64), false, false),
+            } => {
+                // What is read is at most max_read, however much is asked.
+                let len = (*len).min(self.ctx.opts.max_read) as u64;
+                on_handle(handle, Access::Read(*offset, len), false, false)
+            }
             Request::Write {
                 handle,
                 offset,
@@ -545,6 +588,10 @@ impl Claim {
     }
 }
 
+/// The largest request task seen (for the test of [`REQUEST_COST`]).
+#[cfg(test)]
+static LARGEST_TASK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Permits of the semaphore counting unfinished requests: more than can
 /// ever be outstanding (each holds queue budget too).
 const ALL_REQUESTS: u32 = 1 << 30;
@@ -587,12 +634,15 @@ async fn write_loop<O: Output>(mut out: O, mut rx: mpsc::UnboundedReceiver<Outgo
         };
         if out.send(Bytes::from(data)).await.is_err() {
             failed = true;
+            // Nothing more is accepted; what is queued is drained.
+            rx.close();
             continue;
         }
         drop(held);
         if let Some(m) = big {
             if out.send(Bytes::from(m.data)).await.is_err() {
                 failed = true;
+                rx.close();
             }
         }
     }

@@ -275,11 +275,7 @@ async fn read(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>], offset: u64, len
 async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
     let rel = path(p)?;
     let entries = ctx.vfs.read_dir(&rel).await?;
-    let cursor = DirCursor {
-        path: rel.clone(),
-        entries,
-        pos: 0,
-    };
+    let cursor = DirCursor::new(rel.clone(), entries);
     match ctx
         .handles
         .insert(HandleKind::Dir(std::sync::Mutex::new(cursor)), rel)
@@ -291,6 +287,13 @@ async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
         Err(_) => Ok(status(id, StatusCode::Failure, "Too many open handles")),
     }
 }
+
+/// Bytes of READDIR reply a page stays within (one entry may be longer).
+pub(crate) const READDIR_BYTES: usize = 64 * 1024;
+
+/// An entry's encoding beyond its name and long name: two lengths and the
+/// attributes with extended pairs at most a few.
+const NAME_ENTRY_OVERHEAD: usize = 8 + 64;
 
 fn readdir(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
     let entry = tickets.first().ok_or(OpError::InvalidHandle)?;
@@ -305,20 +308,26 @@ fn readdir(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
     if c.pos >= c.entries.len() {
         return Ok(status(id, StatusCode::Eof, "End of directory"));
     }
-    let end = (c.pos + ctx.opts.readdir_page).min(c.entries.len());
-    let entries = c.entries[c.pos..end]
-        .iter()
-        .map(|(name, a)| {
-            let wire = to_wire(a);
-            let longname =
-                format_longname(name, &wire, &a.uid.to_string(), &a.gid.to_string(), now);
-            NameEntry {
-                filename: Bytes::copy_from_slice(name),
-                longname,
-                attrs: wire,
-            }
-        })
-        .collect();
+    // A page is at most `readdir_page` entries and about READDIR_BYTES of
+    // reply (what the reader charged the request for), at least one entry.
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut end = c.pos;
+    for (name, a) in c.entries[c.pos..].iter().take(ctx.opts.readdir_page) {
+        let wire = to_wire(a);
+        let longname = format_longname(name, &wire, &a.uid.to_string(), &a.gid.to_string(), now);
+        let size = name.len() + longname.len() + NAME_ENTRY_OVERHEAD;
+        if !entries.is_empty() && bytes + size > READDIR_BYTES {
+            break;
+        }
+        bytes += size;
+        end += 1;
+        entries.push(NameEntry {
+            filename: Bytes::copy_from_slice(name),
+            longname,
+            attrs: wire,
+        });
+    }
     c.pos = end;
     Ok(encode(&Response::Name { id, entries }))
 }

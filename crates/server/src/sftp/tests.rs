@@ -25,7 +25,11 @@ struct ChanOut(mpsc::UnboundedSender<Bytes>, Option<Arc<Semaphore>>);
 impl Output for ChanOut {
     async fn send(&mut self, data: Bytes) -> io::Result<()> {
         if let Some(gate) = &self.1 {
-            gate.acquire().await.unwrap().forget();
+            // A closed gate is a connection that is gone.
+            gate.acquire()
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?
+                .forget();
         }
         self.0
             .send(data)
@@ -711,4 +715,75 @@ async fn read_only_login_refusals_keep_the_handles_order() {
     assert!(!c.root.join("new").exists());
     assert_eq!(std::fs::read(c.root.join("f")).unwrap()[0], 3);
     c.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn request_cost_covers_the_task() {
+    let mut c = Client::start(VfsOptions::default());
+    c.init().await;
+    c.send(Request::Stat {
+        id: 1,
+        path: Bytes::from_static(b"missing"),
+    })
+    .await;
+    assert_eq!(c.status().await.1, StatusCode::NoSuchFile);
+    let task = LARGEST_TASK.load(std::sync::atomic::Ordering::Relaxed);
+    // Besides its task, a request holds its sequencer entries (a few
+    // map nodes) and up to MAX_WAITS + 1 references to wait on.
+    let ordering = 512 + (sequencer::MAX_WAITS + 1) * std::mem::size_of::<usize>();
+    assert!(task > 0);
+    assert!(
+        task + ordering <= REQUEST_COST,
+        "a request task is {task} bytes; REQUEST_COST is {REQUEST_COST}"
+    );
+    c.finish().await.unwrap();
+}
+
+/// A client that stops reading and sends 20,000 FSTATs behind stalled
+/// READs: the session's memory stays within its queue budget (it once
+/// charged 1 KiB per request and cloned a reference per earlier request),
+/// and when the input ends everything is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tiny_requests_is_bounded_by_the_queue_budget() {
+    let gate = Arc::new(Semaphore::new(1)); // the window: one reply, then shut
+    let sftp = SftpOptions {
+        max_queued_bytes: 8 << 20,
+        ..SftpOptions::default()
+    };
+    let mut c = Client::start_with(VfsOptions::default(), sftp, Some(gate.clone()));
+    std::fs::write(c.root.join("f"), vec![7u8; 4 << 20]).unwrap();
+    c.init().await;
+    gate.add_permits(1);
+    let h = c.open(1, "f", pflags::READ).await;
+    c.read_in_a_row(&h, 64, 64 * 1024).await;
+    // The reader takes requests until the budget is spent, then waits:
+    // sends stop being taken at about budget / REQUEST_COST requests.
+    let mut sent = 0u32;
+    for i in 0..20_000u32 {
+        let req = Request::Fstat {
+            id: 100_000 + i,
+            handle: h.clone(),
+        };
+        let mut out = Vec::new();
+        req.encode(&mut out);
+        let send = c.tx.as_ref().unwrap().send(Bytes::from(out));
+        match tokio::time::timeout(Duration::from_millis(500), send).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => break,
+        }
+        sent += 1;
+    }
+    let most = (8 << 20) / REQUEST_COST as u32 + 64 + 64; // + the channel's 64
+    assert!(sent <= most, "{sent} requests taken with an 8 MiB budget");
+    assert!(sent >= most / 2, "only {sent} requests taken");
+    // The client goes (its connection with it): the session ends, whatever
+    // it still holds.
+    drop(c.rx);
+    gate.close();
+    c.tx = None;
+    tokio::time::timeout(Duration::from_secs(10), c.task)
+        .await
+        .expect("session ends")
+        .unwrap()
+        .unwrap();
 }
