@@ -238,11 +238,9 @@ impl Inner {
         let only_ferrys = self.vdirs.children(dir);
         // A listing that is the store's alone is the same for everyone as
         // long as the store's is: shared, not built again per OPENDIR.
-        let shared = cached.is_empty() && uploads.is_empty() && streams.is_empty();
-        let shared = match &store {
-            Some(s) if shared && only_ferrys.is_empty() => Some(s.clone()),
-            _ => None,
-        };
+        let no_overlay =
+            cached.is_empty() && uploads.is_empty() && streams.is_empty() && only_ferrys.is_empty();
+        let shared = store.as_ref().filter(|_| no_overlay).cloned();
         if let Some(view) = shared.as_ref().and_then(|s| self.views.get(dir, s)) {
             return Ok(view);
         }

@@ -180,14 +180,21 @@ struct PathEntry {
 
 /// Where a ticket is entered, to take it out again.
 enum Place {
-    Barrier(HKey),
-    Read(HKey, u64),
-    Write(HKey, u64),
+    /// In a handle's chain.
+    Chain(HKey, Slot),
+    /// At a path.
     Path {
         changing: bool,
         key: Vec<u8>,
         group: Option<HKey>,
     },
+}
+
+/// Where in a handle's chain.
+enum Slot {
+    Barrier,
+    Read(u64),
+    Write(u64),
 }
 
 /// A registered request: wait for it, then hold it while running.
@@ -318,16 +325,12 @@ fn scan_range(
         if found.full() {
             return;
         }
-        if span_of(start, *end).overlaps(want) {
+        if (Span { start, end: *end }).overlaps(want) {
             found.add(seq, done);
         } else {
             found.skip();
         }
     }
-}
-
-fn span_of(start: u64, end: u64) -> Span {
-    Span { start, end }
 }
 
 impl Sequencer {
@@ -415,17 +418,17 @@ impl Sequencer {
                     chain.writes.clear();
                     chain.longest = 0;
                     chain.barrier = Some((seq, done.clone()));
-                    places.push(Place::Barrier(*h));
+                    places.push(Place::Chain(*h, Slot::Barrier));
                 }
                 Access::Read(o, l) | Access::Write(o, l) => {
                     let s = span(o, l);
                     chain.longest = chain.longest.max(s.end - s.start);
                     if matches!(op.access, Access::Read(..)) {
                         chain.reads.insert((o, seq), (s.end, done.clone()));
-                        places.push(Place::Read(*h, o));
+                        places.push(Place::Chain(*h, Slot::Read(o)));
                     } else {
                         chain.writes.insert((o, seq), (s.end, done.clone()));
-                        places.push(Place::Write(*h, o));
+                        places.push(Place::Chain(*h, Slot::Write(o)));
                     }
                 }
             }
@@ -495,23 +498,22 @@ impl State {
         self.fences.remove(&seq);
         for place in places {
             match place {
-                Place::Barrier(h) | Place::Read(h, _) | Place::Write(h, _) => {
+                Place::Chain(h, slot) => {
                     let Some(chain) = self.chains.get_mut(h) else {
                         continue;
                     };
-                    match place {
-                        Place::Barrier(_) => {
+                    match slot {
+                        Slot::Barrier => {
                             if chain.barrier.as_ref().is_some_and(|(s, _)| *s == seq) {
                                 chain.barrier = None;
                             }
                         }
-                        Place::Read(_, o) => {
+                        Slot::Read(o) => {
                             chain.reads.remove(&(*o, seq));
                         }
-                        Place::Write(_, o) => {
+                        Slot::Write(o) => {
                             chain.writes.remove(&(*o, seq));
                         }
-                        Place::Path { .. } => {}
                     }
                     if chain.is_empty() {
                         self.chains.remove(h);
