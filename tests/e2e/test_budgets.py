@@ -16,7 +16,8 @@ import time
 import pytest
 
 from conftest import assert_server_healthy, make_random_file, wait_until
-from sftpraw import FSTAT, FXF_READ, OPEN, OPENDIR, READ, READDIR, attrs, string, u32, u64
+from sftpraw import (EXTENDED, FSTAT, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, READ, string,
+                     u32, u64)
 
 MiB = 1 << 20
 
@@ -90,20 +91,45 @@ def stalled_reads_then(srv, clients, path, behind):
     return raw, sent, sum(len(p) for p in packets)
 
 
-@pytest.mark.skip(reason=(
-    "work in progress (issue 17, finding 3): russh's channel writer waits for window "
-    "forever once the client is gone, so the session holding the flood never ends; "
-    "this test does not yet tell that apart from memory coming back"))
+def server_socket(server_port, client_port):
+    """The inode of the server's end of the TCP connection from
+    `client_port`, while it is established."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port and state == "01"):
+                return fields[9]
+    raise AssertionError(f"no connection from port {client_port}")
+
+
+def holds_socket(pid, inode):
+    """Does the process still hold the socket (a session that never ends
+    keeps its connection's descriptor, whatever the kernel did with the
+    connection once the client reset or closed it)?"""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def test_pipelined_requests_behind_stalled_reads_stay_within_the_budget(
         ferry_factory, clients, tmp_path):
     """Finding 3: a client that stops reading and pipelines 20,000 FSTATs
     behind stalled READs drove the server to 1,648 MiB (each request cloned
     a reference to every earlier one, and was charged 1 KiB of a 64 MiB
-    budget); three such sessions in a row left 907 MiB resident. Now the
-    session's queue budget is charged by what a request really holds and
-    each FSTAT waits on one predecessor: the server stays within budget,
-    serves others meanwhile, and gives it all back when the client goes."""
-    srv = ferry_factory()
+    budget); three such sessions in a row left 907 MiB resident, and the
+    sessions never ended once the clients had gone (their sockets stayed
+    open: the reply writer waited for window forever). Now the session's
+    queue budget is charged by what a request really holds and each FSTAT
+    waits on one predecessor: the server stays within budget, serves others
+    meanwhile, and ends the session when the client goes."""
+    srv = ferry_factory("-vv")  # the end of each session is logged
     make_random_file(srv.backing("big.bin"), 32 * MiB)
     pid = srv.proc.pid
     assert_server_healthy(srv, clients)
@@ -116,12 +142,87 @@ def test_pipelined_requests_behind_stalled_reads_stay_within_the_budget(
                 lambda h, first: [packet(FSTAT, first + i, string(h)) for i in range(20000)])
             # Someone else is served while the flood is held.
             assert_server_healthy(srv, clients)
-            raw.chan.get_transport().close()
-            # The session is gone: memory comes back down.
+            transport = raw.chan.get_transport()
+            port = transport.sock.getsockname()[1]
+            inode = server_socket(srv.port, port)
+            assert holds_socket(pid, inode)
+            transport.close()
+            # The session ends: its connection is closed, memory comes back.
+            assert wait_until(lambda: not holds_socket(pid, inode), timeout=20), \
+                f"round {round_}: the connection outlived its client"
+            # And so does its SFTP session (which once went on waiting to
+            # send its replies, holding all it had queued).
+            assert wait_until(lambda: session_ended(srv, port), timeout=20), \
+                f"round {round_}: the session outlived its client"
             assert wait_until(lambda: rss(pid) < base + 96 * MiB, timeout=20), \
                 f"round {round_}: {rss(pid) >> 20} MiB resident after the client left"
         peaks.append(peak.peak)
     grown = max(peaks) - base
     assert grown < 192 * MiB, f"peaks {[p >> 20 for p in peaks]} MiB, base {base >> 20} MiB"
     assert srv.alive()
+    assert_server_healthy(srv, clients)
+
+
+def session_ended(srv, port):
+    """Has the server logged the end of the SFTP session from `port`?"""
+    peer = f"peer=127.0.0.1:{port}"
+    return any(peer in line and "SFTP session ended" in line for line in srv.log().splitlines())
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_copy_data_stops_when_its_client_leaves(ferry_factory, clients):
+    """copy-data of a whole 8 GiB file (sparse: reads cost nothing) into a
+    new file, and the client drops its connection at once. The copy stopped
+    only at its end, writing 8 GiB for nobody; now it stops with the
+    session and the upload it fed is discarded."""
+    srv = ferry_factory("-vv")
+    src = srv.backing("sparse.bin")
+    with open(src, "wb") as f:
+        f.truncate(8 << 30)
+    raw = clients.raw(srv)
+    hs = raw.open_file("sparse.bin", FXF_READ)
+    hd = raw.open_file("copy.bin", FXF_WRITE | FXF_CREAT | FXF_TRUNC)
+    # To offset 1: no whole-file copy inside the store, bytes are moved.
+    raw.chan.sendall(packet(EXTENDED, 77, string("copy-data") + string(hs) + u64(0) + u64(0)
+                            + string(hd) + u64(1)))
+
+    def written():
+        return sum(e.stat().st_size for e in os.scandir(srv.backing()) if e.name != "sparse.bin")
+
+    assert wait_until(lambda: written() > 0, timeout=20), "the copy started"
+    transport = raw.chan.get_transport()
+    port = transport.sock.getsockname()[1]
+    transport.close()
+    assert wait_until(lambda: session_ended(srv, port), timeout=20), "the session ended"
+    assert wait_until(lambda: written() == 0, timeout=10), \
+        f"{written() >> 20} MiB left behind by the copy"
+    assert not os.path.exists(srv.backing("copy.bin"))
+    assert_server_healthy(srv, clients)
+
+
+def test_an_exec_hash_stops_when_its_client_leaves(ferry_factory, clients):
+    """`md5sum` of an 8 GiB file, and the client leaves at once: the server
+    went on hashing for nobody (tens of CPU seconds); now it stops."""
+    srv = ferry_factory("-vv")
+    with open(srv.backing("sparse.bin"), "wb") as f:
+        f.truncate(8 << 30)
+    pid = srv.proc.pid
+    t = clients.transport(srv)
+    ch = t.open_session()
+    ch.exec_command("md5sum sparse.bin")
+    start = cpu_seconds(pid)
+    assert wait_until(lambda: cpu_seconds(pid) > start + 0.2, timeout=20), "hashing started"
+    t.close()
+    assert wait_until(lambda: "the client left before the command finished" in srv.log(),
+                      timeout=20)
+    # Idle now: well under a CPU second in two seconds.
+    before = cpu_seconds(pid)
+    time.sleep(2)
+    assert cpu_seconds(pid) - before < 0.5, "still hashing"
     assert_server_healthy(srv, clients)

@@ -7,6 +7,7 @@ count and time and runs on loopback; other loopback addresses (127.0.0.2,
 """
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -431,3 +432,38 @@ def test_cache_dir_or_host_key_inside_the_served_root_is_refused(tmp_path):
             env=clean_env({"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": ""}))
     assert p.returncode == 2 and "--cache-dir" in p.stderr, p.stderr
     assert not os.path.exists(tmp_path / "home" / ".cache" / "ferry" / "serve-sftp")
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "allowed"])
+def test_setuid_setgid_and_sticky_bits_are_cleared_unless_allowed(ferry_factory, clients,
+                                                                    allowed):
+    """Finding 10: SETSTAT, FSETSTAT and the mode of an OPEN or MKDIR all
+    made `-rwsr-sr-x` files (as root, a planted setuid-root program). The
+    special bits are cleared unless `--allow-special-bits` is given."""
+    from sftpraw import FSETSTAT, FXF_CREAT, FXF_WRITE, MKDIR, attrs, string
+    srv = ferry_factory("--umask", "022", *(["--allow-special-bits"] if allowed else []))
+    raw = clients.raw(srv)
+
+    def mode(name):
+        return os.stat(srv.backing(name)).st_mode & 0o7777
+
+    special = 0o7000 if allowed else 0
+    # The mode of a new file, then chmod by path and by handle.
+    h = raw.open_file("prog", FXF_WRITE | FXF_CREAT, attrs(perms=0o6755))
+    raw.write(h, 0, b"#!/bin/sh\n")
+    raw.close_handle(h)
+    assert mode("prog") == 0o755 | (0o6000 if allowed else 0)
+    raw.setstat("prog", attrs(perms=0o4711))
+    assert mode("prog") == 0o711 | (0o4000 if allowed else 0)
+    h = raw.open_file("prog", FXF_WRITE)
+    raw.status_call(FSETSTAT, string(h) + attrs(perms=0o7755))
+    raw.close_handle(h)
+    assert mode("prog") == 0o755 | special
+    # A directory's mode at MKDIR and by chmod.
+    # (Linux's mkdir keeps only the sticky bit of a mode.)
+    raw.status_call(MKDIR, string("shared") + attrs(perms=0o1777))
+    assert mode("shared") == 0o755 | (0o1000 if allowed else 0)
+    raw.setstat("shared", attrs(perms=0o1777))
+    assert mode("shared") == 0o777 | (0o1000 if allowed else 0)
+    # What the client sees agrees with the disk.
+    assert raw.stat("prog")["perms"] & 0o7777 == mode("prog")

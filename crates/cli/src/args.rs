@@ -200,6 +200,11 @@ pub struct SftpArgs {
     #[arg(long, env = "FERRY_UMASK")]
     pub umask: Option<String>,
 
+    /// Keep the setuid, setgid and sticky bits clients set (chmod, or the
+    /// mode of a new file or directory); without it they are cleared.
+    #[arg(long, env = "FERRY_ALLOW_SPECIAL_BITS")]
+    pub allow_special_bits: bool,
+
     /// Override the uid field set by the filesystem.
     #[arg(long, env = "FERRY_UID")]
     pub uid: Option<u32>,

@@ -533,6 +533,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         file_perms,
         umask,
         override_perms,
+        special_bits: args.allow_special_bits,
         uid: args.uid,
         gid: args.gid,
         default_uid: rustix::process::getuid().as_raw(),

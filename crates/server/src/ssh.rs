@@ -329,8 +329,12 @@ async fn connection(
         None => None,
     };
     let logged_in = Arc::new(LoggedIn::default());
+    let socket = rustix::io::dup(&stream)
+        .ok()
+        .map(|fd| Arc::new(PeerSocket(fd)));
     let handler = Conn {
         shared: shared.clone(),
+        socket,
         peer,
         attempt: None,
         user: String::new(),
@@ -448,6 +452,8 @@ fn log_no_common_algorithm(
 /// One connection's state.
 struct Conn {
     shared: Arc<Shared>,
+    /// The connection's socket, to see when the client has closed it.
+    socket: Option<Arc<PeerSocket>>,
     peer: SocketAddr,
     /// The method of the authentication attempt in progress, for the log.
     attempt: Option<&'static str>,
@@ -757,17 +763,23 @@ impl russh::server::Handler for Conn {
         opts.read_only = login.policy.read_only;
         let peer = self.peer;
         let slot = self.slot();
+        let socket = self.socket.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let vfs = login.vfs.vfs().clone();
             let (read, write) = ch.split();
-            let input = ChannelInput { read };
+            let input = ChannelInput {
+                read,
+                closed: false,
+            };
             let output = ChannelOutput {
                 write: Arc::new(write),
+                socket,
             };
             let closer = output.write.clone();
-            if let Err(e) = sftp::serve(vfs, Arc::new(opts), input, output).await {
-                tracing::info!(%peer, "SFTP session ended: {e}");
+            match sftp::serve(vfs, Arc::new(opts), input, output).await {
+                Ok(()) => tracing::debug!(%peer, "SFTP session ended"),
+                Err(e) => tracing::info!(%peer, "SFTP session ended: {e}"),
             }
             let _ = closer.exit_status(0).await;
             let _ = closer.eof().await;
@@ -796,8 +808,24 @@ impl russh::server::Handler for Conn {
         tokio::spawn(async move {
             let _slot = slot;
             let cmd = crate::exec::parse(&line);
-            let out = crate::exec::run(login.vfs.vfs(), &cmd).await;
-            let (_read, write) = ch.split();
+            let (mut read, write) = ch.split();
+            // A hash of a large file is not computed on for a client that
+            // closed the channel or its connection meanwhile.
+            let closed = async {
+                loop {
+                    match read.wait().await {
+                        None | Some(ChannelMsg::Close) => return,
+                        Some(_) => continue,
+                    }
+                }
+            };
+            let out = tokio::select! {
+                out = crate::exec::run(login.vfs.vfs(), &cmd) => out,
+                _ = closed => {
+                    tracing::debug!("exec: the client left before the command finished");
+                    return;
+                }
+            };
             if !out.stdout.is_empty() {
                 let _ = write.data_bytes(out.stdout).await;
             }
@@ -837,15 +865,29 @@ impl russh::server::Handler for Conn {
 
 struct ChannelInput {
     read: russh::ChannelReadHalf,
+    /// The channel was closed, or the connection is gone.
+    closed: bool,
 }
 
 impl sftp::Input for ChannelInput {
     async fn recv(&mut self) -> Option<Bytes> {
         loop {
-            match self.read.wait().await? {
-                ChannelMsg::Data { data } => return Some(data),
-                ChannelMsg::Eof | ChannelMsg::Close => return None,
-                _ => continue,
+            match self.read.wait().await {
+                Some(ChannelMsg::Data { data }) => return Some(data),
+                Some(ChannelMsg::Eof) => return None,
+                Some(ChannelMsg::Close) | None => {
+                    self.closed = true;
+                    return None;
+                }
+                Some(_) => continue,
+            }
+        }
+    }
+
+    async fn hung_up(&mut self) {
+        while !self.closed {
+            if let Some(ChannelMsg::Close) | None = self.read.wait().await {
+                self.closed = true;
             }
         }
     }
@@ -853,14 +895,54 @@ impl sftp::Input for ChannelInput {
 
 struct ChannelOutput {
     write: Arc<russh::ChannelWriteHalf<Msg>>,
+    socket: Option<Arc<PeerSocket>>,
 }
+
+/// How often a reply that waits for the client's window checks whether
+/// the client has closed its connection.
+const PEER_CHECK: Duration = Duration::from_secs(1);
 
 impl sftp::Output for ChannelOutput {
     async fn send(&mut self, data: Bytes) -> std::io::Result<()> {
-        self.write
-            .data_bytes(data)
-            .await
-            .map_err(std::io::Error::other)
+        let send = self.write.data_bytes(data);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut send => return r.map_err(std::io::Error::other),
+                // russh waits for window forever, also once the connection
+                // is gone (nothing wakes it); and while a session takes no
+                // more input, russh does not read the socket to see it go.
+                _ = tokio::time::sleep(PEER_CHECK) => {
+                    if self.socket.as_ref().is_some_and(|s| s.closed()) {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the client closed its connection",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A second descriptor of a connection's socket.
+struct PeerSocket(std::os::fd::OwnedFd);
+
+impl PeerSocket {
+    /// Has the client shut its side (a FIN or a reset), whatever is still
+    /// unread before it? Such a client can never open its window again.
+    fn closed(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.0, PollFlags::RDHUP)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
     }
 }
 

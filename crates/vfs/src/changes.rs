@@ -13,7 +13,9 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::AlreadyExists);
         }
-        let mode = mode.unwrap_or(self.inner.opts.dir_perms) & !self.inner.opts.umask & 0o7777;
+        let mode = mode.unwrap_or(self.inner.opts.dir_perms)
+            & !self.inner.opts.umask
+            & self.inner.opts.mode_bits();
         let _forget = self.inner.forget_around(path, false);
         if self.capabilities().real_directories {
             return Ok(self.inner.backend.create_dir(path, Some(mode)).await?);

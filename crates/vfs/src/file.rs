@@ -357,7 +357,8 @@ impl VfsFile {
             _ => {}
         }
         let writer = flags.writes();
-        let mode = mode.unwrap_or(inner.opts.file_perms) & !inner.opts.umask & 0o7777;
+        let mode =
+            mode.unwrap_or(inner.opts.file_perms) & !inner.opts.umask & inner.opts.mode_bits();
         let mode = Some(mode);
         let item = cache.open_item(path, existing.as_ref(), writer, mode)?;
         if flags.truncate && (flags.write || flags.append) {

@@ -2,9 +2,28 @@
 
 use ferry_backend::{OpenOptions, RelPath};
 
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
+
 use crate::hash;
 use crate::lookup::{Found, Freshness};
 use crate::{Result, Vfs, VfsError};
+
+/// Chunks being hashed at once, by every session of the process: one per
+/// core. Hashing is pure CPU; many clients asking for the hashes of large
+/// files share the cores in turn (the permit is taken per chunk, so a long
+/// file does not keep others waiting for its whole length) instead of
+/// filling the blocking pool.
+pub(crate) fn hashing_slots() -> Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            Arc::new(Semaphore::new(cores))
+        })
+        .clone()
+}
 
 impl Vfs {
     /// The `kind` hash of file `path` as lower-case hex: the backend's
@@ -104,8 +123,13 @@ impl Vfs {
                 free = buf;
                 continue;
             }
+            let slot = hashing_slots()
+                .acquire_owned()
+                .await
+                .map_err(|_| VfsError::Internal("hashing slots closed".into()))?;
             hashing = Some(tokio::task::spawn_blocking(move || {
                 h.update(&buf);
+                drop(slot);
                 (h, buf)
             }));
         }

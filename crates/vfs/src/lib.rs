@@ -385,6 +385,7 @@ impl Inner {
         if !caps.permissions || self.opts.override_perms {
             a.permissions = None;
         }
+        a.permissions = a.permissions.map(|p| p & self.opts.mode_bits());
         if !caps.ownership || self.opts.uid.is_some() || self.opts.gid.is_some() {
             a.owner = None;
         }
@@ -392,7 +393,7 @@ impl Inner {
     }
 
     pub(crate) fn open_options(&self, flags: &OpenFlags, mode: Option<u32>) -> OpenOptions {
-        let mode = mode.unwrap_or(self.opts.file_perms) & !self.opts.umask & 0o7777;
+        let mode = mode.unwrap_or(self.opts.file_perms) & !self.opts.umask & self.opts.mode_bits();
         OpenOptions {
             read: flags.read,
             // Creating or truncating needs write access to the file even

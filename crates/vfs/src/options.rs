@@ -68,6 +68,9 @@ pub struct VfsOptions {
     pub default_uid: u32,
     /// Group shown when the backend stores none (the server's own gid).
     pub default_gid: u32,
+    /// Keep the setuid, setgid and sticky bits a client sets or creates
+    /// files with (`--allow-special-bits`); cleared otherwise.
+    pub special_bits: bool,
     /// The file cache mode.
     pub cache_mode: CacheMode,
     /// Never compute or offer content hashes (`--no-checksum`).
@@ -151,6 +154,19 @@ impl Default for CacheOptions {
     }
 }
 
+impl VfsOptions {
+    /// The permission bits a client may set: setuid, setgid and sticky
+    /// only when allowed (a client of a server running as root could
+    /// otherwise plant a setuid-root program).
+    pub(crate) fn mode_bits(&self) -> u32 {
+        if self.special_bits {
+            0o7777
+        } else {
+            0o777
+        }
+    }
+}
+
 impl Default for VfsOptions {
     fn default() -> Self {
         VfsOptions {
@@ -164,6 +180,7 @@ impl Default for VfsOptions {
             gid: None,
             default_uid: 0,
             default_gid: 0,
+            special_bits: false,
             cache_mode: CacheMode::Off,
             no_checksum: false,
             dir_cache_time: std::time::Duration::from_secs(300),

@@ -309,6 +309,13 @@ fn spec(t: SystemTime) -> SystemTimeSpec {
     SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(t))
 }
 
+fn not_resizable() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "only a regular file has a size to set (not a FIFO, socket, device or link)",
+    )
+}
+
 fn set_attrs_path(root: &Dir, path: &RelPath, attrs: &SetAttrs, follow: bool) -> io::Result<()> {
     let p = os(path);
     let meta = if follow {
@@ -317,12 +324,24 @@ fn set_attrs_path(root: &Dir, path: &RelPath, attrs: &SetAttrs, follow: bool) ->
         root.symlink_metadata(p)?
     };
     let is_link = meta.file_type().is_symlink();
-    if attrs.size.is_some() {
+    if let Some(size) = attrs.size {
         if meta.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
-        let f = root.open_with(p, cap_std::fs::OpenOptions::new().write(true))?;
-        f.into_std().set_len(attrs.size.unwrap_or_default())?;
+        if !meta.is_file() {
+            return Err(not_resizable());
+        }
+        use cap_std::fs::OpenOptionsExt as _;
+        let mut o = cap_std::fs::OpenOptions::new();
+        o.write(true);
+        // Never wait for a FIFO's reader (one swapped in since the check
+        // would hold a blocking thread for as long as nobody reads it).
+        o.custom_flags(libc::O_NONBLOCK | if follow { 0 } else { libc::O_NOFOLLOW });
+        let f = root.open_with(p, &o)?.into_std();
+        if !f.metadata()?.is_file() {
+            return Err(not_resizable());
+        }
+        f.set_len(size)?;
     }
     if let Some((uid, gid)) = attrs.owner {
         let (parent, name) = open_parent(root, path)

@@ -198,6 +198,25 @@ async fn fifos_are_refused_without_waiting() {
         .expect("open of a FIFO returned at once");
         let e = r.err().expect("a FIFO is not opened");
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{mode:?}: {e}");
+        // Nor is it opened to set its size (SETSTAT and LSETSTAT with a
+        // size once held a blocking thread each until a reader came).
+        let size = ferry_backend::SetAttrs {
+            size: Some(0),
+            ..Default::default()
+        };
+        for nofollow in [false, true] {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                if nofollow {
+                    be.set_attrs_nofollow(&p("fifo"), &size).await
+                } else {
+                    be.set_attrs(&p("fifo"), &size).await
+                }
+            })
+            .await
+            .expect("a size set on a FIFO returned at once");
+            let e = r.expect_err("a FIFO has no size to set");
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{mode:?}: {e}");
+        }
         // Regular files still open for blocking reads and writes.
         let h = be.open_file(&p("file"), rw()).await.unwrap();
         h.write_at(0, Bytes::from_static(b"x")).await.unwrap();

@@ -64,6 +64,9 @@ pub enum OpError {
     /// A request that never reaches an operation (INIT is the reader's).
     #[error("unexpected {0}")]
     Unexpected(&'static str),
+    /// Work stopped because the client's replies can no longer be sent.
+    #[error("the client is gone")]
+    ClientGone,
 }
 
 /// The status and message for a failed request.
@@ -76,6 +79,7 @@ pub fn status_of(e: &OpError) -> (StatusCode, String) {
         | OpError::NotADirectoryHandle
         | OpError::CopyOverlap
         | OpError::Unexpected(_) => S::Failure,
+        OpError::ClientGone => S::ConnectionLost,
     };
     let mut msg = e.to_string();
     if let Some(first) = msg.get(..1) {

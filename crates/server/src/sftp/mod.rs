@@ -99,6 +99,13 @@ impl Default for SftpOptions {
 pub trait Input: Send {
     /// The next chunk; `None` at end of input.
     fn recv(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+
+    /// After the end of input: resolves once the client can no longer
+    /// receive replies either (it closed the channel or its connection,
+    /// not only its sending side). Requests still running for it stop.
+    fn hung_up(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// Where a session's replies go.
@@ -147,6 +154,38 @@ pub(crate) struct Ctx {
     pub(crate) handles: HandleTable,
     pub(crate) opts: Arc<SftpOptions>,
     pub(crate) seq: Arc<Sequencer>,
+    /// Set once replies can no longer be sent: work in progress for the
+    /// client (a long copy-data) stops, nothing new is started.
+    pub(crate) gone: Arc<Gone>,
+}
+
+/// A flag raised once, with a way to wait for it.
+#[derive(Default)]
+pub(crate) struct Gone {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Gone {
+    pub(crate) fn set(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once the flag is raised.
+    pub(crate) async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check: a `set` in between still wakes it.
+        notified.as_mut().enable();
+        if !self.is_set() {
+            notified.await;
+        }
+    }
 }
 
 impl Ctx {
@@ -170,12 +209,14 @@ pub async fn serve<I: Input, O: Output>(
     output: O,
 ) -> Result<(), SessionError> {
     let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-    let writer = tokio::spawn(write_loop(output, rx));
+    let gone = Arc::new(Gone::default());
+    let writer = tokio::spawn(write_loop(output, rx, gone.clone()));
     let ctx = Arc::new(Ctx {
         handles: HandleTable::new(opts.max_handles),
         vfs: vfs.session(),
         opts: opts.clone(),
         seq: Arc::new(Sequencer::default()),
+        gone,
     });
     let in_flight = Arc::new(Semaphore::new(opts.max_in_flight));
     // The queue budget counts bytes.
@@ -197,7 +238,12 @@ pub async fn serve<I: Input, O: Output>(
 
     let mut buf = BytesMut::new();
     let result = 'outer: loop {
-        let Some(chunk) = input.recv().await else {
+        let chunk = tokio::select! {
+            biased;
+            c = input.recv() => c,
+            _ = ctx.gone.wait() => break Err(SessionError::Gone),
+        };
+        let Some(chunk) = chunk else {
             break Ok(());
         };
         // Whole packets in a fresh chunk are sliced out without a copy.
@@ -231,16 +277,32 @@ pub async fn serve<I: Input, O: Output>(
         }
     };
 
+    // Past a client's end of input, its replies are still sent (it may
+    // only have half-closed) until it hangs up. Otherwise nothing more is
+    // read: the transport is not kept waiting on a session that takes no
+    // more input.
+    let mut input = matches!(result, Ok(())).then_some(input);
     // A client that went away ended its session as closing it would.
     let result = match result {
         Err(SessionError::Gone) => Ok(()),
         r => r,
     };
     // Let every request finish, including those still waiting for a
-    // ticket, a slot or read-ahead budget (their replies may still reach a
-    // client that only half-closed; the writer keeps releasing budget, and
-    // drains if the transport is gone), then drop what is left open.
-    let _all = requests.acquire_many(ALL_REQUESTS).await.ok();
+    // ticket, a slot or read-ahead budget (the writer keeps releasing
+    // budget, and drains once the client is gone), then drop what is left
+    // open.
+    let all = requests.acquire_many(ALL_REQUESTS);
+    tokio::pin!(all);
+    let _all = match input.as_mut() {
+        Some(input) => tokio::select! {
+            a = &mut all => a.ok(),
+            _ = input.hung_up() => {
+                ctx.gone.set();
+                all.await.ok()
+            }
+        },
+        None => all.await.ok(),
+    };
     for entry in ctx.handles.drain() {
         if let Some(file) = entry.file() {
             file.abort().await;
@@ -268,7 +330,7 @@ impl Reader {
     async fn packet(&mut self, payload: Bytes) -> Result<(), SessionError> {
         // A client that is gone (its replies cannot be sent) is not served
         // what it sent before it went.
-        if self.tx.is_closed() {
+        if self.ctx.gone.is_set() {
             return Err(SessionError::Gone);
         }
         // Give the other tasks of this worker their turn now and then: a
@@ -281,9 +343,14 @@ impl Reader {
             _ => 0,
         };
         let cost = (len + REQUEST_COST + reply).min(self.queue_units) as u32;
+        // (The writer releases budget until the session ends, also once
+        // the client is gone.)
         let Ok(queued) = self.queue.clone().acquire_many_owned(cost).await else {
             return Ok(());
         };
+        if self.ctx.gone.is_set() {
+            return Err(SessionError::Gone);
+        }
         match self.state {
             State::AwaitInit => match decoded {
                 Ok(Request::Init { version, .. }) => {
@@ -604,7 +671,11 @@ const INLINE_DATA: usize = 64 * 1024;
 const SMALL_REPLY: usize = 16 * 1024;
 const BATCH_LIMIT: usize = 64 * 1024;
 
-async fn write_loop<O: Output>(mut out: O, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+async fn write_loop<O: Output>(
+    mut out: O,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    gone: Arc<Gone>,
+) {
     let mut failed = false;
     while let Some(first) = rx.recv().await {
         if failed {
@@ -634,6 +705,7 @@ async fn write_loop<O: Output>(mut out: O, mut rx: mpsc::UnboundedReceiver<Outgo
         };
         if out.send(Bytes::from(data)).await.is_err() {
             failed = true;
+            gone.set();
             // Nothing more is accepted; what is queued is drained.
             rx.close();
             continue;
@@ -642,6 +714,7 @@ async fn write_loop<O: Output>(mut out: O, mut rx: mpsc::UnboundedReceiver<Outgo
         if let Some(m) = big {
             if out.send(Bytes::from(m.data)).await.is_err() {
                 failed = true;
+                gone.set();
                 rx.close();
             }
         }

@@ -390,7 +390,7 @@ async fn extended(
             read_len,
             write_offset,
             ..
-        } => copy_data(id, tickets, *read_offset, *read_len, *write_offset).await,
+        } => copy_data(ctx, id, tickets, *read_offset, *read_len, *write_offset).await,
         _ => Ok(status(
             id,
             StatusCode::OpUnsupported,
@@ -431,6 +431,7 @@ async fn statvfs(ctx: &Ctx, id: u32) -> OpResult {
 /// `copy-data`: copy a byte range between two open handles inside the
 /// server; no data crosses the network.
 async fn copy_data(
+    ctx: &Ctx,
     id: u32,
     tickets: &[Arc<HandleEntry>],
     read_offset: u64,
@@ -471,6 +472,10 @@ async fn copy_data(
         };
         if want == 0 {
             break;
+        }
+        // A copy of a large range is not finished for a client that left.
+        if ctx.gone.is_set() {
+            return Err(OpError::ClientGone);
         }
         let buf = src
             .read_at(

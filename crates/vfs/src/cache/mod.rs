@@ -483,8 +483,13 @@ impl FileCache {
             let data = read_piece(&file, off, n)
                 .await
                 .map_err(|e| self.io_error("hashing", &path, e))?;
+            let slot = crate::hashing::hashing_slots()
+                .acquire_owned()
+                .await
+                .map_err(|_| VfsError::Cache("hashing slots closed".into()))?;
             hasher = tokio::task::spawn_blocking(move || {
                 hasher.update(&data);
+                drop(slot);
                 hasher
             })
             .await
