@@ -158,6 +158,20 @@ def test_authorized_keys_from_option(ferry_factory, keys):
     t.close()
 
 
+def test_authorized_keys_line_with_two_from_options_is_skipped(ferry_factory, keys):
+    """Finding 12: of two `from=` the last was taken, so a line meant for
+    127.0.0.2 let 127.0.0.1 in. OpenSSH refuses such a line; so does Ferry,
+    saying which line and why."""
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIInZ9ZIxKjZ6L7/gz1hhhsQkEY5iqYaYjKCifsAkj28E other"
+    ak = keys.write_authorized(
+        "ak_two_from", f'from="127.0.0.2",from="127.0.0.1" {keys.client_pub}\n{other}\n')
+    srv = ferry_factory("--authorized-keys", ak, auth=False)
+    for source in ("127.0.0.1", "127.0.0.2"):
+        with pytest.raises(paramiko.AuthenticationException):
+            connect_transport(srv.port, pkey=keys.paramiko_key(), source_addr=source)
+    assert "from given twice; line skipped" in srv.log()
+
+
 def test_seventh_attempt_on_one_connection_is_refused(ferry, tmp_path):
     """Six password tries per connection, then the server hangs up.
 

@@ -182,17 +182,32 @@ fn parse_line(line: &str) -> Result<(AuthorizedKey, Option<String>), String> {
         read_only: false,
     };
     let mut note = None;
+    // OpenSSH refuses a line that names these twice (which one would
+    // hold?); of two expiry times, the earlier holds.
+    let (mut had_from, mut had_command) = (false, false);
+    let (mut no_touch, mut verify) = (false, false);
     for opt in split_commas(options)? {
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(unquote(v)?)),
             None => (opt.as_str(), None),
         };
         match (name.to_ascii_lowercase().as_str(), value) {
+            ("from", Some(_)) if had_from => return Err("from given twice; line skipped".into()),
+            ("command", Some(_)) if had_command => {
+                return Err("command given twice; line skipped".into())
+            }
             ("from", Some(v)) => {
+                had_from = true;
                 k.from = Some(v.split(',').map(|s| s.trim().to_string()).collect())
             }
-            ("expiry-time", Some(v)) => k.expiry = Some(parse_expiry(&v)?),
+            ("expiry-time", Some(v)) => {
+                let t = parse_expiry(&v)?;
+                k.expiry = Some(k.expiry.map_or(t, |e| e.min(t)));
+            }
+            ("no-touch-required", None) => no_touch = true,
+            ("verify-required", None) => verify = true,
             ("command", Some(cmd)) => {
+                had_command = true;
                 let forced = forced_sftp(&cmd)?;
                 k.read_only |= forced.read_only;
                 note = forced.note;
@@ -211,9 +226,7 @@ fn parse_line(line: &str) -> Result<(AuthorizedKey, Option<String>), String> {
                 | "port-forwarding"
                 | "agent-forwarding"
                 | "x11-forwarding"
-                | "user-rc"
-                | "no-touch-required"
-                | "verify-required",
+                | "user-rc",
                 None,
             ) => {}
             ("permitopen" | "permitlisten" | "environment" | "tunnel", Some(_)) => {}
@@ -222,6 +235,24 @@ fn parse_line(line: &str) -> Result<(AuthorizedKey, Option<String>), String> {
                     "unknown or malformed option {other:?}; line skipped"
                 ))
             }
+        }
+    }
+    // A FIDO key's signature says whether the user touched it (and
+    // whether a PIN was checked), and OpenSSH requires the touch unless
+    // told otherwise; this server cannot read those flags, so it accepts
+    // such a key only where the line says no touch is needed.
+    if ktype.starts_with("sk-") {
+        if verify {
+            return Err(
+                "verify-required (a PIN on a FIDO key) cannot be checked by this server; line skipped"
+                    .into(),
+            );
+        }
+        if !no_touch {
+            return Err(format!(
+                "a {ktype} key must be touched to log in unless the line says no-touch-required, \
+                 and this server cannot check the touch; line skipped"
+            ));
         }
     }
     Ok((k, note))
@@ -500,6 +531,32 @@ mod tests {
             !parsed.keys[2].allows(Some(ip("127.0.0.1")), now),
             "expired"
         );
+    }
+
+    /// An `sk-ssh-ed25519@openssh.com` public key (a FIDO key's).
+    const SK: &str = "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIInZ9ZIxKjZ6L7/gz1hhhsQkEY5iqYaYjKCifsAkj28EAAAABHNzaDo=";
+
+    #[test]
+    fn repeated_and_fido_options_as_openssh_has_them() {
+        let text = format!(
+            "from=\"127.0.0.1\",from=\"10.0.0.0/8\" {ED} twofrom\n\
+             command=\"internal-sftp\",command=\"internal-sftp -R\" {ED} twocmd\n\
+             expiry-time=\"20990101\",expiry-time=\"20000101\" {ED} earlier\n\
+             {SK} touch\n\
+             no-touch-required {SK} notouch\n\
+             no-touch-required,verify-required {SK} pin\n\
+             verify-required,no-touch-required {ED} plain\n"
+        );
+        let parsed = parse_authorized_keys(&text, "ak");
+        let comments: Vec<&str> = parsed.keys.iter().map(|k| k.comment.as_str()).collect();
+        assert_eq!(comments, ["earlier", "notouch", "plain"], "{:?}", parsed.warnings);
+        assert_eq!(parsed.warnings.len(), 4, "{:?}", parsed.warnings);
+        assert!(parsed.warnings[0].starts_with("ak:1: from given twice"));
+        assert!(parsed.warnings[1].starts_with("ak:2: command given twice"));
+        assert!(parsed.warnings[2].contains("no-touch-required"));
+        assert!(parsed.warnings[3].contains("verify-required"));
+        // The earlier of two expiry times holds.
+        assert!(!parsed.keys[0].allows(Some(ip("127.0.0.1")), SystemTime::now()));
     }
 
     #[test]
