@@ -8,6 +8,7 @@ count and time and runs on loopback; other loopback addresses (127.0.0.2,
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -15,8 +16,8 @@ import time
 import paramiko
 import pytest
 
-from conftest import (HOST, PASSWORD, clean_env, connect_transport, run, usage_error,
-                      wait_until)
+from conftest import (HOST, PASSWORD, SSH_OPTS, USER, clean_env, connect_transport,
+                      default_client_key, run, usage_error, wait_until)
 
 
 def raw_socket(port, source="127.0.0.1", send=None, timeout=10):
@@ -467,3 +468,63 @@ def test_setuid_setgid_and_sticky_bits_are_cleared_unless_allowed(ferry_factory,
     assert mode("shared") == 0o777 | (0o1000 if allowed else 0)
     # What the client sees agrees with the disk.
     assert raw.stat("prog")["perms"] & 0o7777 == mode("prog")
+
+
+def test_sessions_per_connection_are_limited_by_max_sessions(ferry_factory, tmp_path):
+    """--max-sessions (sshd's MaxSessions, default 10): the third session
+    on one connection is refused with a channel-open failure, the others
+    keep working, and a closed session frees its place."""
+    srv = ferry_factory("--max-sessions", "2")
+    t = connect_transport(srv.port, password=PASSWORD)
+    a = paramiko.SFTPClient.from_transport(t)
+    b = paramiko.SFTPClient.from_transport(t)
+    with pytest.raises(paramiko.ChannelException) as refused:
+        t.open_session(timeout=10)
+    assert refused.value.code == 4  # SSH_OPEN_RESOURCE_SHORTAGE
+    a.mkdir("one")
+    assert b.listdir("/") == ["one"]
+    a.close()
+    c = wait_until(lambda: _try_sftp(t), timeout=10)
+    assert c and c.listdir("/") == ["one"]
+    t.close()
+    assert "--max-sessions" in usage_error(tmp_path, ["--max-sessions", "0"])
+
+
+def _try_sftp(t):
+    try:
+        return paramiko.SFTPClient.from_transport(t)
+    except (paramiko.ChannelException, paramiko.SSHException):
+        return None
+
+
+def test_a_client_that_stops_answering_keepalives_is_disconnected(ferry_factory):
+    """--client-alive-interval / --client-alive-count-max (sshd's
+    ClientAliveInterval and ClientAliveCountMax): an OpenSSH client that
+    is frozen (SIGSTOP) answers nothing; after the interval times
+    count+1 the server closes the connection, and says so. A client that
+    answers stays connected past that time."""
+    srv = ferry_factory("--client-alive-interval", "1", "--client-alive-count-max", "2")
+    cmd = ["sftp", *SSH_OPTS, "-P", str(srv.port), "-i", str(default_client_key()),
+           f"{USER}@{HOST}"]
+    alive = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=clean_env())
+    # The ssh process itself (sftp runs one as its child): frozen, it
+    # answers nothing at all.
+    frozen = subprocess.Popen(["ssh", *SSH_OPTS, "-p", str(srv.port), "-i",
+                               str(default_client_key()), "-s", f"{USER}@{HOST}", "sftp"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=clean_env())
+    try:
+        assert wait_until(lambda: srv.log().count("SSH login from") >= 2, timeout=20)
+        frozen.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: "client not answering keepalives" in srv.log(), timeout=15)
+        # One connection closed, the answering one still there well after.
+        time.sleep(4)
+        assert srv.log().count("client not answering keepalives") == 1
+        out, _ = alive.communicate(b"pwd\nbye\n", timeout=20)
+        assert b"Remote working directory: /" in out
+    finally:
+        for p in (alive, frozen):
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()

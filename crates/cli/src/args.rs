@@ -449,6 +449,36 @@ pub struct SftpArgs {
     )]
     pub login_grace_time: String,
 
+    /// Sessions (SFTP or exec channels) open at once on one connection, as
+    /// sshd's MaxSessions; more are refused.
+    #[arg(
+        long,
+        env = "FERRY_MAX_SESSIONS",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub max_sessions: usize,
+
+    /// Send a keepalive after this long without hearing from the client
+    /// (sshd's ClientAliveInterval); 0 for never.
+    #[arg(
+        long,
+        env = "FERRY_CLIENT_ALIVE_INTERVAL",
+        value_name = "DURATION",
+        default_value = "0"
+    )]
+    pub client_alive_interval: String,
+
+    /// Keepalives left unanswered before the connection is closed (sshd's
+    /// ClientAliveCountMax); only with --client-alive-interval.
+    #[arg(
+        long,
+        env = "FERRY_CLIENT_ALIVE_COUNT_MAX",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub client_alive_count_max: usize,
+
     /// Connections open at once, logged in or not; more are refused at
     /// accept with a one-line message.
     #[arg(

@@ -56,6 +56,10 @@ pub struct ServeConfig {
     pub gate: GateConfig,
     /// Time from accept to login (zero: no limit).
     pub login_grace: std::time::Duration,
+    /// Session channels per connection.
+    pub max_sessions: usize,
+    /// Keepalive interval (zero: none) and unanswered keepalives allowed.
+    pub client_alive: (std::time::Duration, usize),
     /// Per-source penalties: what earns them, and who is exempt (`None`:
     /// off).
     pub penalties: Option<(PenaltyConfig, Vec<Cidr>)>,
@@ -598,6 +602,15 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     let algorithms = algorithms(args)?;
     let gate = gate(args)?;
     let login_grace = parse_duration("login-grace-time", &args.login_grace_time)?;
+    if args.max_sessions == 0 {
+        return Err(usage(
+            "--max-sessions 0 would refuse every session: give 1 or more",
+        ));
+    }
+    let client_alive = (
+        parse_duration("client-alive-interval", &args.client_alive_interval)?,
+        args.client_alive_count_max,
+    );
     let penalties = penalties(args)?;
     let debug_latency = args
         .debug_backend_latency
@@ -625,6 +638,8 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         algorithms,
         gate,
         login_grace,
+        max_sessions: args.max_sessions,
+        client_alive,
         penalties,
         layers: ferry_registry::LayerOptions {
             retry: ferry_layers::RetryOptions {

@@ -416,6 +416,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         server_cfg.algorithms = cfg.algorithms.clone();
         server_cfg.gate = cfg.gate.clone();
         server_cfg.login_grace = cfg.login_grace;
+        server_cfg.max_channels = cfg.max_sessions;
+        server_cfg.client_alive = cfg.client_alive;
         server_cfg.penalties = cfg.penalties.clone().map(|(p, exempt)| {
             Arc::new(ferry_server::penalty::Penalties::new(
                 p,

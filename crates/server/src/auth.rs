@@ -549,7 +549,12 @@ mod tests {
         );
         let parsed = parse_authorized_keys(&text, "ak");
         let comments: Vec<&str> = parsed.keys.iter().map(|k| k.comment.as_str()).collect();
-        assert_eq!(comments, ["earlier", "notouch", "plain"], "{:?}", parsed.warnings);
+        assert_eq!(
+            comments,
+            ["earlier", "notouch", "plain"],
+            "{:?}",
+            parsed.warnings
+        );
         assert_eq!(parsed.warnings.len(), 4, "{:?}", parsed.warnings);
         assert!(parsed.warnings[0].starts_with("ak:1: from given twice"));
         assert!(parsed.warnings[1].starts_with("ak:2: command given twice"));

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub max_auth_attempts: usize,
     /// Session channels per connection.
     pub max_channels: usize,
+    /// Keepalive after this long without hearing from the client (zero:
+    /// never), and how many may go unanswered before it is disconnected.
+    pub client_alive: (Duration, usize),
     /// The SSH algorithms offered.
     pub algorithms: Algorithms,
 }
@@ -65,6 +68,7 @@ impl ServerConfig {
             // probe every OpenSSH client sends first.
             max_auth_attempts: 7,
             max_channels: 10,
+            client_alive: (Duration::ZERO, 3),
             algorithms: Algorithms::default(),
         }
     }
@@ -118,6 +122,11 @@ fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
         },
         max_auth_attempts: cfg.max_auth_attempts,
         inactivity_timeout: None,
+        // Any packet from the client counts as an answer (OpenSSH answers
+        // keepalive@openssh.com with a failure); past the count unanswered,
+        // the connection is closed.
+        keepalive_interval: (!cfg.client_alive.0.is_zero()).then_some(cfg.client_alive.0),
+        keepalive_max: cfg.client_alive.1,
         nodelay: true,
         ..Default::default()
     }
@@ -397,6 +406,9 @@ async fn connection(
     match session.await {
         Err(russh::Error::NoCommonAlgo { kind, theirs, .. }) => {
             log_no_common_algorithm(&shared.algorithms, peer, kind, &theirs)
+        }
+        Err(russh::Error::KeepaliveTimeout) => {
+            tracing::info!(%peer, "client not answering keepalives; disconnected")
         }
         Err(e) => tracing::debug!(%peer, "connection ended: {e}"),
         Ok(()) => {}
