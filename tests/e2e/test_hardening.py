@@ -528,3 +528,43 @@ def test_a_client_that_stops_answering_keepalives_is_disconnected(ferry_factory)
             p.send_signal(signal.SIGCONT)
             p.kill()
             p.wait()
+
+
+def test_links_never_point_out_of_the_root_for_other_programs(ferry_factory, clients, tmp_path):
+    """Finding 6: a link made at d1/d2/abs to /outside/secret.txt was stored
+    as ../../outside/secret.txt and, renamed to the top, led every other
+    program on the host to the real secret next to the served directory.
+    Now links moved (alone or with their directory) keep naming the same
+    file inside, and a link made through an in-root directory link counts
+    from where that directory really is."""
+    srv = ferry_factory()
+    root = srv.backing()
+    secret = root.parent / "outside" / "secret.txt"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text("the host's secret")
+    c = clients.sftp(srv)
+    c.mkdir("outside")
+    with c.open("outside/secret.txt", "w") as f:
+        f.write("served")
+    for d in ("d1", "d1/d2", "d1/d2/d3"):
+        c.mkdir(d)
+
+    def lands_inside(name):
+        return os.path.realpath(srv.backing(name)).startswith(os.path.realpath(root) + os.sep)
+
+    c.symlink("/outside/secret.txt", "d1/d2/abs")
+    c.rename("d1/d2/abs", "abs")
+    c.symlink("/outside/secret.txt", "d1/d2/abs2")
+    c.posix_rename("d1/d2/abs2", "abs2")
+    c.symlink("/outside/secret.txt", "d1/d2/d3/deep")
+    c.rename("d1/d2/d3", "d3")
+    for name in ("abs", "abs2", "d3/deep"):
+        assert lands_inside(name), (name, os.readlink(srv.backing(name)))
+        assert srv.backing(name).read_text() == "served"
+        with c.open(name) as f:
+            assert f.read() == b"served"
+    # Through a directory link made on the host ("here" is the root).
+    os.symlink(".", srv.backing("here"))
+    c.symlink("/outside/secret.txt", "here/here/l")
+    assert lands_inside("l") and srv.backing("l").read_text() == "served"
+    assert secret.read_text() == "the host's secret"

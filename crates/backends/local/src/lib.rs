@@ -561,11 +561,13 @@ impl Backend for LocalBackend {
     async fn rename(&self, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<()> {
         let (f, t) = (from.clone(), to.clone());
         self.run(Operation::Rename, from, Cost::Quick, move |root| {
-            if overwrite {
-                root.rename(os(&f), root, os(&t))
-            } else {
-                rename_noreplace(root, &f, &t)
-            }
+            links::rename(root, &f, &t, || {
+                if overwrite {
+                    root.rename(os(&f), root, os(&t))
+                } else {
+                    rename_noreplace(root, &f, &t)
+                }
+            })
         })
         .await
     }
@@ -597,7 +599,7 @@ impl Backend for LocalBackend {
     async fn symlink(&self, target: &[u8], link: &RelPath) -> Result<()> {
         let (t, l) = (target.to_vec(), link.clone());
         self.run(Operation::Symlink, link, Cost::Quick, move |root| {
-            root.symlink_contents(OsStr::from_bytes(&t), os(&l))
+            links::make(root, &t, &l)
         })
         .await
     }
@@ -827,6 +829,7 @@ impl FileHandle for LocalFile {
     }
 }
 
+mod links;
 mod watch;
 
 #[cfg(test)]

@@ -295,3 +295,112 @@ fn watcher_reports_in_batches() {
     let n = count.load(Ordering::Relaxed);
     assert!((1..=20).contains(&n), "{n} reports for 100 rewrites");
 }
+
+/// Where the kernel takes a link, for any program on the host.
+fn lands(f: &Fixture, link: &str) -> std::path::PathBuf {
+    std::fs::canonicalize(f.root.join(link)).unwrap()
+}
+
+fn inside(f: &Fixture, link: &str) -> bool {
+    lands(f, link).starts_with(std::fs::canonicalize(&f.root).unwrap())
+}
+
+/// Finding 6: links are written for where they physically are, and a
+/// rename never carries a link's `..` above the root.
+#[tokio::test]
+async fn links_stay_inside_the_root_as_the_kernel_resolves_them() {
+    let f = fixture();
+    let be = &f.be;
+    std::fs::create_dir_all(f.root.join("d1/d2/d3")).unwrap();
+    std::fs::create_dir_all(f.root.join("outside")).unwrap();
+    std::fs::write(f.root.join("outside/secret"), b"mine").unwrap();
+    std::fs::write(f.root.join("x"), b"x").unwrap();
+
+    // A link moved up: "../../outside/secret" from d1/d2 is the root's own
+    // outside/secret; from the top the same text is the host's secret.
+    be.symlink(b"../../outside/secret", &p("d1/d2/abs"))
+        .await
+        .unwrap();
+    be.rename(&p("d1/d2/abs"), &p("abs"), true).await.unwrap();
+    assert_eq!(be.read_link(&p("abs")).await.unwrap(), b"outside/secret");
+    assert!(inside(&f, "abs"));
+    assert_eq!(std::fs::read(f.root.join("abs")).unwrap(), b"mine");
+    // The same without overwrite, one level down.
+    be.symlink(b"../../x", &p("d1/d2/up")).await.unwrap();
+    be.rename(&p("d1/d2/up"), &p("d1/up"), false).await.unwrap();
+    assert_eq!(be.read_link(&p("d1/up")).await.unwrap(), b"../x");
+    // A move that keeps it inside is a plain move (POSIX: the text stays).
+    be.symlink(b"../y", &p("d1/d2/rel")).await.unwrap();
+    be.rename(&p("d1/d2/rel"), &p("d1/rel"), true)
+        .await
+        .unwrap();
+    assert_eq!(be.read_link(&p("d1/rel")).await.unwrap(), b"../y");
+
+    // A directory moved up: the links below it that would leave the root
+    // name the same files from their new place; the others are untouched.
+    be.symlink(b"../../../x", &p("d1/d2/d3/deep"))
+        .await
+        .unwrap();
+    be.symlink(b"../z", &p("d1/d2/d3/near")).await.unwrap();
+    std::fs::create_dir(f.root.join("d1/d2/d3/sub")).unwrap();
+    be.symlink(b"../../../../x", &p("d1/d2/d3/sub/deeper"))
+        .await
+        .unwrap();
+    // Refused (the name is taken): everything as it was.
+    std::fs::create_dir(f.root.join("d3")).unwrap();
+    std::fs::write(f.root.join("d3/taken"), b"t").unwrap();
+    let e = be
+        .rename(&p("d1/d2/d3"), &p("d3"), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(
+        be.read_link(&p("d1/d2/d3/deep")).await.unwrap(),
+        b"../../../x"
+    );
+    assert_eq!(
+        be.read_link(&p("d1/d2/d3/sub/deeper")).await.unwrap(),
+        b"../../../../x"
+    );
+    be.rename(&p("d1/d2/d3"), &p("top"), false).await.unwrap();
+    assert_eq!(be.read_link(&p("top/deep")).await.unwrap(), b"../x");
+    assert_eq!(
+        be.read_link(&p("top/sub/deeper")).await.unwrap(),
+        b"../../x"
+    );
+    assert_eq!(be.read_link(&p("top/near")).await.unwrap(), b"../z");
+    assert!(inside(&f, "top/deep") && inside(&f, "top/sub/deeper"));
+    // No helper link is left behind.
+    let names: Vec<_> = std::fs::read_dir(f.root.join("top"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("ferry-link")), "{names:?}");
+
+    // A link made in a directory reached through an in-root link: its
+    // text counts from where the directory really is. "dd" is the root
+    // itself, so "dd/dd/dd/l" is at the top; "../../../x" from there
+    // would be two levels above the root.
+    std::os::unix::fs::symlink(".", f.root.join("dd")).unwrap();
+    be.symlink(b"../../../x", &p("dd/dd/dd/l")).await.unwrap();
+    assert_eq!(
+        std::fs::read_link(f.root.join("l")).unwrap().as_os_str(),
+        "x"
+    );
+    assert!(inside(&f, "l"));
+    // And one that is deeper than its path says.
+    std::os::unix::fs::symlink("d1/d2", f.root.join("short")).unwrap();
+    be.symlink(b"../x", &p("short/m")).await.unwrap();
+    assert_eq!(
+        std::fs::read_link(f.root.join("d1/d2/m"))
+            .unwrap()
+            .as_os_str(),
+        "../../x"
+    );
+    assert_eq!(std::fs::read(f.root.join("d1/d2/m")).unwrap(), b"x");
+    // A target that climbs above the root is refused (the VFS never
+    // sends one).
+    let e = be.symlink(b"../../x", &p("d1/bad")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutsideRoot, "{e}");
+    assert!(!f.outside.join("x").exists());
+}
