@@ -344,32 +344,33 @@ fn set_attrs_path(root: &Dir, path: &RelPath, attrs: &SetAttrs, follow: bool) ->
         f.set_len(size)?;
     }
     if let Some((uid, gid)) = attrs.owner {
-        let (parent, name) = open_parent(root, path)
-            .or_else(|_| Ok::<_, io::Error>((root.try_clone()?, OsStr::new("."))))?;
-        let flags = if follow {
-            rustix::fs::AtFlags::empty()
-        } else {
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW
-        };
-        if follow && is_link {
-            // Resolve safely first: chown what the link points to.
-            let target = if meta.is_dir() {
-                root.open_dir(p)?.into_std_file()
-            } else {
-                root.open(p)?.into_std()
-            };
-            rustix::fs::fchown(
+        if follow {
+            // Resolved beneath the root, links and all, into a descriptor
+            // (O_PATH: nothing is opened for reading, a FIFO or device
+            // included), and the owner changed through it: no second
+            // lookup by name that a swapped-in link could lead outside.
+            use cap_std::fs::OpenOptionsExt as _;
+            let mut o = cap_std::fs::OpenOptions::new();
+            o.read(true).custom_flags(libc::O_PATH);
+            let target = root.open_with(p, &o)?.into_std();
+            rustix::fs::chownat(
                 &target,
+                "",
                 Some(rustix::fs::Uid::from_raw(uid)),
                 Some(rustix::fs::Gid::from_raw(gid)),
+                rustix::fs::AtFlags::EMPTY_PATH,
             )?;
         } else {
+            // The last component itself, in its parent opened beneath the
+            // root.
+            let (parent, name) = open_parent(root, path)
+                .or_else(|_| Ok::<_, io::Error>((root.try_clone()?, OsStr::new("."))))?;
             rustix::fs::chownat(
                 &parent,
                 name,
                 Some(rustix::fs::Uid::from_raw(uid)),
                 Some(rustix::fs::Gid::from_raw(gid)),
-                flags,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
     }

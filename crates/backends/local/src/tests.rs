@@ -404,3 +404,60 @@ async fn links_stay_inside_the_root_as_the_kernel_resolves_them() {
     assert_eq!(e.kind(), ErrorKind::OutsideRoot, "{e}");
     assert!(!f.outside.join("x").exists());
 }
+
+/// chown by path goes through a descriptor resolved beneath the root: a
+/// link's target inside is changed (not the link), a link out of the root
+/// is refused, and a FIFO is not opened for reading (nothing waits).
+#[tokio::test]
+async fn chown_resolves_beneath_the_root_through_a_descriptor() {
+    use std::os::unix::fs::MetadataExt as _;
+    let f = fixture();
+    let be = &f.be;
+    let me = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    // As root, a real change can be seen; otherwise to oneself.
+    let to = if me.0 == 0 { (4321, 4321) } else { me };
+    let owner = ferry_backend::SetAttrs {
+        owner: Some(to),
+        ..Default::default()
+    };
+    std::fs::write(f.root.join("file"), b"x").unwrap();
+    std::fs::create_dir(f.root.join("dir")).unwrap();
+    std::os::unix::fs::symlink("file", f.root.join("link")).unwrap();
+    std::os::unix::fs::symlink("../outside/secret", f.root.join("out")).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        f.root.join("fifo"),
+        rustix::fs::Mode::from(0o600),
+    )
+    .unwrap();
+    for name in ["file", "dir", "link", "fifo"] {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            be.set_attrs(&p(name), &owner),
+        )
+        .await
+        .expect("no wait")
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let uid = |n: &str| std::fs::symlink_metadata(f.root.join(n)).unwrap().uid();
+    assert_eq!(uid("file"), to.0);
+    assert_eq!(uid("dir"), to.0);
+    assert_eq!(uid("fifo"), to.0);
+    assert_eq!(uid("link"), me.0, "the link itself is not changed");
+    let before = std::fs::metadata(f.outside.join("secret")).unwrap().uid();
+    assert!(be.set_attrs(&p("out"), &owner).await.is_err());
+    assert_eq!(
+        std::fs::metadata(f.outside.join("secret")).unwrap().uid(),
+        before
+    );
+    // Without following: the link itself.
+    be.set_attrs_nofollow(&p("out"), &owner).await.unwrap();
+    assert_eq!(uid("out"), to.0);
+    assert_eq!(
+        std::fs::metadata(f.outside.join("secret")).unwrap().uid(),
+        before
+    );
+}
