@@ -568,3 +568,42 @@ def test_links_never_point_out_of_the_root_for_other_programs(ferry_factory, cli
     c.symlink("/outside/secret.txt", "here/here/l")
     assert lands_inside("l") and srv.backing("l").read_text() == "served"
     assert secret.read_text() == "the host's secret"
+
+
+def test_leftovers_of_an_upload_killed_mid_way_are_listed_then_swept(ferry_factory, clients):
+    """Finding 12: the temporary file of an upload interrupted by kill -9
+    (`.name.ferry-<tag>.partial`) was hidden from every listing forever.
+    Now, after a restart, it is listed (and can be removed) and, once more
+    than an hour old, removed at start; the file it was replacing is
+    untouched throughout."""
+    srv = ferry_factory()
+    root = srv.backing()
+    (root / "report.pdf").write_bytes(b"the old report")
+    c = clients.sftp(srv)
+    f = c.open("report.pdf", "wb")
+    f.write(b"x" * 100_000)
+    f.flush()
+    assert wait_until(lambda: any(".ferry-" in n for n in os.listdir(root)), timeout=10)
+    srv.proc.kill()
+    srv.proc.wait()
+    clients.close_all()
+    leftover = next(n for n in os.listdir(root) if ".ferry-" in n)
+    assert (root / "report.pdf").read_bytes() == b"the old report"
+
+    srv2 = ferry_factory(root=root)
+    c2 = clients.sftp(srv2)
+    assert sorted(c2.listdir("/")) == sorted([leftover, "report.pdf"])
+    c2.remove(leftover)
+    # A client cannot make a file under such a name.
+    with pytest.raises(OSError):
+        c2.open(leftover, "w").close()
+
+    # One more, an hour and a half old: gone at the next start.
+    (root / leftover).write_bytes(b"half")
+    old = time.time() - 5400
+    os.utime(root / leftover, (old, old))
+    srv2.stop()
+    srv3 = ferry_factory(root=root)
+    assert wait_until(lambda: not (root / leftover).exists(), timeout=10)
+    assert "leftover(s) of uploads interrupted" in srv3.log()
+    assert clients.sftp(srv3).listdir("/") == ["report.pdf"]

@@ -594,10 +594,16 @@ def test_non_utf8_names_from_backing_dir(ferry, clients):
     assert os.path.exists(os.path.join(root, b"renamed-\xfe"))
 
 
-def test_temp_names_are_hidden(ferry, clients):
+def test_leftover_temp_names_are_listed(ferry, clients):
+    """Only the temporary files of uploads in progress are hidden (see the
+    next tests); one nobody writes (a crash's leftover) is listed, so that
+    it can be removed (docs/design/atomic-uploads.md)."""
     ferry.backing(".leftover.bin.ferry-0123456789abcdef.partial").write_bytes(b"junk")
     ferry.backing("real.bin").write_bytes(b"real")
     c = clients.sftp(ferry)
+    assert sorted(c.listdir("/")) == [".leftover.bin.ferry-0123456789abcdef.partial",
+                                      "real.bin"]
+    c.remove(".leftover.bin.ferry-0123456789abcdef.partial")
     assert c.listdir("/") == ["real.bin"]
 
 

@@ -65,6 +65,47 @@ pub fn is_temp_name(name: &[u8]) -> bool {
         && name.windows(TEMP_MARK.len()).any(|w| w == TEMP_MARK)
 }
 
+/// Temporary names this process is writing now (uploads in progress and
+/// write-back uploads), by name: each carries a random tag, so a name is
+/// one upload wherever its directory is renamed to. Any other temporary
+/// name in a listing is a leftover (an upload interrupted by a crash) and
+/// is listed like any file.
+static LIVE_TEMPS: std::sync::Mutex<Option<std::collections::HashSet<Vec<u8>>>> =
+    std::sync::Mutex::new(None);
+
+fn live_temps() -> std::sync::MutexGuard<'static, Option<std::collections::HashSet<Vec<u8>>>> {
+    LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A temporary name in use, until dropped.
+pub(crate) struct LiveTemp(Vec<u8>);
+
+impl LiveTemp {
+    /// A fresh temporary name for `name`, in use from now on.
+    pub(crate) fn new(name: &[u8]) -> LiveTemp {
+        let t = temp_name(name);
+        live_temps().get_or_insert_default().insert(t.clone());
+        LiveTemp(t)
+    }
+
+    pub(crate) fn name(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for LiveTemp {
+    fn drop(&mut self) {
+        if let Some(set) = live_temps().as_mut() {
+            set.remove(&self.0);
+        }
+    }
+}
+
+/// Is `name` a temporary name this process is writing now?
+pub(crate) fn is_live_temp(name: &[u8]) -> bool {
+    live_temps().as_ref().is_some_and(|s| s.contains(name))
+}
+
 pub(crate) fn temp_name(name: &[u8]) -> Vec<u8> {
     let mut cut = name.len().min(MAX_NAME_IN_TEMP);
     // Never cut inside a UTF-8 sequence, so the name stays readable.
@@ -302,15 +343,17 @@ impl VfsFile {
         });
         let parent = path.parent().unwrap_or_default();
         let name = path.file_name().unwrap_or_default();
+        // In use (so hidden from listings) before it exists.
+        let live = LiveTemp::new(name);
         let temp = parent
-            .join(&temp_name(name))
+            .join(live.name())
             .map_err(|_| VfsError::InvalidName)?;
         let mut opts = inner.open_options(&flags, mode);
         opts.create = true;
         opts.create_new = true;
         opts.truncate = false;
         let handle = inner.backend.open_file(&temp, opts).await?;
-        let upload = inner.uploads.register(viewer, path.clone(), temp);
+        let upload = inner.uploads.register(viewer, path.clone(), temp, live);
         Ok(VfsFile {
             inner,
             path: path.clone(),

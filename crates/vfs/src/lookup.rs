@@ -238,8 +238,14 @@ impl Inner {
         let only_ferrys = self.vdirs.children(dir);
         // A listing that is the store's alone is the same for everyone as
         // long as the store's is: shared, not built again per OPENDIR.
-        let no_overlay =
-            cached.is_empty() && uploads.is_empty() && streams.is_empty() && only_ferrys.is_empty();
+        let no_overlay = cached.is_empty()
+            && uploads.is_empty()
+            && streams.is_empty()
+            && only_ferrys.is_empty()
+            && !store.as_ref().is_some_and(|s| {
+                s.iter()
+                    .any(|e| file::is_temp_name(&e.name) && file::is_live_temp(&e.name))
+            });
         let shared = store.as_ref().filter(|_| no_overlay).cloned();
         if let Some(view) = shared.as_ref().and_then(|s| self.views.get(dir, s)) {
             return Ok(view);
@@ -256,7 +262,9 @@ impl Inner {
         let mut by_name: std::collections::BTreeMap<Vec<u8>, Attr> = Default::default();
         let mut in_progress = Vec::new();
         for e in entries {
-            if !file::is_temp_name(&e.name) {
+            if !file::is_temp_name(&e.name) || !file::is_live_temp(&e.name) {
+                // (A temporary name nobody here writes is a leftover of an
+                // interrupted upload: listed, so that it can be removed.)
                 by_name.entry(e.name).or_insert_with(|| self.attr(&e.meta));
             } else if let Some(fin) = uploads.get(&e.name) {
                 in_progress.push((fin.clone(), self.attr(&e.meta)));

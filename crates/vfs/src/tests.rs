@@ -361,3 +361,73 @@ async fn listings_are_shared_until_the_directory_changes() {
     assert!(vfs.read_dir(&RelPath::root()).await.unwrap().len() == 49);
     assert_eq!(vfs.inner.views.len(), 1);
 }
+
+/// Finding 12: a temporary upload file nobody writes any more (its upload
+/// was interrupted by a crash) is listed like any file, not hidden
+/// forever; those older than an hour go at start; clients cannot make
+/// files with such names.
+#[tokio::test]
+async fn leftovers_of_interrupted_uploads_are_listed_and_swept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = String::from_utf8(crate::file::temp_name(b"old.bin")).unwrap();
+    let young = String::from_utf8(crate::file::temp_name(b"young.bin")).unwrap();
+    std::fs::write(tmp.path().join(&old), b"half").unwrap();
+    std::fs::write(tmp.path().join(&young), b"half").unwrap();
+    std::fs::write(tmp.path().join("kept.txt"), b"k").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(tmp.path().join(&old))
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    // Started over them: the walk at start removes the old one.
+    let vfs = Vfs::new(
+        Arc::new(LocalBackend::open(tmp.path()).unwrap()),
+        VfsOptions {
+            poll_interval: std::time::Duration::ZERO,
+            ..VfsOptions::default()
+        },
+    );
+    for _ in 0..500 {
+        if !tmp.path().join(&old).exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!tmp.path().join(&old).exists(), "swept at start");
+    assert!(tmp.path().join(&young).exists(), "too young to go");
+    // An upload in progress: its temporary file is hidden, the leftover not.
+    let up = vfs.open(&p("new.bin"), UPLOAD, None).await.unwrap();
+    let names = |l: &Listing| -> Vec<String> {
+        l.iter()
+            .map(|(n, _)| String::from_utf8(n.clone()).unwrap())
+            .collect()
+    };
+    let other = vfs.session();
+    let listed = names(&other.read_dir(&RelPath::root()).await.unwrap());
+    let mut want = vec![young.clone(), "kept.txt".to_string()];
+    want.sort();
+    assert_eq!(listed, want);
+    // Clients cannot make such names.
+    let name = p(&String::from_utf8(crate::file::temp_name(b"mine")).unwrap());
+    for r in [
+        vfs.open(&name, UPLOAD, None).await.map(|_| ()),
+        vfs.mkdir(&name, None).await,
+        vfs.rename(&p("kept.txt"), &name, false).await,
+        vfs.symlink(b"kept.txt", &name).await,
+    ] {
+        assert!(matches!(r, Err(VfsError::InvalidName)), "{r:?}");
+    }
+    // A leftover is a file like any other to clients.
+    assert_eq!(vfs.stat(&p(&young)).await.unwrap().size, 4);
+    // A walk that takes everything old takes the leftover, never a live
+    // upload's file.
+    let removed =
+        crate::leftovers::sweep(Arc::downgrade(&vfs.inner), std::time::Duration::ZERO).await;
+    assert_eq!(removed, 1);
+    assert!(!tmp.path().join(&young).exists());
+    up.write_at(0, Bytes::from_static(b"data")).await.unwrap();
+    up.close().await.unwrap();
+    assert_eq!(std::fs::read(tmp.path().join("new.bin")).unwrap(), b"data");
+}

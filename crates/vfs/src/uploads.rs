@@ -32,6 +32,12 @@ pub(crate) struct Upload {
     pub(crate) temp: RelPath,
 }
 
+/// An upload with the claim on its temporary name.
+struct Entry {
+    upload: Upload,
+    _live: Option<crate::file::LiveTemp>,
+}
+
 /// Uploads in progress. One lock, held only for map operations.
 #[derive(Default)]
 pub(crate) struct Uploads {
@@ -41,7 +47,7 @@ pub(crate) struct Uploads {
 #[derive(Default)]
 struct State {
     next: u64,
-    map: HashMap<u64, Upload>,
+    map: HashMap<u64, Entry>,
     /// Streamed uploads: id -> (owner, target, writer).
     streams: HashMap<u64, (u64, RelPath, Arc<StreamWriter>)>,
 }
@@ -52,16 +58,25 @@ impl Uploads {
     }
 
     /// Add an upload; returns its id.
-    pub(crate) fn register(&self, owner: u64, target: RelPath, temp: RelPath) -> u64 {
+    pub(crate) fn register(
+        &self,
+        owner: u64,
+        target: RelPath,
+        temp: RelPath,
+        live: impl Into<Option<crate::file::LiveTemp>>,
+    ) -> u64 {
         let mut st = self.lock();
         st.next += 1;
         let id = st.next;
         st.map.insert(
             id,
-            Upload {
-                owner,
-                target: Some(target),
-                temp,
+            Entry {
+                upload: Upload {
+                    owner,
+                    target: Some(target),
+                    temp,
+                },
+                _live: live.into(),
             },
         );
         id
@@ -69,12 +84,12 @@ impl Uploads {
 
     /// Remove an upload (at commit or abort).
     pub(crate) fn take(&self, id: u64) -> Option<Upload> {
-        self.lock().map.remove(&id)
+        self.lock().map.remove(&id).map(|e| e.upload)
     }
 
     /// The temporary file of upload `id`.
     pub(crate) fn temp_of(&self, id: u64) -> Option<RelPath> {
-        self.lock().map.get(&id).map(|u| u.temp.clone())
+        self.lock().map.get(&id).map(|e| e.upload.temp.clone())
     }
 
     /// The temporary file of `owner`'s newest upload to `path`.
@@ -82,6 +97,7 @@ impl Uploads {
         let st = self.lock();
         st.map
             .iter()
+            .map(|(id, e)| (id, &e.upload))
             .filter(|(_, u)| u.owner == owner && u.target.as_ref() == Some(path))
             .max_by_key(|(id, _)| **id)
             .map(|(_, u)| u.temp.clone())
@@ -93,7 +109,7 @@ impl Uploads {
     pub(crate) fn rename(&self, owner: u64, from: &RelPath, to: &RelPath) -> bool {
         let mut st = self.lock();
         let mut hit = false;
-        for u in st.map.values_mut() {
+        for u in st.map.values_mut().map(|e| &mut e.upload) {
             // Temporary files move with a renamed directory, whoever owns
             // them; targets follow only the renaming session's view.
             if u.temp != *from {
@@ -121,7 +137,7 @@ impl Uploads {
     pub(crate) fn unlink(&self, owner: u64, path: &RelPath) -> bool {
         let mut st = self.lock();
         let mut hit = false;
-        for u in st.map.values_mut() {
+        for u in st.map.values_mut().map(|e| &mut e.upload) {
             if u.owner == owner && u.target.as_ref() == Some(path) {
                 u.target = None;
                 hit = true;
@@ -135,6 +151,7 @@ impl Uploads {
         self.lock()
             .map
             .values()
+            .map(|e| &e.upload)
             .filter(|u| u.owner == owner)
             .filter_map(|u| {
                 let t = u.target.as_ref()?;
@@ -195,7 +212,7 @@ impl Uploads {
 
     /// Remove every upload.
     pub(crate) fn drain(&self) -> Vec<Upload> {
-        self.lock().map.drain().map(|(_, u)| u).collect()
+        self.lock().map.drain().map(|(_, e)| e.upload).collect()
     }
 }
 
@@ -210,9 +227,9 @@ mod tests {
     #[test]
     fn rename_and_unlink_follow_the_upload() {
         let u = Uploads::default();
-        let a = u.register(1, p("d/a"), p("d/.a.tmp"));
-        let b = u.register(1, p("d/a"), p("d/.a.tmp2"));
-        let other = u.register(2, p("d/a"), p("d/.a.tmp3"));
+        let a = u.register(1, p("d/a"), p("d/.a.tmp"), None);
+        let b = u.register(1, p("d/a"), p("d/.a.tmp2"), None);
+        let other = u.register(2, p("d/a"), p("d/.a.tmp3"), None);
         assert_eq!(u.temp_for(1, &p("d/a")), Some(p("d/.a.tmp2")));
         assert_eq!(u.temp_for(2, &p("d/a")), Some(p("d/.a.tmp3")));
         assert_eq!(u.temp_for(3, &p("d/a")), None);

@@ -142,10 +142,10 @@ impl FileCache {
             }
         } else if caps.random_access_write {
             let parent = path.parent().unwrap_or_default();
+            // In use (hidden from listings) until this upload is done.
+            let _live = crate::file::LiveTemp::new(path.file_name().unwrap_or_default());
             let temp = parent
-                .join(&crate::file::temp_name(
-                    path.file_name().unwrap_or_default(),
-                ))
+                .join(_live.name())
                 .map_err(|_| VfsError::InvalidName)?;
             let r = self
                 .upload_via_temp(&file, &path, &temp, size, mtime, mode, &current)
