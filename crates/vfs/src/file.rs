@@ -736,7 +736,7 @@ impl VfsFile {
             self.inner.vdirs.landed(&self.path, Some(&meta));
             return Ok(Committed::Kept);
         }
-        let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
+        let Some((up, _claim)) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
             return Ok(Committed::Done);
         };
         let Some(target) = up.target else {
@@ -812,7 +812,7 @@ impl VfsFile {
             s.abort().await;
             return;
         }
-        if let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) {
+        if let Some((up, _claim)) = self.upload.and_then(|id| self.inner.uploads.take(id)) {
             if let Err(e) = self.inner.backend.remove_file(&up.temp).await {
                 tracing::warn!("could not remove abandoned upload {}: {e}", up.temp);
             }
@@ -841,13 +841,14 @@ impl Drop for VfsFile {
             }
             return;
         }
-        let Some(up) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
+        let Some((up, claim)) = self.upload.and_then(|id| self.inner.uploads.take(id)) else {
             return;
         };
         let backend = self.inner.backend.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = backend.remove_file(&up.temp).await;
+                drop(claim);
             });
         }
     }

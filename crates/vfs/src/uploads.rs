@@ -35,7 +35,7 @@ pub(crate) struct Upload {
 /// An upload with the claim on its temporary name.
 struct Entry {
     upload: Upload,
-    _live: Option<crate::file::LiveTemp>,
+    live: Option<crate::file::LiveTemp>,
 }
 
 /// Uploads in progress. One lock, held only for map operations.
@@ -76,15 +76,17 @@ impl Uploads {
                     target: Some(target),
                     temp,
                 },
-                _live: live.into(),
+                live: live.into(),
             },
         );
         id
     }
 
-    /// Remove an upload (at commit or abort).
-    pub(crate) fn take(&self, id: u64) -> Option<Upload> {
-        self.lock().map.remove(&id).map(|e| e.upload)
+    /// Remove an upload (at commit or abort), with the claim on its
+    /// temporary name: held until the file is renamed or removed, so no
+    /// listing meanwhile takes it for a leftover.
+    pub(crate) fn take(&self, id: u64) -> Option<(Upload, Option<crate::file::LiveTemp>)> {
+        self.lock().map.remove(&id).map(|e| (e.upload, e.live))
     }
 
     /// The temporary file of upload `id`.
@@ -246,9 +248,9 @@ mod tests {
             Some(&b"b".to_vec())
         );
         assert!(u.unlink(1, &p("e/b")));
-        assert_eq!(u.take(other).unwrap().owner, 2);
-        assert_eq!(u.take(a).unwrap().target, None);
-        assert_eq!(u.take(b).unwrap().temp, p("e/.a.tmp2"));
+        assert_eq!(u.take(other).unwrap().0.owner, 2);
+        assert_eq!(u.take(a).unwrap().0.target, None);
+        assert_eq!(u.take(b).unwrap().0.temp, p("e/.a.tmp2"));
         assert!(u.drain().is_empty());
     }
 }
