@@ -13,7 +13,6 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::AlreadyExists);
         }
-        crate::reserved(path)?;
         let mode = mode.unwrap_or(self.inner.opts.dir_perms)
             & !self.inner.opts.umask
             & self.inner.opts.mode_bits();
@@ -113,7 +112,6 @@ impl Vfs {
         if from.is_root() || to.is_root() {
             return Err(VfsError::PermissionDenied);
         }
-        crate::reserved(to)?;
         if to.starts_with(from) && to != from {
             return Err(VfsError::InvalidArgument(
                 "cannot move a directory into itself".into(),

@@ -4,8 +4,9 @@
 //! They are listed like any file (only the temporary names this process
 //! is writing are hidden, see [`crate::file::LiveTemp`]), so a client can
 //! see and remove them, and once per remote and process, at start, a
-//! background walk removes those older than [`LEFTOVER_AGE`]. Clients
-//! cannot make files with such names, so every one is Ferry's.
+//! background walk removes those older than [`LEFTOVER_AGE`]. Such names
+//! are made by Ferry (this one, or one whose SFTP remote this server is:
+//! its uploads in progress are files here, kept touched while they run).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};

@@ -284,9 +284,6 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::IsADirectory);
         }
-        if flags.create {
-            reserved(path)?;
-        }
         VfsFile::open(self.inner.clone(), self.viewer, path, flags, mode).await
     }
 
@@ -301,7 +298,6 @@ impl Vfs {
             return Err(VfsError::Unsupported("symbolic links"));
         }
         let parent = link.parent().ok_or(VfsError::AlreadyExists)?;
-        reserved(link)?;
         let resolved = RelPath::resolve(&parent, target).map_err(|_| VfsError::InvalidName)?;
         let stored = relative_target(&parent, &resolved);
         let _forget = self.inner.forget_around(link, false);
@@ -322,7 +318,6 @@ impl Vfs {
         if !self.capabilities().hard_links {
             return Err(VfsError::Unsupported("hard links"));
         }
-        reserved(link)?;
         let _forget_link = self.inner.forget_around(link, false);
         let _forget_existing = self.inner.forget_around(existing, false);
         Ok(self.inner.backend.hard_link(existing, link).await?)
@@ -416,15 +411,6 @@ impl Inner {
 }
 
 /// `target` (resolved beneath the root) as a path relative to `dir`.
-/// Names of Ferry's own temporary upload files are not for clients to
-/// make: any such file is then Ferry's, and a leftover can be told apart.
-pub(crate) fn reserved(path: &RelPath) -> Result<()> {
-    match path.file_name() {
-        Some(n) if file::is_temp_name(n) => Err(VfsError::InvalidName),
-        _ => Ok(()),
-    }
-}
-
 fn relative_target(dir: &RelPath, target: &RelPath) -> Vec<u8> {
     let d: Vec<&[u8]> = dir.components().collect();
     let t: Vec<&[u8]> = target.components().collect();
