@@ -262,10 +262,21 @@ impl Inner {
         let mut by_name: std::collections::BTreeMap<Vec<u8>, Attr> = Default::default();
         let mut in_progress = Vec::new();
         for e in entries {
-            if !file::is_temp_name(&e.name) || !file::is_live_temp(&e.name) {
-                // (A temporary name nobody here writes is a leftover of an
-                // interrupted upload: listed, so that it can be removed.)
+            if !file::is_temp_name(&e.name) {
                 by_name.entry(e.name).or_insert_with(|| self.attr(&e.meta));
+            } else if !file::is_live_temp(&e.name) {
+                // A temporary name nobody here writes is a leftover of an
+                // interrupted upload: listed, so that it can be removed;
+                // unless the listing is older than the end of an upload
+                // that used it (asked of the store: leftovers are rare).
+                let Ok(path) = dir.join(&e.name) else {
+                    continue;
+                };
+                if self.backend.stat(&path).await.is_ok() {
+                    by_name.entry(e.name).or_insert_with(|| self.attr(&e.meta));
+                } else {
+                    self.dircache.forget(dir);
+                }
             } else if let Some(fin) = uploads.get(&e.name) {
                 in_progress.push((fin.clone(), self.attr(&e.meta)));
             }
