@@ -38,7 +38,8 @@ pub struct BackendType {
     open: Opener,
 }
 
-type Opener = for<'a> fn(&'a Spec) -> Pin<Box<dyn Future<Output = OpenResult> + Send + 'a>>;
+type Opener =
+    for<'a> fn(&'a Spec, &'a LayerOptions) -> Pin<Box<dyn Future<Output = OpenResult> + Send + 'a>>;
 type OpenResult = Result<(Arc<dyn Backend>, Vec<String>), OpenError>;
 
 impl std::fmt::Debug for BackendType {
@@ -58,7 +59,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &[],
         read_only: false,
         listings: true,
-        open: |s| Box::pin(open_local(s)),
+        open: |s, _| Box::pin(open_local(s)),
     },
     BackendType {
         name: "memory",
@@ -67,7 +68,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &[],
         read_only: false,
         listings: true,
-        open: |s| Box::pin(open_memory(s)),
+        open: |s, _| Box::pin(open_memory(s)),
     },
     BackendType {
         name: "sftp",
@@ -76,7 +77,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &["pass", "key_file_pass", "key_pem"],
         read_only: false,
         listings: true,
-        open: |s| Box::pin(open_sftp(s)),
+        open: |s, _| Box::pin(open_sftp(s)),
     },
     BackendType {
         name: "s3",
@@ -85,7 +86,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &["secret_access_key", "session_token"],
         read_only: false,
         listings: true,
-        open: |s| Box::pin(open_object_store(s)),
+        open: |s, l| Box::pin(open_object_store(s, l)),
     },
     BackendType {
         name: "webdav",
@@ -94,7 +95,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &["pass", "bearer_token"],
         read_only: false,
         listings: true,
-        open: |s| Box::pin(open_object_store(s)),
+        open: |s, l| Box::pin(open_object_store(s, l)),
     },
     BackendType {
         name: "http",
@@ -103,7 +104,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &[],
         read_only: true,
         listings: false,
-        open: |s| Box::pin(open_object_store(s)),
+        open: |s, l| Box::pin(open_object_store(s, l)),
     },
     BackendType {
         name: "gcs",
@@ -112,7 +113,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &["service_account_credentials", "token", "client_secret"],
         read_only: false,
         listings: true,
-        open: |s| Box::pin(open_object_store(s)),
+        open: |s, l| Box::pin(open_object_store(s, l)),
     },
     BackendType {
         name: "azureblob",
@@ -121,7 +122,7 @@ pub static TYPES: &[BackendType] = &[
         secrets: &["key", "sas_url", "account_key", "client_secret"],
         read_only: false,
         listings: true,
-        open: |s| Box::pin(open_object_store(s)),
+        open: |s, l| Box::pin(open_object_store(s, l)),
     },
 ];
 
@@ -208,7 +209,7 @@ pub async fn open(spec: &Spec, layers: &LayerOptions) -> Result<Opened, OpenErro
             names().join(", ")
         ))
     })?;
-    let (bare, warnings) = (ty.open)(spec).await?;
+    let (bare, warnings) = (ty.open)(spec, layers).await?;
     let describe = bare.describe();
     let mut backend: Arc<dyn Backend> = Arc::new(Retry::wrap(bare, layers.retry));
     if let Some(d) = layers.debug_latency.filter(|d| !d.is_zero()) {
@@ -267,7 +268,7 @@ async fn open_sftp(spec: &Spec) -> OpenResult {
     Ok((Arc::new(backend), warnings))
 }
 
-async fn open_object_store(spec: &Spec) -> OpenResult {
+async fn open_object_store(spec: &Spec, layers: &LayerOptions) -> OpenResult {
     let opened = ferry_backend_opendal::config::open(&ferry_backend_opendal::config::RemoteSpec {
         name: &spec.name,
         type_: &spec.type_,
@@ -275,6 +276,13 @@ async fn open_object_store(spec: &Spec) -> OpenResult {
         path: &spec.path,
         read_only: spec.read_only,
         spool_dir: spec.spool_dir.clone(),
+        // The store's own retries of one upload request, under the
+        // writer's buffering (the retry layer cannot replay a stream).
+        upload_retries: ferry_backend_opendal::UploadRetries {
+            attempts: layers.retry.attempts,
+            min_delay: layers.retry.min_delay,
+            max_delay: layers.retry.max_delay,
+        },
     })
     .map_err(OpenError::Config)?;
     Ok((Arc::new(opened.backend), opened.warnings))

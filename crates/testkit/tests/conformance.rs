@@ -95,6 +95,7 @@ async fn s3_on_garage() {
         path: &bare.path,
         read_only: false,
         spool_dir: None,
+        upload_retries: Default::default(),
     })
     .unwrap();
     run("s3", Arc::new(opened.backend)).await;
@@ -118,6 +119,7 @@ async fn webdav() {
         path: &bare.path,
         read_only: false,
         spool_dir: None,
+        upload_retries: Default::default(),
     })
     .unwrap();
     run("webdav", Arc::new(opened.backend)).await;

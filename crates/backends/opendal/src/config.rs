@@ -42,6 +42,8 @@ pub struct RemoteSpec<'a> {
     pub read_only: bool,
     /// Where large uploads to one-request stores are spooled.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// How upload requests are retried.
+    pub upload_retries: crate::UploadRetries,
 }
 
 /// A remote opened: the backend, and what the user should be told.
@@ -194,6 +196,7 @@ fn common(
         read_only: spec.read_only,
         describe,
         spool_dir: spec.spool_dir.clone(),
+        upload_retries: spec.upload_retries,
     })
 }
 
@@ -486,6 +489,7 @@ mod tests {
             path,
             read_only: false,
             spool_dir: None,
+            upload_retries: Default::default(),
         }
     }
 

@@ -350,16 +350,18 @@ impl ObjectUpload {
     async fn start_multipart(&mut self) -> Result<()> {
         let mtime = self.opts.mtime.unwrap_or_else(SystemTime::now);
         let o = &self.backend.opts;
+        let exclusive =
+            self.opts.if_not_exists && self.backend.op.info().capability().write_with_if_not_exists;
         let mut w = self
             .backend
-            .op
+            .writer_op(exclusive)
             .writer_with(&self.key)
             .chunk(o.chunk_size)
             .concurrent(o.upload_concurrency.max(1));
         if o.mtime_metadata {
             w = w.user_metadata(mtime_metadata(mtime));
         }
-        if self.opts.if_not_exists && self.backend.op.info().capability().write_with_if_not_exists {
+        if exclusive {
             w = w.if_not_exists(true);
         }
         let mut writer = w.await.map_err(|e| self.err(e))?;
@@ -426,11 +428,13 @@ impl Upload for ObjectUpload {
                     Buffer::from(std::mem::take(&mut self.held))
                 };
                 self.check_still_absent().await?;
-                let mut w = b.op.write_with(&self.key, data);
+                let exclusive =
+                    self.opts.if_not_exists && b.op.info().capability().write_with_if_not_exists;
+                let mut w = b.writer_op(exclusive).write_with(&self.key, data);
                 if b.opts.mtime_metadata {
                     w = w.user_metadata(mtime_metadata(t));
                 }
-                if self.opts.if_not_exists && b.op.info().capability().write_with_if_not_exists {
+                if exclusive {
                     w = w.if_not_exists(true);
                 }
                 let put = w.await.map_err(|e| self.err(e))?;

@@ -94,6 +94,37 @@ pub struct ObjectOptions {
     /// are spooled once they outgrow one part; the system's temporary
     /// directory when unset.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// How the requests that commit uploaded data are retried.
+    pub upload_retries: UploadRetries,
+}
+
+/// Retries of the requests an upload is made of (a single PUT, the parts
+/// of a multipart upload, its completion): each is tried again after a
+/// temporary failure (an HTTP 5xx, a throttling answer, a dropped
+/// connection) with the same bytes, so a store's momentary refusal does
+/// not fail the client's whole upload. Ferry's own retry layer cannot do
+/// this: it sees an upload as a stream it cannot replay. Conditional
+/// writes (create-if-absent, replace-if-unchanged) are tried once, as a
+/// retry after an answer lost on the way could report a false conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadRetries {
+    /// Tries in all, the first included (`--low-level-retries`); 0 or 1
+    /// means no retry.
+    pub attempts: u32,
+    /// Delay before the first retry (doubling, with jitter).
+    pub min_delay: Duration,
+    /// The longest delay between two tries.
+    pub max_delay: Duration,
+}
+
+impl Default for UploadRetries {
+    fn default() -> Self {
+        UploadRetries {
+            attempts: 10,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Default for ObjectOptions {
@@ -107,14 +138,42 @@ impl Default for ObjectOptions {
             read_only: false,
             describe: "object store".into(),
             spool_dir: None,
+            upload_retries: UploadRetries::default(),
         }
     }
+}
+
+/// `op` with OpenDAL's retry layer for uploads: it retries at the level
+/// of one request, under the writer's buffering, so the same bytes are
+/// sent again (the part of a multipart upload, then its completion).
+fn upload_operator(op: &Operator, r: UploadRetries) -> Operator {
+    if r.attempts <= 1 {
+        return op.clone();
+    }
+    let layer = opendal::layers::RetryLayer::new()
+        .with_max_times(r.attempts as usize - 1)
+        .with_min_delay(r.min_delay)
+        .with_max_delay(r.max_delay.max(r.min_delay))
+        .with_jitter()
+        .with_notify(|e: opendal::layers::RetryEvent<'_>| {
+            tracing::debug!(
+                "upload request {:?} failed for now (retry {} in {:?}): {}",
+                e.op,
+                e.attempt,
+                e.retry_after,
+                e.err
+            );
+        });
+    op.clone().layer(layer)
 }
 
 /// A Ferry [`Backend`] over an OpenDAL [`Operator`].
 #[derive(Clone)]
 pub struct ObjectBackend {
     pub(crate) op: Operator,
+    /// `op` with upload retries (see [`UploadRetries`]), for writes that
+    /// are not conditional.
+    pub(crate) write_op: Operator,
     pub(crate) opts: Arc<ObjectOptions>,
     caps: Capabilities,
     /// Modification times read from metadata, by path, with the entity tag
@@ -158,13 +217,32 @@ impl ObjectBackend {
                 _ => &[],
             },
         };
+        let write_op = upload_operator(&op, opts.upload_retries);
         ObjectBackend {
             op,
+            write_op,
             opts: Arc::new(opts),
             caps,
             mtimes: Arc::new(Mutex::new(HashMap::new())),
             seen: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The operator for a write: with upload retries unless the write is
+    /// conditional.
+    pub(crate) fn writer_op(&self, conditional: bool) -> &Operator {
+        if conditional {
+            &self.op
+        } else {
+            &self.write_op
+        }
+    }
+
+    /// The same adapter over `f(operator)`: a layer wrapped around the
+    /// operator (tests inject store failures this way).
+    pub fn map_operator(self, f: impl FnOnce(Operator) -> Operator) -> Self {
+        let opts = Arc::try_unwrap(self.opts).unwrap_or_else(|shared| (*shared).clone());
+        ObjectBackend::new(f(self.op), opts)
     }
 
     /// The operator this adapter drives.
@@ -306,7 +384,7 @@ impl ObjectBackend {
     async fn copy_through(&self, a: &str, b: &str, src: &Metadata, path: &RelPath) -> Result<()> {
         let err = |e| map_err(e, Operation::Copy, path);
         let reader = self.op.reader(a).await.map_err(err)?;
-        let mut w = self.op.writer_with(b).chunk(self.opts.chunk_size);
+        let mut w = self.write_op.writer_with(b).chunk(self.opts.chunk_size);
         if self.opts.mtime_metadata {
             if let Some(t) = src.mtime {
                 w = w.user_metadata(mtime_metadata(t));
@@ -374,14 +452,18 @@ impl ObjectBackend {
                     .with_path(path)
                     .with_source("the object changed while its time was set"));
             }
-            let mut w = self.op.write_with(key, data).user_metadata(user);
-            if let Some(t) = tag.as_deref().filter(|_| cap.write_with_if_match) {
+            let tag = tag.as_deref().filter(|_| cap.write_with_if_match);
+            let mut w = self
+                .writer_op(tag.is_some())
+                .write_with(key, data)
+                .user_metadata(user);
+            if let Some(t) = tag {
                 w = w.if_match(t);
             }
             w.await.map_err(err)?;
         } else {
             let mut w = self
-                .op
+                .write_op
                 .writer_with(key)
                 .user_metadata(user)
                 .chunk(self.opts.chunk_size)
@@ -880,7 +962,7 @@ impl Backend for ObjectBackend {
                     );
                 }
                 let mtime = attrs.times.map(|(_, m)| m).unwrap_or_else(SystemTime::now);
-                let mut w = self.op.write_with(&key, Vec::<u8>::new());
+                let mut w = self.write_op.write_with(&key, Vec::<u8>::new());
                 if self.opts.mtime_metadata {
                     w = w.user_metadata(mtime_metadata(mtime));
                 }
