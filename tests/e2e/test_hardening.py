@@ -364,6 +364,7 @@ def test_exempt_sources_and_penalties_off(ferry_factory):
     ["--per-source-netblock-size", "33"],
     ["--per-source-netblock-size", "24:129"],
     ["--login-grace-time", "soon"],
+    ["--idle-timeout", "soon"],
     ["--max-connections", "0"],
     ["--per-source-max-startups", "many"],
     ["--per-source-penalties", "crash:90s"],
@@ -604,3 +605,58 @@ def test_leftovers_of_an_upload_killed_mid_way_are_listed_then_swept(ferry_facto
     assert wait_until(lambda: not (root / leftover).exists(), timeout=10)
     assert "leftover(s) of uploads interrupted" in srv3.log()
     assert clients.sftp(srv3).listdir("/") == ["report.pdf"]
+
+
+def test_idle_connections_are_closed_busy_ones_are_not(ferry_factory, clients):
+    """--idle-timeout: a logged-in connection with nothing moving on its
+    channels is disconnected after the timeout, even though both sides
+    exchange keepalives all along (they do not count). One that keeps
+    working (a request now and then, or one exec command that takes longer
+    than the timeout) stays."""
+    limit = 2
+    srv = ferry_factory("--idle-timeout", f"{limit}s", "--client-alive-interval", "1")
+    with open(srv.backing("sparse.bin"), "wb") as f:
+        f.truncate(2 << 30)
+    # OpenSSH, idle, sending its own keepalive every second.
+    # (The ssh process itself: sftp would notice only at its next command.)
+    idle = subprocess.Popen(["ssh", *SSH_OPTS, "-o", "ServerAliveInterval=1", "-p",
+                             str(srv.port), "-i", str(default_client_key()), "-s",
+                             f"{USER}@{HOST}", "sftp"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=clean_env())
+    steady = clients.transport(srv)
+    sftp = paramiko.SFTPClient.from_transport(steady)
+    hashing = clients.transport(srv)
+    try:
+        assert wait_until(lambda: srv.log().count("SSH login from") >= 3, timeout=20)
+        started = time.monotonic()
+        ch = hashing.open_session(timeout=20)
+        ch.settimeout(120)
+        ch.exec_command("md5sum sparse.bin")
+        # The busy one: a small request every quarter of a timeout, for
+        # three timeouts and until the hash is done.
+        def work():
+            assert sftp.listdir("/") == ["sparse.bin"]
+            time.sleep(limit / 4)
+        while time.monotonic() - started < 3 * limit or not ch.exit_status_ready():
+            assert time.monotonic() - started < 120, "the hash never finished"
+            work()
+        took = time.monotonic() - started
+        assert idle.wait(timeout=20) is not None
+        assert f"idle for {limit}s; disconnecting" in srv.log()
+        # Cut off mid-way, the command would have no output or status.
+        assert ch.recv_exit_status() == 0
+        out = ch.makefile("rb").read()
+        assert out.split()[0] == b"a981130cf2b7e09f4686dc273cf7187e"  # 2 GiB of zeros
+        assert took > 2 * limit, f"the hash took {took:.1f}s: too fast to test the timeout"
+        # The hashing connection goes idle once its command is done; the
+        # busy one stays usable throughout.
+        while srv.log().count(f"idle for {limit}s; disconnecting") < 2:
+            assert time.monotonic() - started < took + limit + 20, srv.log()
+            work()
+        assert sftp.stat("sparse.bin").st_size == 2 << 30
+    finally:
+        idle.kill()
+        idle.wait()
+        steady.close()
+        hashing.close()

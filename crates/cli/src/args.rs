@@ -479,6 +479,17 @@ pub struct SftpArgs {
     )]
     pub client_alive_count_max: usize,
 
+    /// Disconnect a connection after this long without activity (SFTP
+    /// requests or data, exec commands, channels opened); SSH keepalives
+    /// do not count. As SFTPGo's idle_timeout; 0 for never.
+    #[arg(
+        long,
+        env = "FERRY_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "0"
+    )]
+    pub idle_timeout: String,
+
     /// Connections open at once, logged in or not; more are refused at
     /// accept with a one-line message.
     #[arg(

@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub max_sessions: usize,
     /// Keepalive interval (zero: none) and unanswered keepalives allowed.
     pub client_alive: (std::time::Duration, usize),
+    /// Idle time before a connection is closed (zero: never).
+    pub idle_timeout: std::time::Duration,
     /// Per-source penalties: what earns them, and who is exempt (`None`:
     /// off).
     pub penalties: Option<(PenaltyConfig, Vec<Cidr>)>,
@@ -611,6 +613,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         parse_duration("client-alive-interval", &args.client_alive_interval)?,
         args.client_alive_count_max,
     );
+    let idle_timeout = parse_duration("idle-timeout", &args.idle_timeout)?;
     let penalties = penalties(args)?;
     let debug_latency = args
         .debug_backend_latency
@@ -640,6 +643,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         login_grace,
         max_sessions: args.max_sessions,
         client_alive,
+        idle_timeout,
         penalties,
         layers: ferry_registry::LayerOptions {
             retry: ferry_layers::RetryOptions {

@@ -6,6 +6,7 @@
 //!   handle table and one function per operation.
 //! - [`ssh`]: the russh server: accept loop, per-connection handler,
 //!   channels and subsystems.
+//! - [`activity`]: what keeps a connection from being idle.
 //! - [`algorithms`]: the SSH algorithms offered and the flags that change
 //!   them.
 //! - [`auth`]: password and public-key checks, authorized_keys parsing.
@@ -20,6 +21,7 @@
 //! - [`proxy`]: the auth proxy, an [`login::Authenticator`] that asks an
 //!   external program or HTTP service which remote each login gets.
 
+pub mod activity;
 pub mod algorithms;
 pub mod auth;
 pub mod exec;

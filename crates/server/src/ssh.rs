@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::activity::Activity;
 use crate::algorithms::{Algorithms, List};
 use crate::gate::{Admission, Gate, GateConfig};
 use crate::login::{Authenticator, Credential, Login, Refusal};
@@ -49,6 +50,9 @@ pub struct ServerConfig {
     /// Keepalive after this long without hearing from the client (zero:
     /// never), and how many may go unanswered before it is disconnected.
     pub client_alive: (Duration, usize),
+    /// Disconnect a connection after this long without activity on its
+    /// channels (keepalives do not count); zero for never.
+    pub idle_timeout: Duration,
     /// The SSH algorithms offered.
     pub algorithms: Algorithms,
 }
@@ -69,6 +73,7 @@ impl ServerConfig {
             max_auth_attempts: 7,
             max_channels: 10,
             client_alive: (Duration::ZERO, 3),
+            idle_timeout: Duration::ZERO,
             algorithms: Algorithms::default(),
         }
     }
@@ -81,6 +86,7 @@ struct Shared {
     sftp: Arc<SftpOptions>,
     login_grace: Duration,
     max_channels: usize,
+    idle_timeout: Duration,
     penalties: Option<Arc<Penalties>>,
 }
 
@@ -144,6 +150,7 @@ pub async fn serve(
         sftp: Arc::new(cfg.sftp),
         login_grace: cfg.login_grace,
         max_channels: cfg.max_channels,
+        idle_timeout: cfg.idle_timeout,
         penalties: cfg.penalties,
         auth: cfg.auth,
         algorithms: cfg.algorithms,
@@ -341,9 +348,11 @@ async fn connection(
     let socket = rustix::io::dup(&stream)
         .ok()
         .map(|fd| Arc::new(PeerSocket(fd)));
+    let activity = Activity::new();
     let handler = Conn {
         shared: shared.clone(),
-        socket,
+        activity: activity.clone(),
+        socket: socket.clone(),
         peer,
         attempt: None,
         user: String::new(),
@@ -374,6 +383,27 @@ async fn connection(
             return;
         }
     };
+    let idle_watch = (!shared.idle_timeout.is_zero()).then(|| {
+        let handle = session.handle();
+        let limit = shared.idle_timeout;
+        tokio::spawn(async move {
+            activity.idle(limit).await;
+            tracing::info!(%peer, "idle for {limit:?}; disconnecting");
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                handle.disconnect(
+                    russh::Disconnect::ByApplication,
+                    "idle timeout exceeded".into(),
+                    String::new(),
+                ),
+            )
+            .await;
+            // A client that does not read gets no disconnect message.
+            if let Some(s) = &socket {
+                let _ = rustix::net::shutdown(&s.0, rustix::net::Shutdown::Both);
+            }
+        })
+    });
     let handle = session.handle();
     let watchdog = deadline.map(|d| {
         let logged_in = logged_in.clone();
@@ -414,6 +444,9 @@ async fn connection(
         Ok(()) => {}
     }
     if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some(w) = idle_watch {
         w.abort();
     }
     if let Some(what) = logged_in.offence() {
@@ -464,6 +497,8 @@ fn log_no_common_algorithm(
 /// One connection's state.
 struct Conn {
     shared: Arc<Shared>,
+    /// What keeps this connection from being idle.
+    activity: Arc<Activity>,
     /// The connection's socket, to see when the client has closed it.
     socket: Option<Arc<PeerSocket>>,
     peer: SocketAddr,
@@ -540,6 +575,7 @@ impl Conn {
         credential: Credential<'_>,
         method: &'static str,
     ) -> Auth {
+        self.activity.touch();
         self.logged_in.tried.store(true, Ordering::Release);
         if self.penalised() {
             // Not checked at all: a guesser on connections opened before
@@ -733,6 +769,7 @@ impl russh::server::Handler for Conn {
                 .await;
             return Ok(());
         }
+        self.activity.touch();
         self.open_channels.fetch_add(1, Ordering::AcqRel);
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
@@ -770,12 +807,15 @@ impl russh::server::Handler for Conn {
             return session.channel_failure(channel);
         };
         session.channel_success(channel)?;
+        self.activity.touch();
         let mut opts = (*self.shared.sftp).clone();
+        opts.activity = Some(self.activity.clone());
         opts.user = login.user.clone();
         opts.read_only = login.policy.read_only;
         let peer = self.peer;
         let slot = self.slot();
         let socket = self.socket.clone();
+        let activity = self.activity.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let vfs = login.vfs.vfs().clone();
@@ -783,10 +823,12 @@ impl russh::server::Handler for Conn {
             let input = ChannelInput {
                 read,
                 closed: false,
+                activity: activity.clone(),
             };
             let output = ChannelOutput {
                 write: Arc::new(write),
                 socket,
+                activity,
             };
             let closer = output.write.clone();
             match sftp::serve(vfs, Arc::new(opts), input, output).await {
@@ -817,8 +859,11 @@ impl russh::server::Handler for Conn {
         let line = data.to_vec();
         tracing::debug!(peer = %self.peer, "exec {:?}", line.escape_ascii().to_string());
         let slot = self.slot();
+        // A command keeps the connection active until its output is sent.
+        let busy = self.activity.busy();
         tokio::spawn(async move {
             let _slot = slot;
+            let _busy = busy;
             let cmd = crate::exec::parse(&line);
             let (mut read, write) = ch.split();
             // A hash of a large file is not computed on for a client that
@@ -879,13 +924,17 @@ struct ChannelInput {
     read: russh::ChannelReadHalf,
     /// The channel was closed, or the connection is gone.
     closed: bool,
+    activity: Arc<Activity>,
 }
 
 impl sftp::Input for ChannelInput {
     async fn recv(&mut self) -> Option<Bytes> {
         loop {
             match self.read.wait().await {
-                Some(ChannelMsg::Data { data }) => return Some(data),
+                Some(ChannelMsg::Data { data }) => {
+                    self.activity.touch();
+                    return Some(data);
+                }
                 Some(ChannelMsg::Eof) => return None,
                 Some(ChannelMsg::Close) | None => {
                     self.closed = true;
@@ -908,6 +957,7 @@ impl sftp::Input for ChannelInput {
 struct ChannelOutput {
     write: Arc<russh::ChannelWriteHalf<Msg>>,
     socket: Option<Arc<PeerSocket>>,
+    activity: Arc<Activity>,
 }
 
 /// How often a reply that waits for the client's window checks whether
@@ -921,7 +971,11 @@ impl sftp::Output for ChannelOutput {
         loop {
             tokio::select! {
                 biased;
-                r = &mut send => return r.map_err(std::io::Error::other),
+                r = &mut send => {
+                    // Handed to the transport: the client made room for it.
+                    self.activity.touch();
+                    return r.map_err(std::io::Error::other);
+                }
                 // russh waits for window forever, also once the connection
                 // is gone (nothing wakes it); and while a session takes no
                 // more input, russh does not read the socket to see it go.

@@ -76,6 +76,9 @@ pub struct SftpOptions {
     /// Refuse every change in this session (the login's policy; a
     /// read-only VFS refuses them for everyone).
     pub read_only: bool,
+    /// The connection's activity, kept up while requests are served (for
+    /// the idle timeout).
+    pub activity: Option<Arc<crate::activity::Activity>>,
 }
 
 impl Default for SftpOptions {
@@ -91,6 +94,7 @@ impl Default for SftpOptions {
             readdir_page: 100,
             user: String::new(),
             read_only: false,
+            activity: None,
         }
     }
 }
@@ -463,6 +467,9 @@ impl Reader {
                     let Ok(slot) = in_flight.acquire_owned().await else {
                         return;
                     };
+                    // The server's own work keeps the connection active;
+                    // waiting for the client to read its replies does not.
+                    let busy = ctx.opts.activity.as_ref().map(|a| a.busy());
                     // A panic fails this request only, and it still gets a
                     // reply (its client may be waiting for exactly that one).
                     let run = AssertUnwindSafe(ops::run(&ctx, &req, &entries));
@@ -470,6 +477,7 @@ impl Reader {
                         tracing::error!("sftp: request {id} panicked");
                         ops::status(id, StatusCode::Failure, "Internal server error")
                     });
+                    drop(busy);
                     drop(slot);
                     drop(ticket);
                     reply
