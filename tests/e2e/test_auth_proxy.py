@@ -343,6 +343,42 @@ def test_read_only_policy_and_unknown_policy_keys(ferry_factory, proxy, tmp_path
     assert '"_quota"' in srv.log()
 
 
+def test_max_connections_policy_overrides_the_servers_limit(ferry_factory, proxy, tmp_path):
+    """`_max_connections` sets a login's connection limit for its user:
+    1 for alice, 0 (no limit) for bob, the server's
+    --max-connections-per-user 2 for carol, who has none."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    proxy.user("alice", local_answer(d, _max_connections="1"), passwords=["a"])
+    proxy.user("bob", local_answer(d, _max_connections="0"), passwords=["b"])
+    proxy.user("carol", local_answer(d), passwords=["c"])
+    proxy.user("bad", local_answer(d, _max_connections="-1"), passwords=["x"])
+    srv = start(ferry_factory, proxy.command(), "--max-connections-per-user", "2")
+    held = []
+
+    def connects(user, pw):
+        try:
+            t, c = sftp(srv.port, user, password=pw)
+            c.listdir("/")
+        except (paramiko.SSHException, EOFError, OSError):
+            return False
+        held.append(t)
+        return True
+
+    try:
+        assert [connects("alice", "a") for _ in range(2)] == [True, False]
+        assert all(connects("bob", "b") for _ in range(4))
+        assert [connects("carol", "c") for _ in range(3)] == [True, True, False]
+        assert not connects("bad", "x")
+        log = srv.log()
+        assert log.count("refused: 1 connection of this user open already") == 1
+        assert log.count("refused: 2 connections of this user open already") == 1
+        assert '"_max_connections" is "-1"' in log
+    finally:
+        for t in held:
+            t.close()
+
+
 # --------------------------------------------------------------------------
 # isolation
 # --------------------------------------------------------------------------

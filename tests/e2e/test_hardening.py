@@ -660,3 +660,40 @@ def test_idle_connections_are_closed_busy_ones_are_not(ferry_factory, clients):
         idle.wait()
         steady.close()
         hashing.close()
+
+
+def test_connections_per_user_are_limited(ferry_factory):
+    """--max-connections-per-user (SFTPGo's max_sessions): with 2, a
+    third connection of the same user is let past the password check and
+    then told why it is disconnected (not "Permission denied"); it earns
+    its source no penalty, and a connection that ends frees its place."""
+    srv = ferry_factory("--max-connections-per-user", "2", "-v")
+    a = connect_transport(srv.port, password=PASSWORD)
+    b = connect_transport(srv.port, password=PASSWORD)
+    try:
+        ca = paramiko.SFTPClient.from_transport(a)
+        ca.mkdir("kept")
+        # OpenSSH, with a key: the reason reaches its user.
+        for _ in range(4):
+            r = subprocess.run(["sftp", *SSH_OPTS, "-P", str(srv.port), "-i",
+                                str(default_client_key()), "-b", "-", f"{USER}@{HOST}"],
+                               input=b"ls\n", capture_output=True, timeout=30, env=clean_env())
+            assert r.returncode != 0
+            assert b"too many connections for this user (2 open already)" in r.stderr, r.stderr
+        assert srv.log().count("refused: 2 connections of this user open already") == 4
+        # paramiko, with the password: authenticated, then disconnected.
+        with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+            t = connect_transport(srv.port, password=PASSWORD)
+            try:
+                paramiko.SFTPClient.from_transport(t).listdir("/")
+            finally:
+                t.close()
+        # The two logged in keep working; no penalty came of the refusals.
+        assert ca.listdir("/") == ["kept"]
+        assert paramiko.SFTPClient.from_transport(b).listdir("/") == ["kept"]
+        assert "source penalised" not in srv.log()
+        a.close()
+        assert wait_until(lambda: _logs_in_quietly(srv.port, "127.0.0.1"), timeout=10)
+    finally:
+        a.close()
+        b.close()

@@ -500,6 +500,18 @@ pub struct SftpArgs {
     )]
     pub max_connections: usize,
 
+    /// Connections one user may have logged in at once; one more is
+    /// disconnected after its login with "too many connections for this
+    /// user". As SFTPGo's max_sessions; 0 for no limit (an auth proxy's
+    /// `_max_connections` sets it per login).
+    #[arg(
+        long,
+        env = "FERRY_MAX_CONNECTIONS_PER_USER",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub max_connections_per_user: usize,
+
     /// Connections not yet logged in, all sources together, as sshd's
     /// MaxStartups: `start:rate:full` refuses rate% of new ones from start
     /// on, rising to all at full; `N` refuses all beyond N.

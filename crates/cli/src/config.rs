@@ -62,6 +62,8 @@ pub struct ServeConfig {
     pub client_alive: (std::time::Duration, usize),
     /// Idle time before a connection is closed (zero: never).
     pub idle_timeout: std::time::Duration,
+    /// Logged-in connections per user (zero: no limit).
+    pub max_connections_per_user: usize,
     /// Per-source penalties: what earns them, and who is exempt (`None`:
     /// off).
     pub penalties: Option<(PenaltyConfig, Vec<Cidr>)>,
@@ -644,6 +646,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         max_sessions: args.max_sessions,
         client_alive,
         idle_timeout,
+        max_connections_per_user: args.max_connections_per_user,
         penalties,
         layers: ferry_registry::LayerOptions {
             retry: ferry_layers::RetryOptions {

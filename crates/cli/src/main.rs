@@ -419,6 +419,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         server_cfg.max_channels = cfg.max_sessions;
         server_cfg.client_alive = cfg.client_alive;
         server_cfg.idle_timeout = cfg.idle_timeout;
+        server_cfg.max_connections_per_user = cfg.max_connections_per_user;
         server_cfg.penalties = cfg.penalties.clone().map(|(p, exempt)| {
             Arc::new(ferry_server::penalty::Penalties::new(
                 p,

@@ -39,6 +39,9 @@ use crate::auth::AuthConfig;
 pub struct Policy {
     /// Every change is refused (`PERMISSION_DENIED`).
     pub read_only: bool,
+    /// Connections this user may have logged in at once, instead of the
+    /// server's limit (`Some(0)`: no limit).
+    pub max_connections: Option<usize>,
 }
 
 /// A successful login.

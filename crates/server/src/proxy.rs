@@ -8,8 +8,8 @@
 //! of a POST for `http://`/`https://` proxies. It answers with a JSON
 //! object of strings: `type` and `_root` (required), `_obscure` (keys whose
 //! values come in plain where a config file would keep them obscured),
-//! Ferry's policy keys (`_read_only`), and backend options by rclone's
-//! names. A program refuses with a non-zero exit; a service with 401 or
+//! Ferry's policy keys (`_read_only`, `_max_connections`), and backend
+//! options by rclone's names. A program refuses with a non-zero exit; a service with 401 or
 //! 403. Anything else that is not such an answer refuses the login too,
 //! with the reason in the log and never to the client.
 //!
@@ -123,12 +123,12 @@ pub struct ProxyAnswer {
     /// Options listed in `_obscure`: given in plain, where a config file
     /// would keep them obscured.
     pub plain: Vec<String>,
-    /// The login's policy keys (`_read_only`).
+    /// The login's policy keys (`_read_only`, `_max_connections`).
     pub policy: Policy,
 }
 
 /// The policy keys an answer may carry (besides `_root` and `_obscure`).
-pub const POLICY_KEYS: &[&str] = &["_read_only"];
+pub const POLICY_KEYS: &[&str] = &["_read_only", "_max_connections"];
 
 /// Check an answer's text: a JSON object of strings with `type` and
 /// `_root`.
@@ -186,6 +186,11 @@ pub fn parse_answer(text: &[u8]) -> Result<ProxyAnswer, String> {
                 ))
             }
         };
+    }
+    if let Some(v) = strings.remove("_max_connections") {
+        policy.max_connections = Some(v.trim().parse().map_err(|_| {
+            format!("\"_max_connections\" is {v:?}; want a whole number (0: no limit)")
+        })?);
     }
     if let Some(k) = strings.keys().find(|k| k.starts_with('_')) {
         return Err(format!(
@@ -753,11 +758,12 @@ mod tests {
 
     #[test]
     fn answers_are_checked() {
-        let a = parse_answer(br#"{"type":"sftp","_root":"/x","host":"h","pass":"p","_obscure":"pass","_read_only":"true"}"#).unwrap();
+        let a = parse_answer(br#"{"type":"sftp","_root":"/x","host":"h","pass":"p","_obscure":"pass","_read_only":"true","_max_connections":" 2"}"#).unwrap();
         assert_eq!(a.type_, "sftp");
         assert_eq!(a.root, "/x");
         assert_eq!(a.plain, ["pass"]);
         assert!(a.policy.read_only);
+        assert_eq!(a.policy.max_connections, Some(2));
         assert_eq!(a.options.keys().collect::<Vec<_>>(), ["host", "pass"]);
         for (bad, why) in [
             (&br#"[1]"#[..], "not a JSON object"),
@@ -772,6 +778,10 @@ mod tests {
                 "maybe",
             ),
             (br#"{"type":"local","_root":"/","_obscure":"pass"}"#, "pass"),
+            (
+                br#"{"type":"local","_root":"/","_max_connections":"many"}"#,
+                "many",
+            ),
         ] {
             let e = parse_answer(bad).unwrap_err();
             assert!(e.contains(why), "{e}");

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// Disconnect a connection after this long without activity on its
     /// channels (keepalives do not count); zero for never.
     pub idle_timeout: Duration,
+    /// Connections one user may have logged in at once, unless its login's
+    /// policy says otherwise; zero for no limit.
+    pub max_connections_per_user: usize,
     /// The SSH algorithms offered.
     pub algorithms: Algorithms,
 }
@@ -74,6 +77,7 @@ impl ServerConfig {
             max_channels: 10,
             client_alive: (Duration::ZERO, 3),
             idle_timeout: Duration::ZERO,
+            max_connections_per_user: 0,
             algorithms: Algorithms::default(),
         }
     }
@@ -87,7 +91,53 @@ struct Shared {
     login_grace: Duration,
     max_channels: usize,
     idle_timeout: Duration,
+    max_per_user: usize,
+    /// Logged-in connections per user.
+    users: Arc<UserCounts>,
     penalties: Option<Arc<Penalties>>,
+}
+
+/// How many connections each user has logged in: an entry per user with
+/// one at least, so as many entries as connections at most.
+#[derive(Debug, Default)]
+struct UserCounts(Mutex<HashMap<String, usize>>);
+
+impl UserCounts {
+    /// One more connection for `user`, unless it has `limit` already
+    /// (zero: no limit); the refusal says how many it has.
+    fn take(self: &Arc<Self>, user: &str, limit: usize) -> Result<UserSlot, usize> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(user.to_string()).or_insert(0);
+        if limit != 0 && *n >= limit {
+            // At least one connection, so the entry stays.
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(UserSlot {
+            counts: self.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+/// One logged-in connection of a user, counted until dropped (when the
+/// connection ends).
+#[derive(Debug)]
+struct UserSlot {
+    counts: Arc<UserCounts>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
 }
 
 fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
@@ -151,6 +201,8 @@ pub async fn serve(
         login_grace: cfg.login_grace,
         max_channels: cfg.max_channels,
         idle_timeout: cfg.idle_timeout,
+        max_per_user: cfg.max_connections_per_user,
+        users: Arc::default(),
         penalties: cfg.penalties,
         auth: cfg.auth,
         algorithms: cfg.algorithms,
@@ -357,6 +409,8 @@ async fn connection(
         attempt: None,
         user: String::new(),
         login: None,
+        user_slot: None,
+        over_limit: None,
         channels: HashMap::new(),
         open_channels: Arc::new(AtomicUsize::new(0)),
         logged_in: logged_in.clone(),
@@ -507,6 +561,11 @@ struct Conn {
     user: String,
     /// What the login gets, once logged in (its sessions hold it too).
     login: Option<Arc<Login>>,
+    /// This connection's place in its user's count, once logged in.
+    user_slot: Option<UserSlot>,
+    /// The credentials were right but the user had this many connections
+    /// already: disconnected once the client is told it is logged in.
+    over_limit: Option<usize>,
     /// Session channels opened but not yet given a subsystem or command.
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Session channels open now: counted at open, released when an
@@ -591,7 +650,20 @@ impl Conn {
             Ok(login) => {
                 self.user = user.to_string();
                 self.attempt = Some(method);
-                self.login = Some(Arc::new(login));
+                let limit = login
+                    .policy
+                    .max_connections
+                    .unwrap_or(self.shared.max_per_user);
+                match self.shared.users.take(user, limit) {
+                    Ok(slot) => {
+                        self.user_slot = Some(slot);
+                        self.login = Some(Arc::new(login));
+                    }
+                    // Accepted, to be told why it is disconnected (a
+                    // rejection would read as a wrong password); with no
+                    // login kept, no channel is served meanwhile.
+                    Err(n) => self.over_limit = Some(n),
+                }
                 Auth::Accept
             }
             Err(Refusal::BadCredentials) => {
@@ -742,6 +814,22 @@ impl russh::server::Handler for Conn {
         self.logged_in.notify.notify_one();
         self.admission.logged_in();
         let client = String::from_utf8_lossy(session.remote_sshid()).into_owned();
+        if let Some(n) = self.over_limit {
+            let conns = if n == 1 { "connection" } else { "connections" };
+            tracing::info!(
+                "SSH login from {} using {} ({}, {}) refused: {n} {conns} of this user open already; disconnecting",
+                Printable(&self.user),
+                Printable(&client),
+                self.peer,
+                self.attempt.unwrap_or("?")
+            );
+            session.disconnect(
+                russh::Disconnect::TooManyConnections,
+                &format!("too many connections for this user ({n} open already)"),
+                "",
+            )?;
+            return Ok(());
+        }
         let served = self
             .login
             .as_ref()
@@ -1029,5 +1117,28 @@ mod printable_tests {
             "bob\\n2026-01-01T00:00:00Z  INFO SSH login from root\\r\\u{1b}[2J\\u{2028}\\\\"
         );
         assert_eq!(Printable("ünïcödé user").to_string(), "ünïcödé user");
+    }
+}
+
+#[cfg(test)]
+mod user_count_tests {
+    use super::*;
+
+    #[test]
+    fn a_user_gets_its_limit_and_a_closed_connection_frees_its_place() {
+        let counts = Arc::new(UserCounts::default());
+        let a1 = counts.take("alice", 2).unwrap();
+        let a2 = counts.take("alice", 2).unwrap();
+        assert_eq!(counts.take("alice", 2).unwrap_err(), 2);
+        // Another user, and a login whose policy says no limit.
+        let b = counts.take("bob", 2).unwrap();
+        let a3 = counts.take("alice", 0).unwrap();
+        assert_eq!(counts.take("alice", 3).unwrap_err(), 3);
+        drop(a1);
+        let a4 = counts.take("alice", 3).unwrap();
+        drop((a2, a3, a4, b));
+        // Nothing kept for users with no connections.
+        drop(counts.take("carol", 1).unwrap());
+        assert!(counts.0.lock().unwrap().is_empty());
     }
 }
