@@ -34,7 +34,7 @@ step "fuzz targets"
 fuzz_seconds="${FERRY_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" -gt 0 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
-    for target in decode_request decode_response check_frame; do
+    for target in decode_request decode_response check_frame proxy_header; do
         (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
     done
 else

@@ -343,6 +343,26 @@ def test_read_only_policy_and_unknown_policy_keys(ferry_factory, proxy, tmp_path
     assert '"_quota"' in srv.log()
 
 
+def test_client_ip_behind_a_load_balancer_is_the_clients(ferry_factory, proxy, tmp_path):
+    """With --proxy-protocol, the proxy's client_ip is the address the
+    balancer's PROXY header names, not the balancer's."""
+    d = tmp_path / "lb"
+    d.mkdir()
+    proxy.user("alice", local_answer(d), passwords=["a"])
+    srv = start(ferry_factory, proxy.command(), "--proxy-protocol", "127.0.0.1")
+    sock = socket.create_connection((HOST, srv.port), timeout=30)
+    sock.sendall(b"PROXY TCP6 2001:db8::42 ::1 40000 22\r\n")
+    t = paramiko.Transport(sock)
+    t.banner_timeout = t.auth_timeout = 30
+    try:
+        t.start_client(timeout=30)
+        t.auth_password("alice", "a")
+        assert paramiko.SFTPClient.from_transport(t).listdir("/") == []
+    finally:
+        t.close()
+    assert [c["client_ip"] for c in proxy.calls("alice")] == ["2001:db8::42"]
+
+
 def test_max_connections_policy_overrides_the_servers_limit(ferry_factory, proxy, tmp_path):
     """`_max_connections` sets a login's connection limit for its user:
     1 for alice, 0 (no limit) for bob, the server's

@@ -565,6 +565,19 @@ pub struct SftpArgs {
     )]
     pub per_source_penalty_exempt_list: String,
 
+    /// Load balancers (HAProxy, AWS NLB, ...) that send the PROXY protocol
+    /// header, comma-separated `ADDR[/PREFIX]`: connections from them must
+    /// start with one (version 1 or 2), and the client address it gives is
+    /// used for limits, penalties, logs and the auth proxy. Connections
+    /// from other addresses are served as they are. Empty: off.
+    #[arg(
+        long,
+        env = "FERRY_PROXY_PROTOCOL",
+        value_name = "LIST",
+        default_value = ""
+    )]
+    pub proxy_protocol: String,
+
     /// Print more (-v logins, -vv every SFTP operation).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

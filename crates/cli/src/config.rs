@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub idle_timeout: std::time::Duration,
     /// Logged-in connections per user (zero: no limit).
     pub max_connections_per_user: usize,
+    /// Load balancers whose connections start with a PROXY header.
+    pub proxy_protocol: Vec<Cidr>,
     /// Per-source penalties: what earns them, and who is exempt (`None`:
     /// off).
     pub penalties: Option<(PenaltyConfig, Vec<Cidr>)>,
@@ -111,17 +113,23 @@ fn penalties(args: &SftpArgs) -> anyhow::Result<Option<(PenaltyConfig, Vec<Cidr>
         parse_duration("per-source-penalties", v).map_err(|e| e.to_string())
     })
     .map_err(usage)?;
-    let exempt = args
-        .per_source_penalty_exempt_list
-        .split(',')
+    let exempt = cidr_list(
+        "per-source-penalty-exempt-list",
+        &args.per_source_penalty_exempt_list,
+    )?;
+    Ok(cfg.map(|c| (c, exempt)))
+}
+
+/// A comma-separated list of `ADDR[/PREFIX]`.
+fn cidr_list(flag: &str, v: &str) -> anyhow::Result<Vec<Cidr>> {
+    v.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<Cidr>()
-                .map_err(|e| usage(format!("--per-source-penalty-exempt-list: {e}")))
+                .map_err(|e| usage(format!("--{flag}: {e}")))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(cfg.map(|c| (c, exempt)))
+        .collect()
 }
 
 /// Parse an octal permission value such as `0755` or `755`.
@@ -647,6 +655,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         client_alive,
         idle_timeout,
         max_connections_per_user: args.max_connections_per_user,
+        proxy_protocol: cidr_list("proxy-protocol", &args.proxy_protocol)?,
         penalties,
         layers: ferry_registry::LayerOptions {
             retry: ferry_layers::RetryOptions {

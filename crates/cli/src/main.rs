@@ -420,7 +420,11 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         server_cfg.client_alive = cfg.client_alive;
         server_cfg.idle_timeout = cfg.idle_timeout;
         server_cfg.max_connections_per_user = cfg.max_connections_per_user;
-        server_cfg.penalties = cfg.penalties.clone().map(|(p, exempt)| {
+        server_cfg.proxy_protocol = cfg.proxy_protocol.clone();
+        server_cfg.penalties = cfg.penalties.clone().map(|(p, mut exempt)| {
+            // A balancer's own connections (health checks) are never
+            // penalised; the clients behind it are, by their addresses.
+            exempt.extend(cfg.proxy_protocol.iter().copied());
             Arc::new(ferry_server::penalty::Penalties::new(
                 p,
                 cfg.gate.netblock,

@@ -18,6 +18,8 @@
 //!   gets ([`login::Login`]), and the pool of live VFSes.
 //! - [`penalty`]: per-source penalties for failed logins and idle
 //!   connections.
+//! - [`proxied`]: connections from a trusted load balancer, whose PROXY
+//!   protocol header gives the client's address.
 //! - [`proxy`]: the auth proxy, an [`login::Authenticator`] that asks an
 //!   external program or HTTP service which remote each login gets.
 
@@ -29,6 +31,7 @@ pub mod gate;
 pub mod hostkeys;
 pub mod login;
 pub mod penalty;
+pub mod proxied;
 pub mod proxy;
 pub mod sftp;
 pub mod ssh;

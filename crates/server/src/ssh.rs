@@ -23,7 +23,8 @@ use crate::activity::Activity;
 use crate::algorithms::{Algorithms, List};
 use crate::gate::{Admission, Gate, GateConfig};
 use crate::login::{Authenticator, Credential, Login, Refusal};
-use crate::penalty::{Offence, Penalties};
+use crate::penalty::{Cidr, Offence, Penalties};
+use crate::proxied::{self, HeaderError};
 use crate::sftp::{self, SftpOptions};
 
 /// Everything a server needs, typed.
@@ -56,6 +57,9 @@ pub struct ServerConfig {
     /// Connections one user may have logged in at once, unless its login's
     /// policy says otherwise; zero for no limit.
     pub max_connections_per_user: usize,
+    /// Load balancers whose connections start with a PROXY protocol header
+    /// (version 1 or 2) giving the client's address; empty for none.
+    pub proxy_protocol: Vec<Cidr>,
     /// The SSH algorithms offered.
     pub algorithms: Algorithms,
 }
@@ -78,6 +82,7 @@ impl ServerConfig {
             client_alive: (Duration::ZERO, 3),
             idle_timeout: Duration::ZERO,
             max_connections_per_user: 0,
+            proxy_protocol: Vec::new(),
             algorithms: Algorithms::default(),
         }
     }
@@ -208,8 +213,10 @@ pub async fn serve(
         algorithms: cfg.algorithms,
     });
     let gate = Gate::new(cfg.gate);
-    let mut refusals = RefusalLog::default();
+    let balancers = cfg.proxy_protocol;
+    let refusals = Arc::new(Mutex::new(RefusalLog::default()));
     let lingering = Arc::new(Semaphore::new(LINGERING_REFUSALS));
+    let headers = Arc::new(Semaphore::new(PENDING_HEADERS));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -224,29 +231,126 @@ pub async fn serve(
             _ = shutdown.changed() => return Ok(()),
         };
         let accepted = Instant::now();
-        if let Some(left) = shared
+        let door = Door {
+            shared: &shared,
+            gate: &gate,
+            refusals: &refusals,
+            lingering: &lingering,
+        };
+        if !balancers.iter().any(|b| b.contains(peer.ip())) {
+            door.admit(stream, peer, None, accepted);
+            continue;
+        }
+        // From a balancer: its header first, in a task of its own (the
+        // accept loop never waits for a client), a bounded number at once.
+        let Ok(permit) = headers.clone().try_acquire_owned() else {
+            note(
+                &refusals,
+                peer,
+                "too many connections waiting for their PROXY header",
+                &gate,
+            );
+            continue;
+        };
+        let (shared, gate) = (shared.clone(), gate.clone());
+        let (refusals, lingering) = (refusals.clone(), lingering.clone());
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let read = tokio::time::timeout(HEADER_TIME, proxied::read_header(&mut stream)).await;
+            drop(permit);
+            let client = match read {
+                Ok(Ok(Some(client))) => {
+                    SocketAddr::new(crate::gate::canonical(client.ip()), client.port())
+                }
+                // The balancer's own connection (a health check).
+                Ok(Ok(None)) => peer,
+                Ok(Err(HeaderError::Closed)) => {
+                    tracing::debug!(%peer, "closed before sending a PROXY header");
+                    return;
+                }
+                Ok(Err(e)) => return note(&refusals, peer, e, &gate),
+                Err(_) => {
+                    return note(
+                        &refusals,
+                        peer,
+                        format_args!("no PROXY header within {HEADER_TIME:?}"),
+                        &gate,
+                    )
+                }
+            };
+            let door = Door {
+                shared: &shared,
+                gate: &gate,
+                refusals: &refusals,
+                lingering: &lingering,
+            };
+            door.admit(
+                stream,
+                client,
+                Some(peer).filter(|&p| p != client),
+                accepted,
+            );
+        });
+    }
+}
+
+/// Connections waiting for their PROXY header at once, at most; more are
+/// closed at accept.
+const PENDING_HEADERS: usize = 256;
+
+/// Time a balancer has to send its PROXY header (it sends it at once).
+const HEADER_TIME: Duration = Duration::from_secs(10);
+
+fn note(refusals: &Mutex<RefusalLog>, peer: SocketAddr, why: impl std::fmt::Display, gate: &Gate) {
+    refusals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .note(peer, why, gate);
+}
+
+/// What lets a connection in, once its client's address is known.
+struct Door<'a> {
+    shared: &'a Arc<Shared>,
+    gate: &'a Arc<Gate>,
+    refusals: &'a Mutex<RefusalLog>,
+    lingering: &'a Arc<Semaphore>,
+}
+
+impl Door<'_> {
+    /// Turn away a penalised source or one over a limit; serve the others.
+    /// `via` is the balancer a proxied connection came through.
+    fn admit(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        via: Option<SocketAddr>,
+        accepted: Instant,
+    ) {
+        if let Some(left) = self
+            .shared
             .penalties
             .as_ref()
             .and_then(|p| p.refused_for(peer.ip(), accepted.into_std()))
         {
-            turn_away(stream, b"Not allowed at this time\r\n", &lingering);
-            refusals.note(
+            turn_away(stream, b"Not allowed at this time\r\n", self.lingering);
+            note(
+                self.refusals,
                 peer,
                 format_args!("source penalised for {}s more", left.as_secs() + 1),
-                &gate,
+                self.gate,
             );
-            continue;
+            return;
         }
-        let admission = match gate.admit(peer.ip(), rand::random_range(0..100)) {
+        let admission = match self.gate.admit(peer.ip(), rand::random_range(0..100)) {
             Ok(a) => a,
             Err(why) => {
-                turn_away(stream, why.banner(), &lingering);
-                refusals.note(peer, why.reason(), &gate);
-                continue;
+                turn_away(stream, why.banner(), self.lingering);
+                note(self.refusals, peer, why.reason(), self.gate);
+                return;
             }
         };
-        let shared = shared.clone();
-        tokio::spawn(connection(shared, stream, peer, admission, accepted));
+        let shared = self.shared.clone();
+        tokio::spawn(connection(shared, stream, peer, via, admission, accepted));
     }
 }
 
@@ -383,6 +487,7 @@ async fn connection(
     shared: Arc<Shared>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    via: Option<SocketAddr>,
     admission: Admission,
     accepted: Instant,
 ) {
@@ -406,6 +511,7 @@ async fn connection(
         activity: activity.clone(),
         socket: socket.clone(),
         peer,
+        via,
         attempt: None,
         user: String::new(),
         login: None,
@@ -556,6 +662,9 @@ struct Conn {
     /// The connection's socket, to see when the client has closed it.
     socket: Option<Arc<PeerSocket>>,
     peer: SocketAddr,
+    /// The load balancer the connection came through (its PROXY header
+    /// gave `peer`).
+    via: Option<SocketAddr>,
     /// The method of the authentication attempt in progress, for the log.
     attempt: Option<&'static str>,
     user: String,
@@ -587,6 +696,15 @@ impl Drop for ChannelSlot {
 }
 
 impl Conn {
+    /// The client's address for the log, with the balancer it came
+    /// through.
+    fn source(&self) -> String {
+        match self.via {
+            Some(via) => format!("{} via {via}", self.peer),
+            None => self.peer.to_string(),
+        }
+    }
+
     fn reject(&self, user: &str, method: &str) -> Auth {
         tracing::info!(peer = %self.peer, "SSH login failed for {user:?} ({method})");
         self.retry()
@@ -820,7 +938,7 @@ impl russh::server::Handler for Conn {
                 "SSH login from {} using {} ({}, {}) refused: {n} {conns} of this user open already; disconnecting",
                 Printable(&self.user),
                 Printable(&client),
-                self.peer,
+                self.source(),
                 self.attempt.unwrap_or("?")
             );
             session.disconnect(
@@ -839,7 +957,7 @@ impl russh::server::Handler for Conn {
             "SSH login from {} using {} ({}, {}), serving {served}",
             Printable(&self.user),
             Printable(&client),
-            self.peer,
+            self.source(),
             self.attempt.unwrap_or("?")
         );
         Ok(())
