@@ -334,3 +334,50 @@ def test_a_download_after_a_listing_is_one_get_and_reads_what_the_store_has(
     ok(openssh_sftp(srv, "".join(f"get /d/{n} {out / n}\n" for n in fresh)))
     for n, b in fresh.items():
         assert (out / n).read_bytes() == b, n
+
+
+def _rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_read_ahead_of_many_open_files_stays_within_max_buffer_memory(s3store, ferry_factory,
+                                                                      tmp_path):
+    """Finding 11: each read handle on an object store reads --buffer-size
+    (16 MiB) ahead; 100 handles with one 4 KiB READ each took the server
+    to +1,701 MiB resident (measured on the code before the budget; rclone
+    has the same weakness unless --max-buffer-memory is set). With
+    --max-buffer-memory 32Mi the read-ahead of all of them together stays
+    within it, every READ is answered right, and a download afterwards
+    is byte-exact (read-ahead comes back as the handles close)."""
+    src = tmp_path / "big.bin"
+    make_random_file(src, 40 * MiB)
+    s3store.rclone("copyto", str(src), s3store.path("big.bin"))
+    data = src.read_bytes()
+    srv = serve(ferry_factory, s3store, "--max-buffer-memory", "32Mi")
+    t = connect_transport(srv.port, password=PASSWORD)
+    try:
+        raw = RawSftp.open(t)
+        base = _rss(srv.proc.pid)
+        handles = [raw.open_file("big.bin", 0x01) for _ in range(100)]
+        peak = base
+        for i, h in enumerate(handles):
+            at = (i * 4096) % (1 * MiB)
+            assert raw.read(h, at, 4096) == data[at:at + 4096]
+            peak = max(peak, _rss(srv.proc.pid))
+        # Whatever read-ahead there is has had time to arrive.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            peak = max(peak, _rss(srv.proc.pid))
+            time.sleep(0.1)
+        assert peak - base < 200 * MiB, f"+{(peak - base) >> 20} MiB resident"
+        for h in handles:
+            raw.close_handle(h)
+        c = paramiko.SFTPClient.from_transport(t)
+        c.get("big.bin", str(tmp_path / "down.bin"), prefetch=True)
+        assert (tmp_path / "down.bin").read_bytes() == data
+    finally:
+        t.close()

@@ -242,6 +242,18 @@ pub struct SftpArgs {
     )]
     pub buffer_size: String,
 
+    /// The most memory read-ahead buffers (--buffer-size) may hold, all
+    /// open files together. `off` (rclone's default): a quarter of the
+    /// machine's memory, at most 4Gi. Past it, files read no further ahead
+    /// than their clients ask; no read fails or waits for it.
+    #[arg(
+        long,
+        env = "FERRY_MAX_BUFFER_MEMORY",
+        default_value = "off",
+        value_name = "SIZE"
+    )]
+    pub max_buffer_memory: String,
+
     /// File caching: off (stream reads and writes), minimal (read+write
     /// opens through the disk cache), writes (every writing open through
     /// the cache, uploaded after --vfs-write-back) or full (reads too).

@@ -251,6 +251,20 @@ fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
         })
 }
 
+/// Read-ahead's budget when `--max-buffer-memory` is off: a quarter of the
+/// machine's memory, at most 4 GiB (1 GiB if it cannot be read).
+fn default_buffer_memory() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    match total {
+        Some(t) => (t / 4).clamp(64 << 20, 4 << 30),
+        None => 1 << 30,
+    }
+}
+
 /// Where the file cache of `target` lives below `vfs/` and `vfsMeta/`: the
 /// remote's name (with a digest of its options for on-the-fly remotes, so
 /// two different stores never share a cache) and the served path.
@@ -563,6 +577,12 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
                 args.buffer_size
             ))
         })?,
+        buffer_budget: ferry_vfs::budget::BufferBudget::shared(
+            match parse_limit("max-buffer-memory", &args.max_buffer_memory)? {
+                Some(n) => n,
+                None => default_buffer_memory(),
+            },
+        ),
         cache_mode: args
             .vfs_cache_mode
             .parse()

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use ferry_backend::{BackendError, ByteStream, FileHandle};
 
+use crate::budget::{BufferBudgetRef, Lease};
 use crate::cache::ranges::RangeSet;
 use crate::{Result, VfsError};
 
@@ -76,7 +77,8 @@ impl ChunkPolicy {
 struct Buf {
     /// Offset of the first byte held.
     start: u64,
-    pieces: VecDeque<Bytes>,
+    /// The data held, each piece counted in the read-ahead budget.
+    pieces: VecDeque<(Bytes, Lease)>,
     /// One past the last byte held.
     end: u64,
     /// The furthest byte a READ asked for.
@@ -110,6 +112,9 @@ struct Shared {
     handle: Arc<dyn FileHandle>,
     size: u64,
     policy: ChunkPolicy,
+    /// What read-ahead may hold, every open file together: the stream
+    /// reads further ahead of its READs only while it has room.
+    budget: BufferBudgetRef,
     buf: Mutex<Buf>,
     /// Data arrived (or the stream ended or failed).
     data: tokio::sync::Notify,
@@ -124,12 +129,18 @@ pub(crate) struct StreamReader {
 }
 
 impl StreamReader {
-    pub(crate) fn new(handle: Arc<dyn FileHandle>, size: u64, policy: ChunkPolicy) -> Self {
+    pub(crate) fn new(
+        handle: Arc<dyn FileHandle>,
+        size: u64,
+        policy: ChunkPolicy,
+        budget: BufferBudgetRef,
+    ) -> Self {
         StreamReader {
             shared: Arc::new(Shared {
                 handle,
                 size,
                 policy,
+                budget,
                 buf: Mutex::new(Buf {
                     start: 0,
                     pieces: VecDeque::new(),
@@ -195,7 +206,7 @@ impl StreamReader {
                     b.demand = b.demand.max(want_end);
                     let got_to = want_end.min(b.end);
                     b.served.insert(offset, got_to);
-                    trim(&mut b);
+                    trim(&mut b, sh.margin());
                     sh.want.notify_one();
                     return Ok(out);
                 }
@@ -314,6 +325,16 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Buf> {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// What is kept behind the READs for re-reads: nothing once the budget
+    /// is spent (a re-read is then one ranged read).
+    fn margin(&self) -> u64 {
+        if self.budget.has_room() {
+            MARGIN
+        } else {
+            0
+        }
+    }
 }
 
 /// Copy `[from, to)` out of the buffer.
@@ -323,7 +344,7 @@ fn copy_out(b: &Buf, from: u64, to: u64, out: &mut Vec<u8>) {
     }
     out.reserve((to - from) as usize);
     let mut pos = b.start;
-    for p in &b.pieces {
+    for (p, _) in &b.pieces {
         let p_end = pos + p.len() as u64;
         if p_end > from && pos < to {
             let s = from.max(pos) - pos;
@@ -362,20 +383,20 @@ impl Drop for Unwait<'_> {
     }
 }
 
-/// Drop what every READ has had, and anything far behind the furthest,
-/// but never what a waiting READ needs.
-fn trim(b: &mut Buf) {
+/// Drop what every READ has had (but `margin` for re-reads), and anything
+/// far behind the furthest, but never what a waiting READ needs.
+fn trim(b: &mut Buf, margin: u64) {
     let read_through = match b.served.spans().first() {
         Some(&(s, e)) if s <= b.start => e,
         _ => b.start,
     };
     let mut keep_from = read_through
-        .saturating_sub(MARGIN)
+        .saturating_sub(margin)
         .max(b.demand.saturating_sub(b.behind));
     if let Some((&w, _)) = b.waiting.first_key_value() {
         keep_from = keep_from.min(w);
     }
-    while let Some(p) = b.pieces.front() {
+    while let Some((p, _)) = b.pieces.front() {
         let p_end = b.start + p.len() as u64;
         if p_end > keep_from {
             break;
@@ -421,7 +442,11 @@ async fn fill_stream(sh: Arc<Shared>, epoch: u64, mut at: u64) {
                 if b.epoch != epoch {
                     return;
                 }
-                if b.end < b.demand.saturating_add(sh.policy.ahead) {
+                // READs waiting for data always get it; reading further
+                // ahead of them only while the budget has room.
+                if b.end < b.demand
+                    || (b.end < b.demand.saturating_add(sh.policy.ahead) && sh.budget.has_room())
+                {
                     break;
                 }
             }
@@ -471,9 +496,9 @@ async fn fill_stream(sh: Arc<Shared>, epoch: u64, mut at: u64) {
                     if b.epoch != epoch {
                         return;
                     }
-                    b.pieces.push_back(data);
+                    b.pieces.push_back((data, sh.budget.take(n)));
                     b.end += n;
-                    trim(&mut b);
+                    trim(&mut b, sh.margin());
                 }
                 at += n;
                 sh.data.notify_waiters();
@@ -614,12 +639,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_stream_reads_ahead_only_within_the_budget() {
+        // A budget already spent by others: the stream still serves every
+        // READ, byte-exact, but holds no more than they ask for.
+        let f = file(2_000_000, None);
+        let budget = crate::budget::BufferBudget::shared(1 << 20);
+        let other = budget.try_take(1 << 20).unwrap();
+        let r = StreamReader::new(f.clone(), 2_000_000, policy(0, None), budget.clone());
+        let mut got = Vec::new();
+        let mut off = 0u64;
+        let mut most = 0;
+        while off < 2_000_000 {
+            let b = r.read_at(off, 32768, Vec::new()).await.unwrap();
+            off += b.len() as u64;
+            got.extend_from_slice(&b);
+            tokio::task::yield_now().await;
+            most = most.max(budget.used() - (1 << 20));
+        }
+        assert_eq!(&got[..], &f.data[..]);
+        // One READ's worth and the stream's last piece, never the 256 KiB
+        // ahead the policy would read with room.
+        assert!(most < 100_000, "{most} bytes held ahead");
+        drop(other);
+        // With room, it reads ahead again.
+        let r2 = StreamReader::new(f.clone(), 2_000_000, policy(0, None), budget.clone());
+        r2.read_at(0, 1000, Vec::new()).await.unwrap();
+        assert!(
+            wait_for(|| budget.used() >= 200_000).await,
+            "no read-ahead with room: {}",
+            budget.used()
+        );
+        drop((r, r2));
+        assert!(
+            wait_for(|| budget.used() == 0).await,
+            "{} left",
+            budget.used()
+        );
+    }
+
+    async fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
     async fn concurrent_sequential_reads_share_one_doubling_stream() {
         let f = file(3_000_000, None);
         let r = Arc::new(StreamReader::new(
             f.clone(),
             3_000_000,
             policy(100_000, None),
+            Default::default(),
         ));
         // 64 READs of 32 KiB in flight at a time, as OpenSSH sends them.
         let mut got = Vec::new();
@@ -645,7 +720,12 @@ mod tests {
     #[tokio::test]
     async fn reads_in_any_order_at_the_start_do_not_restart_the_stream() {
         let f = file(3_000_000, None);
-        let r = Arc::new(StreamReader::new(f.clone(), 3_000_000, policy(0, None)));
+        let r = Arc::new(StreamReader::new(
+            f.clone(),
+            3_000_000,
+            policy(0, None),
+            Default::default(),
+        ));
         // The first READs in flight, the first of them processed last, then
         // the rest in batches with a few reversed.
         let mut offsets: Vec<u64> = (0..(3_000_000u64 / 32768 + 1)).map(|i| i * 32768).collect();
@@ -681,7 +761,12 @@ mod tests {
         let mut p = policy(0, None);
         p.ahead = 4 << 20;
         p.reach = REACH;
-        let r = Arc::new(StreamReader::new(f.clone(), len as u64, p));
+        let r = Arc::new(StreamReader::new(
+            f.clone(),
+            len as u64,
+            p,
+            Default::default(),
+        ));
         let piece = 255 * 1024u64;
         let offsets: Vec<u64> = (0..(len as u64).div_ceil(piece))
             .map(|i| i * piece)
@@ -715,7 +800,7 @@ mod tests {
     #[tokio::test]
     async fn a_jump_is_one_ranged_read_and_a_reader_that_moves_on_restarts() {
         let f = file(2_000_000, None);
-        let r = StreamReader::new(f.clone(), 2_000_000, policy(0, None));
+        let r = StreamReader::new(f.clone(), 2_000_000, policy(0, None), Default::default());
         let a = r.read_at(0, 1000, Vec::new()).await.unwrap();
         assert_eq!(&a[..], &f.data[..1000]);
         // Far away: answered directly.
@@ -739,7 +824,7 @@ mod tests {
         let f = file(2_000_000, None);
         let mut p = policy(0, None);
         p.no_seek = true;
-        let r = StreamReader::new(f.clone(), 2_000_000, p);
+        let r = StreamReader::new(f.clone(), 2_000_000, p, Default::default());
         r.read_at(0, 1000, Vec::new()).await.unwrap();
         assert!(r.read_at(1_500_000, 1000, Vec::new()).await.is_err());
         // Small steps ahead are fine.
@@ -750,7 +835,7 @@ mod tests {
     #[tokio::test]
     async fn a_broken_stream_is_resumed_where_it_stopped() {
         let f = file(500_000, Some(300_000));
-        let r = StreamReader::new(f.clone(), 500_000, policy(0, None));
+        let r = StreamReader::new(f.clone(), 500_000, policy(0, None), Default::default());
         let mut got = Vec::new();
         let mut off = 0;
         while off < 500_000 {
@@ -770,7 +855,12 @@ mod tests {
     async fn every_waiting_read_finishes_when_the_stream_breaks() {
         for _ in 0..20 {
             let f = file(1_000_000, Some(300_000));
-            let r = Arc::new(StreamReader::new(f.clone(), 1_000_000, policy(0, None)));
+            let r = Arc::new(StreamReader::new(
+                f.clone(),
+                1_000_000,
+                policy(0, None),
+                Default::default(),
+            ));
             r.read_at(0, 1000, Vec::new()).await.unwrap();
             let reads = (0..24u64).map(|i| {
                 let r = r.clone();

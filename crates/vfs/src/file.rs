@@ -151,7 +151,12 @@ impl Reader {
                 no_seek: opts.no_seek,
                 reach: crate::chunked::REACH,
             };
-            return Ok(Reader::Stream(StreamReader::new(handle, size, policy)));
+            return Ok(Reader::Stream(StreamReader::new(
+                handle,
+                size,
+                policy,
+                opts.buffer_budget.clone(),
+            )));
         }
         let (chunk, window) = match opts.buffer_size.checked_div(streams) {
             None => (READ_CHUNK, opts.buffer_size),
@@ -165,7 +170,13 @@ impl Reader {
                 (want, want.saturating_mul(streams))
             }
         };
-        Ok(Reader::Chunks(ReadAhead::new(handle, size, chunk, window)))
+        Ok(Reader::Chunks(ReadAhead::new(
+            handle,
+            size,
+            chunk,
+            window,
+            opts.buffer_budget.clone(),
+        )))
     }
 
     async fn read_at(&self, offset: u64, len: usize, buf: Vec<u8>) -> Result<Vec<u8>> {

@@ -21,7 +21,8 @@
 //!   to object stores, front to back).
 //! - `dircache`: listings kept for `--dir-cache-time`.
 //! - `cache`: the `--vfs-cache-mode` file cache on disk.
-//! - `chunked`, `readahead`: streamed and chunked reads on network stores;
+//! - `chunked`, `readahead`: streamed and chunked reads on network stores,
+//!   within the server's [`budget`] for read-ahead;
 //!   `verify`: whole-file reads checked against the store's hash.
 //! - [`hash`]: hashers and the hash cache.
 //!
@@ -29,6 +30,7 @@
 //! [`Vfs`] and [`VfsFile`]; their callers do not change.
 
 pub mod attr;
+pub mod budget;
 mod cache;
 mod changes;
 mod chunked;

@@ -86,6 +86,9 @@ pub struct VfsOptions {
     /// Bytes read ahead per open file on high-latency stores
     /// (`--buffer-size`; zero turns read-ahead off).
     pub buffer_size: usize,
+    /// What read-ahead may hold, all open files of every VFS that shares
+    /// it together (`--max-buffer-memory`).
+    pub buffer_budget: crate::budget::BufferBudgetRef,
     /// The on-disk file cache (used unless `cache_mode` is off).
     pub cache: CacheOptions,
     /// The first ranged read of a streamed file (`--vfs-read-chunk-size`;
@@ -186,6 +189,7 @@ impl Default for VfsOptions {
             dir_cache_time: std::time::Duration::from_secs(300),
             poll_interval: std::time::Duration::from_secs(60),
             buffer_size: 16 << 20,
+            buffer_budget: Default::default(),
             cache: CacheOptions::default(),
             read_chunk_size: 128 << 20,
             read_chunk_size_limit: None,

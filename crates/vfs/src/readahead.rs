@@ -20,6 +20,7 @@ use bytes::Bytes;
 use ferry_backend::{BackendError, FileHandle};
 use futures::future::{BoxFuture, FutureExt as _, Shared};
 
+use crate::budget::{BufferBudgetRef, Lease};
 use crate::Result;
 
 type Chunk = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<BackendError>>>>;
@@ -33,12 +34,16 @@ pub(crate) struct ReadAhead {
     chunk: u64,
     /// Chunks kept in flight ahead of a sequential reader.
     window: u64,
+    /// What read-ahead may hold, every open file together: chunks ahead
+    /// of the READs are fetched only while it has room.
+    budget: BufferBudgetRef,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
-    chunks: BTreeMap<u64, Chunk>,
+    /// Chunks fetched or being fetched, each counted in the budget.
+    chunks: BTreeMap<u64, (Chunk, Lease)>,
     /// Where reading has got to (the furthest end of a sequential read).
     last_end: u64,
     /// Where the last jump ended: a read from there moves the read-ahead.
@@ -50,13 +55,20 @@ struct State {
 }
 
 impl ReadAhead {
-    pub(crate) fn new(handle: Arc<dyn FileHandle>, size: u64, chunk: usize, buffer: usize) -> Self {
+    pub(crate) fn new(
+        handle: Arc<dyn FileHandle>,
+        size: u64,
+        chunk: usize,
+        buffer: usize,
+        budget: BufferBudgetRef,
+    ) -> Self {
         let chunk = chunk.max(64 << 10) as u64;
         ReadAhead {
             handle,
             size,
             chunk,
             window: (buffer as u64 / chunk).max(1),
+            budget,
             state: Mutex::new(State::default()),
         }
     }
@@ -137,12 +149,27 @@ impl ReadAhead {
                 st.served.retain(|i, _| *i >= keep_from);
                 st.consumed.retain(|i| *i >= keep_from);
                 for i in first..=ahead_to {
-                    if i > last && st.consumed.contains(&i) {
+                    if st.chunks.contains_key(&i) || (i > last && st.consumed.contains(&i)) {
                         continue;
                     }
-                    st.chunks.entry(i).or_insert_with(|| self.fetch(i));
+                    let len = self.chunk.min(self.size - i * self.chunk);
+                    // What the READ needs is fetched whatever the budget;
+                    // chunks ahead of it only while the budget has room.
+                    let lease = if i <= last {
+                        self.budget.take(len)
+                    } else {
+                        match self.budget.try_take(len) {
+                            Some(l) => l,
+                            None => break,
+                        }
+                    };
+                    st.chunks.insert(i, (self.fetch(i), lease));
                 }
-                Some((first..=last).map(|i| (i, st.chunks[&i].clone())).collect())
+                Some(
+                    (first..=last)
+                        .map(|i| (i, st.chunks[&i].0.clone()))
+                        .collect(),
+                )
             }
         };
         let Some(needed) = needed else {
@@ -251,10 +278,75 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn read_ahead_stays_within_the_shared_budget_and_reads_stay_whole() {
+        // Two files reading side by side, a budget of two 256 KiB chunks
+        // for both: each reads correctly, what is held ahead never passes
+        // the budget plus the chunks the READs themselves need, and all of
+        // it is given back.
+        let size = (3 << 20) + 777;
+        let budget = crate::budget::BufferBudget::shared(512 << 10);
+        let files = [slow(size), slow(size)];
+        let readers: Vec<_> = files
+            .iter()
+            .map(|f| ReadAhead::new(f.clone(), size as u64, 256 << 10, 2 << 20, budget.clone()))
+            .collect();
+        let mut got = [Vec::new(), Vec::new()];
+        let mut off = [0u64, 0u64];
+        let mut most = 0;
+        while off.iter().any(|&o| o < size as u64) {
+            for k in 0..2 {
+                if off[k] < size as u64 {
+                    let b = readers[k]
+                        .read_at(off[k], 32 << 10, Vec::new())
+                        .await
+                        .unwrap();
+                    off[k] += b.len() as u64;
+                    got[k].extend_from_slice(&b);
+                }
+                most = most.max(budget.used());
+            }
+        }
+        assert_eq!(got[0], files[0].data);
+        assert_eq!(got[1], files[1].data);
+        assert!(most <= (512 << 10) + 2 * (256 << 10), "{most} bytes held");
+        drop(readers);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn with_no_budget_left_only_what_is_read_is_fetched() {
+        let size = 2 << 20;
+        let file = slow(size);
+        let ra = ReadAhead::new(
+            file.clone(),
+            size as u64,
+            256 << 10,
+            2 << 20,
+            crate::budget::BufferBudget::shared(0),
+        );
+        let mut got = Vec::new();
+        let mut off = 0u64;
+        while off < size as u64 {
+            let b = ra.read_at(off, 64 << 10, Vec::new()).await.unwrap();
+            off += b.len() as u64;
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(got, file.data);
+        // One read per chunk, none ahead or twice.
+        assert_eq!(file.reads.load(Ordering::SeqCst), 8);
+    }
+
+    #[tokio::test]
     async fn sequential_reads_are_fetched_ahead_in_parallel_chunks() {
         let size = (8 << 20) + 12345;
         let file = slow(size);
-        let ra = ReadAhead::new(file.clone(), size as u64, 256 << 10, 2 << 20);
+        let ra = ReadAhead::new(
+            file.clone(),
+            size as u64,
+            256 << 10,
+            2 << 20,
+            Default::default(),
+        );
         let mut got = Vec::new();
         let mut off = 0u64;
         let mut most_held = 0;
@@ -288,7 +380,13 @@ mod tests {
     async fn random_reads_fetch_only_what_is_asked_and_get_the_right_bytes() {
         let size = 4 << 20;
         let file = slow(size);
-        let ra = ReadAhead::new(file.clone(), size as u64, 256 << 10, 2 << 20);
+        let ra = ReadAhead::new(
+            file.clone(),
+            size as u64,
+            256 << 10,
+            2 << 20,
+            Default::default(),
+        );
         for &(off, len) in &[
             (3_000_000u64, 1000usize),
             (2_200_000, 20),
@@ -324,6 +422,7 @@ mod tests {
             size as u64,
             256 << 10,
             2 << 20,
+            Default::default(),
         ));
         // 64 READs of 32 KiB in flight, started in a shuffled order.
         let mut offsets: Vec<u64> = (0..(size as u64 / 32768)).map(|i| i * 32768).collect();
