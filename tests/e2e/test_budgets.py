@@ -15,8 +15,11 @@ import time
 
 import pytest
 
-from conftest import assert_server_healthy, make_random_file, wait_until
-from sftpraw import (EXTENDED, FSTAT, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, READ, string,
+import paramiko
+
+from conftest import (FerryServer, assert_server_healthy, connect_transport, free_port,
+                      make_random_file, wait_until)
+from sftpraw import (EXTENDED, RawSftp, SftpStatusError, FSTAT, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, READ, string,
                      u32, u64)
 
 MiB = 1 << 20
@@ -226,3 +229,69 @@ def test_an_exec_hash_stops_when_its_client_leaves(ferry_factory, clients):
     time.sleep(2)
     assert cpu_seconds(pid) - before < 0.5, "still hashing"
     assert_server_healthy(srv, clients)
+
+
+def _with_file_limit(factory, limit, *extra):
+    """A server under `prlimit --nofile=limit:limit`, with --no-auth (any
+    user name logs in, so tests can be several users)."""
+    factory.count += 1
+    n = factory.count
+    root = factory.tmp / f"root{n}"
+    root.mkdir()
+    cache = factory.tmp / f"cache{n}"
+    port = free_port()
+    args = ["prlimit", f"--nofile={limit}:{limit}", "--",
+            *factory.command(root, port, cache, auth=False, extra=["--no-auth", *extra])]
+    srv = FerryServer(args, root, cache, port, factory.tmp / f"ferry{n}.log", factory.env())
+    factory.servers.append(srv)
+    return srv.start()
+
+
+def _open_until_refused(raw, path, most=3000):
+    handles = []
+    while len(handles) < most:
+        try:
+            handles.append(raw.open_file(path, FXF_READ))
+        except SftpStatusError as e:
+            return handles, str(e)
+    return handles, None
+
+
+def test_one_user_cannot_take_every_descriptor(ferry_factory):
+    """Finding 7: with the open-file limit at 4,096, one client's 4,082
+    handles made every new client hang (accept failed with EMFILE). Now
+    clients' open files are the limit less a reserve (four descriptors per
+    allowed connection and 256): with a limit of 1,300 and
+    --max-connections 50 that is 844, and one user holds at most half.
+    A user that opens files until refused gets 422 and a clear FAILURE;
+    another user still connects, lists and reads; a third connects while
+    the server is full and is told why its OPEN fails; closing frees the
+    places."""
+    srv = _with_file_limit(ferry_factory, 1300, "--max-connections", "50")
+    with open(srv.backing("a.txt"), "wb") as f:
+        f.write(b"x" * 1000)
+    ta = connect_transport(srv.port, user="alice")
+    a = RawSftp.open(ta)
+    tb = connect_transport(srv.port, user="bob")
+    b = RawSftp.open(tb)
+    try:
+        mine, why = _open_until_refused(a, "a.txt")
+        assert len(mine) == 422 and "Too many open files for this user" in why, (len(mine), why)
+        theirs, why = _open_until_refused(b, "a.txt")
+        # The server's 844 are all taken now (which is said first).
+        assert len(theirs) == 422 and "on this server" in why, (len(theirs), why)
+        # Full: a new user still gets in, lists, and is told why it cannot open.
+        tc = connect_transport(srv.port, user="carol")
+        c = paramiko.SFTPClient.from_transport(tc)
+        assert c.listdir("/") == ["a.txt"]
+        with pytest.raises(IOError, match="Too many open files on this server"):
+            c.open("a.txt").read()
+        assert a.read(mine[0], 0, 1000) == b"x" * 1000
+        for h in mine:
+            a.close_handle(h)
+        assert c.open("a.txt").read() == b"x" * 1000
+        tc.close()
+        assert "half the server's limit of 844" in srv.log()
+    finally:
+        ta.close()
+        tb.close()

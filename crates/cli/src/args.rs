@@ -397,6 +397,16 @@ pub struct SftpArgs {
     )]
     pub debug_backend_latency: Option<String>,
 
+    /// Testing only: make this share of backend requests fail, lose their
+    /// answer, be slow or break mid-stream (`5%`, `0.05`, `5%,seed=7`).
+    #[arg(
+        long,
+        env = "FERRY_DEBUG_BACKEND_FAULTS",
+        value_name = "RATE",
+        hide = true
+    )]
+    pub debug_backend_faults: Option<String>,
+
     /// SSH key exchange algorithms, in OpenSSH's syntax: `+a,b` adds to the
     /// defaults (e.g. the legacy SHA-1 `diffie-hellman-group14-sha1`), `-a`
     /// removes, `^a` puts first, a plain list replaces. Repeatable.

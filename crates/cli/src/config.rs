@@ -650,6 +650,14 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         .as_deref()
         .map(|v| parse_duration("debug-backend-latency", v))
         .transpose()?;
+    let debug_faults = args
+        .debug_backend_faults
+        .as_deref()
+        .map(|v| {
+            ferry_layers::FaultOptions::parse(v)
+                .map_err(|e| usage(format!("--debug-backend-faults: {e}")))
+        })
+        .transpose()?;
     if let Some(root) = target.as_ref().and_then(served_dir) {
         if within(&cache_dir, &root) {
             return Err(usage(format!(
@@ -683,6 +691,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
                 ..Default::default()
             },
             debug_latency,
+            debug_faults,
         },
         target,
         addr: args.addr.clone(),

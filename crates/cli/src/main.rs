@@ -166,6 +166,12 @@ pub(crate) async fn open_vfs(
     if let Some(d) = cfg.layers.debug_latency.filter(|d| !d.is_zero()) {
         tracing::warn!("every backend request is delayed by {d:?} (--debug-backend-latency)");
     }
+    if let Some(f) = cfg.layers.debug_faults.filter(|f| f.per_million > 0) {
+        tracing::warn!(
+            "{}% of backend requests get an injected fault (--debug-backend-faults)",
+            f64::from(f.per_million) / 1e4
+        );
+    }
     let mut opts = cfg.vfs.clone();
     let key = config::cache_key(target);
     opts.cache.data_dir = cfg.cache_dir.join("vfs").join(&key);
@@ -278,8 +284,8 @@ pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
 /// open handle, cached file and store connection takes a descriptor, and
 /// the usual soft limit of 1,024 is reached by a few busy users (then
 /// accept fails for everyone). Warn if the limit stays below what
-/// `--max-connections` needs to be reached at all.
-fn raise_file_limit(max_connections: usize) {
+/// `--max-connections` needs to be reached at all. Returns the limit.
+fn raise_file_limit(max_connections: usize) -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     // Linux refuses more than fs.nr_open (1,048,576 by default) even when
@@ -303,6 +309,20 @@ fn raise_file_limit(max_connections: usize) {
              connections may be served (raise `ulimit -n` to at least {need})"
         );
     }
+    now
+}
+
+/// How many files clients may have open, all sessions together: the
+/// open-file limit less a reserve of four descriptors per allowed
+/// connection (its socket and its own) and 256 for the file cache, the
+/// stores' connections and the log. Never fewer than a quarter of the
+/// limit, so a small limit still serves files.
+fn open_file_budget(limit: u64, max_connections: usize) -> usize {
+    let reserve = (max_connections as u64)
+        .saturating_mul(4)
+        .saturating_add(256);
+    let budget = limit.saturating_sub(reserve).max(limit / 4).max(1);
+    usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
 fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -315,7 +335,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    raise_file_limit(cfg.gate.max_connections);
+    let file_limit = raise_file_limit(cfg.gate.max_connections);
+    let open_files = open_file_budget(file_limit, cfg.gate.max_connections);
 
     let host_keys = if cfg.key_files.is_empty() {
         ferry_server::hostkeys::load_or_generate(&config::host_key_dir(&cfg.cache_dir))?
@@ -413,6 +434,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut server_cfg = ServerConfig::new(auth.clone(), host_keys);
+        server_cfg.sftp.open_files = ferry_server::sftp::handles::OpenFiles::new(open_files);
         server_cfg.algorithms = cfg.algorithms.clone();
         server_cfg.gate = cfg.gate.clone();
         server_cfg.login_grace = cfg.login_grace;

@@ -1,6 +1,8 @@
 //! Cross-cutting layers that wrap any [`Backend`] and are one themselves.
 //!
 //! # Layout
+//! - [`faults`]: [`Faults`], requests that fail, lose their answer, are
+//!   slow or break mid-stream at a chosen rate (tests only; a hidden flag).
 //! - [`latency`]: [`Latency`], a fixed delay before every request, to test
 //!   and benchmark against a slow store (tests only; a hidden CLI flag).
 //! - [`retry`]: [`Retry`], low-level retries of temporary failures with
@@ -13,9 +15,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod faults;
 pub mod latency;
 pub mod retry;
 
+pub use faults::{FaultOptions, Faults};
 pub use ferry_backend::Backend;
 pub use latency::Latency;
 pub use retry::{Retry, RetryOptions};

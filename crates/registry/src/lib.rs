@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_backend::Backend;
-use ferry_layers::{Latency, Retry, RetryOptions};
+use ferry_layers::{FaultOptions, Faults, Latency, Retry, RetryOptions};
 
 /// One remote type.
 pub struct BackendType {
@@ -184,6 +184,9 @@ pub struct LayerOptions {
     /// Testing only: a delay added to every request
     /// (`--debug-backend-latency`).
     pub debug_latency: Option<Duration>,
+    /// Testing only: faults injected next to the store
+    /// (`--debug-backend-faults`).
+    pub debug_faults: Option<FaultOptions>,
 }
 
 /// A remote opened: its backend inside the layer stack, and what the user
@@ -211,6 +214,12 @@ pub async fn open(spec: &Spec, layers: &LayerOptions) -> Result<Opened, OpenErro
     })?;
     let (bare, warnings) = (ty.open)(spec, layers).await?;
     let describe = bare.describe();
+    // Injected faults sit where real ones happen: next to the store, under
+    // the retries.
+    let bare: Arc<dyn Backend> = match layers.debug_faults.filter(|f| f.per_million > 0) {
+        Some(f) => Arc::new(Faults::wrap(bare, f)),
+        None => bare,
+    };
     let mut backend: Arc<dyn Backend> = Arc::new(Retry::wrap(bare, layers.retry));
     if let Some(d) = layers.debug_latency.filter(|d| !d.is_zero()) {
         backend = Arc::new(Latency::wrap(backend, d));

@@ -46,6 +46,122 @@ pub enum HandleKind {
     Dir(Mutex<DirCursor>),
 }
 
+/// Open files, every session of the server together, against a limit
+/// below the process's open-file limit: descriptors stay in reserve for
+/// new connections, the file cache and the stores, however many files
+/// clients open. One user may hold at most half of them, so one user
+/// cannot take them all.
+#[derive(Debug)]
+pub struct OpenFiles {
+    limit: usize,
+    per_user: usize,
+    state: Mutex<FilesState>,
+    start: std::time::Instant,
+}
+
+#[derive(Debug, Default)]
+struct FilesState {
+    open: usize,
+    /// Files open per user; users with none have no entry.
+    users: HashMap<String, usize>,
+    /// When a refusal was last logged (seconds since `start`, plus one).
+    logged: u64,
+}
+
+/// Why a file could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilesFull {
+    /// The server's limit.
+    Server,
+    /// The user's share.
+    User,
+}
+
+impl OpenFiles {
+    /// A budget of `limit` open files.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(OpenFiles {
+            limit,
+            per_user: (limit / 2).max(1),
+            state: Mutex::new(FilesState::default()),
+            start: std::time::Instant::now(),
+        })
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FilesState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Files open now.
+    pub fn open(&self) -> usize {
+        self.lock().open
+    }
+
+    /// A place for one more open file of `user`, unless the server's
+    /// limit or the user's share is reached (logged at most once a
+    /// minute).
+    pub fn try_take(self: &Arc<Self>, user: &str) -> Result<FileSlot, FilesFull> {
+        let mut st = self.lock();
+        let mine = st.users.get(user).copied().unwrap_or(0);
+        let full = if st.open >= self.limit {
+            Some(FilesFull::Server)
+        } else if mine >= self.per_user {
+            Some(FilesFull::User)
+        } else {
+            None
+        };
+        if let Some(full) = full {
+            let now = self.start.elapsed().as_secs() + 1;
+            if st.logged == 0 || now >= st.logged + 60 {
+                st.logged = now;
+                match full {
+                    FilesFull::Server => tracing::warn!(
+                        "{} files open, the server's limit (the open-file limit less a reserve for --max-connections): OPENs are refused until some close",
+                        self.limit
+                    ),
+                    FilesFull::User => tracing::warn!(
+                        "user {user:?} has {mine} files open, half the server's limit of {}: its OPENs are refused until some close",
+                        self.limit
+                    ),
+                }
+            }
+            return Err(full);
+        }
+        st.open += 1;
+        *st.users.entry(user.to_string()).or_insert(0) += 1;
+        Ok(FileSlot {
+            files: self.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+/// One open file's place in [`OpenFiles`], given back when its handle
+/// goes.
+#[derive(Debug)]
+pub struct FileSlot {
+    files: Arc<OpenFiles>,
+    user: String,
+}
+
+impl Drop for FileSlot {
+    fn drop(&mut self) {
+        let mut st = self.files.lock();
+        st.open -= 1;
+        if let Some(n) = st.users.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                st.users.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// One open handle.
 pub struct HandleEntry {
     /// The file or directory.
@@ -54,6 +170,8 @@ pub struct HandleEntry {
     pub path: RelPath,
     /// The order its requests' replies leave in.
     pub replies: Lane,
+    /// An open file's place in the server's open files.
+    _slot: Option<FileSlot>,
 }
 
 impl HandleEntry {
@@ -96,6 +214,7 @@ impl HandleTable {
         &self,
         kind: HandleKind,
         path: RelPath,
+        slot: Option<FileSlot>,
     ) -> Result<Vec<u8>, (TooManyHandles, HandleKind)> {
         let mut map = self.lock();
         if map.len() >= self.max {
@@ -113,6 +232,7 @@ impl HandleTable {
                 kind,
                 path,
                 replies: Lane::default(),
+                _slot: slot,
             }),
         );
         Ok(id.to_be_bytes().to_vec())
@@ -157,12 +277,36 @@ mod tests {
     }
 
     #[test]
+    fn open_files_are_counted_server_wide_per_user_and_given_back() {
+        let files = OpenFiles::new(4);
+        let (a, b) = (HandleTable::new(10), HandleTable::new(10));
+        let take = |t: &HandleTable, user| {
+            t.insert(dir_entry(), RelPath::root(), files.try_take(user).ok())
+                .ok()
+                .unwrap()
+        };
+        let a1 = take(&a, "alice");
+        take(&a, "alice");
+        // Half the server's files for one user, whatever its sessions.
+        assert_eq!(files.try_take("alice").unwrap_err(), FilesFull::User);
+        take(&b, "bob");
+        take(&b, "bob");
+        assert_eq!(files.open(), 4);
+        assert_eq!(files.try_take("carol").unwrap_err(), FilesFull::Server);
+        drop(a.remove(&a1));
+        assert!(files.try_take("alice").is_ok());
+        drop((a.drain(), b.drain()));
+        assert_eq!(files.open(), 0);
+        assert!(files.lock().users.is_empty());
+    }
+
+    #[test]
     fn table_limits_and_lookup() {
         let t = HandleTable::new(2);
-        let a = t.insert(dir_entry(), RelPath::root()).ok().unwrap();
-        let b = t.insert(dir_entry(), RelPath::root()).ok().unwrap();
+        let a = t.insert(dir_entry(), RelPath::root(), None).ok().unwrap();
+        let b = t.insert(dir_entry(), RelPath::root(), None).ok().unwrap();
         assert_ne!(a, b);
-        assert!(t.insert(dir_entry(), RelPath::root()).is_err());
+        assert!(t.insert(dir_entry(), RelPath::root(), None).is_err());
         assert!(t.get(&a).is_some());
         assert!(t.get(b"bogus-handle").is_none());
         assert!(t.get(&[0, 0, 0, 0]).is_none());

@@ -79,6 +79,9 @@ pub struct SftpOptions {
     /// The connection's activity, kept up while requests are served (for
     /// the idle timeout).
     pub activity: Option<Arc<crate::activity::Activity>>,
+    /// Files open in every session of the server, against the server's
+    /// limit (shared: sessions clone these options).
+    pub open_files: Arc<handles::OpenFiles>,
 }
 
 impl Default for SftpOptions {
@@ -95,6 +98,7 @@ impl Default for SftpOptions {
             user: String::new(),
             read_only: false,
             activity: None,
+            open_files: handles::OpenFiles::new(usize::MAX),
         }
     }
 }

@@ -15,7 +15,7 @@ use super::convert::OpError;
 use super::convert::{status_of, to_setattrs, to_wire};
 use std::sync::Arc;
 
-use super::handles::{DirCursor, HandleEntry, HandleKind};
+use super::handles::{DirCursor, FilesFull, HandleEntry, HandleKind};
 use super::{encode, reply_status, Ctx};
 
 type OpResult = Result<Vec<u8>, OpError>;
@@ -235,9 +235,27 @@ fn open_flags(pflags: u32) -> OpenFlags {
 async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> OpResult {
     let rel = path(p)?;
     let mode = a.permissions.map(|m| m & 0o7777);
+    // Taken before the open, which is what takes a descriptor.
+    let slot = match ctx.opts.open_files.try_take(&ctx.opts.user) {
+        Ok(slot) => slot,
+        Err(FilesFull::Server) => {
+            return Ok(status(
+                id,
+                StatusCode::Failure,
+                "Too many open files on this server; try again later",
+            ))
+        }
+        Err(FilesFull::User) => {
+            return Ok(status(
+                id,
+                StatusCode::Failure,
+                "Too many open files for this user; close some first",
+            ))
+        }
+    };
     let file = ctx.vfs.open(&rel, open_flags(pflags), mode).await?;
     let at = file.path().clone();
-    match ctx.handles.insert(HandleKind::File(file), at) {
+    match ctx.handles.insert(HandleKind::File(file), at, Some(slot)) {
         Ok(h) => Ok(encode(&Response::Handle {
             id,
             handle: Bytes::from(h),
@@ -278,7 +296,7 @@ async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
     let cursor = DirCursor::new(rel.clone(), entries);
     match ctx
         .handles
-        .insert(HandleKind::Dir(std::sync::Mutex::new(cursor)), rel)
+        .insert(HandleKind::Dir(std::sync::Mutex::new(cursor)), rel, None)
     {
         Ok(h) => Ok(encode(&Response::Handle {
             id,
