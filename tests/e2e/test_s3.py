@@ -20,6 +20,7 @@ from conftest import (PASSWORD, USER, connect_transport, hash_file, make_random_
                       wait_until)
 from sftpraw import FXF_CREAT, FXF_EXCL, FXF_TRUNC, FXF_WRITE, RawSftp, SftpStatusError
 from test_backends import multipart_uploads
+from test_budgets import rss
 from test_vfs_modes import prefix_for
 
 MiB = 1 << 20
@@ -336,14 +337,6 @@ def test_a_download_after_a_listing_is_one_get_and_reads_what_the_store_has(
         assert (out / n).read_bytes() == b, n
 
 
-def _rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_read_ahead_of_many_open_files_stays_within_max_buffer_memory(s3store, ferry_factory,
                                                                       tmp_path):
     """Finding 11: each read handle on an object store reads --buffer-size
@@ -361,17 +354,17 @@ def test_read_ahead_of_many_open_files_stays_within_max_buffer_memory(s3store, f
     t = connect_transport(srv.port, password=PASSWORD)
     try:
         raw = RawSftp.open(t)
-        base = _rss(srv.proc.pid)
+        base = rss(srv.proc.pid)
         handles = [raw.open_file("big.bin", 0x01) for _ in range(100)]
         peak = base
         for i, h in enumerate(handles):
             at = (i * 4096) % (1 * MiB)
             assert raw.read(h, at, 4096) == data[at:at + 4096]
-            peak = max(peak, _rss(srv.proc.pid))
+            peak = max(peak, rss(srv.proc.pid))
         # Whatever read-ahead there is has had time to arrive.
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            peak = max(peak, _rss(srv.proc.pid))
+            peak = max(peak, rss(srv.proc.pid))
             time.sleep(0.1)
         assert peak - base < 200 * MiB, f"+{(peak - base) >> 20} MiB resident"
         for h in handles:

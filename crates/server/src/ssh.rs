@@ -549,19 +549,12 @@ async fn connection(
         tokio::spawn(async move {
             activity.idle(limit).await;
             tracing::info!(%peer, "idle for {limit:?}; disconnecting");
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                handle.disconnect(
-                    russh::Disconnect::ByApplication,
-                    "idle timeout exceeded".into(),
-                    String::new(),
-                ),
+            hang_up(
+                &handle,
+                "idle timeout exceeded",
+                socket.as_ref().map(|s| &s.0),
             )
             .await;
-            // A client that does not read gets no disconnect message.
-            if let Some(s) = &socket {
-                let _ = rustix::net::shutdown(&s.0, rustix::net::Shutdown::Both);
-            }
         })
     });
     let handle = session.handle();
@@ -577,20 +570,7 @@ async fn connection(
             }
             tracing::info!(%peer, "no login within {grace:?}; disconnecting");
             logged_in.grace_out.store(true, Ordering::Release);
-            // Polite first; then the socket is shut down under the session
-            // in case it cannot send (a client that does not read).
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                handle.disconnect(
-                    russh::Disconnect::ByApplication,
-                    "login grace time exceeded".into(),
-                    String::new(),
-                ),
-            )
-            .await;
-            if let Some(fd) = &killer {
-                let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
-            }
+            hang_up(&handle, "login grace time exceeded", killer.as_ref()).await;
         })
     });
     match session.await {
@@ -611,6 +591,20 @@ async fn connection(
     }
     if let Some(what) = logged_in.offence() {
         penalise(&shared, peer, what);
+    }
+}
+
+/// Disconnect saying `why`, politely first (given a second: a client that
+/// does not read never takes the message), then shut the socket down
+/// under the session, which may be unable to send.
+async fn hang_up(handle: &russh::server::Handle, why: &str, socket: Option<impl rustix::fd::AsFd>) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        handle.disconnect(russh::Disconnect::ByApplication, why.into(), String::new()),
+    )
+    .await;
+    if let Some(fd) = socket {
+        let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
     }
 }
 
