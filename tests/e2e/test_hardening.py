@@ -369,6 +369,8 @@ def test_exempt_sources_and_penalties_off(ferry_factory):
     ["--per-source-netblock-size", "24:129"],
     ["--login-grace-time", "soon"],
     ["--idle-timeout", "soon"],
+    ["--max-connections-per-user", "some"],
+    ["--max-buffer-memory", "lots"],
     ["--max-connections", "0"],
     ["--per-source-max-startups", "many"],
     ["--per-source-penalties", "crash:90s"],

@@ -10,6 +10,8 @@
 //! - [`algorithms`]: the SSH algorithms offered and the flags that change
 //!   them.
 //! - [`auth`]: password and public-key checks, authorized_keys parsing.
+//! - [`counts`]: counts per key against a limit (connections and open
+//!   files per user).
 //! - [`exec`]: the exec commands rclone's client runs (hashes, `df`).
 //! - [`gate`]: which connections are let in at accept (total and
 //!   unauthenticated limits, per source block).
@@ -26,6 +28,7 @@
 pub mod activity;
 pub mod algorithms;
 pub mod auth;
+pub mod counts;
 pub mod exec;
 pub mod gate;
 pub mod hostkeys;

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::activity::Activity;
 use crate::algorithms::{Algorithms, List};
+use crate::counts::{KeyedCounts, KeyedSlot};
 use crate::gate::{Admission, Gate, GateConfig};
 use crate::login::{Authenticator, Credential, Login, Refusal};
 use crate::penalty::{Cidr, Offence, Penalties};
@@ -98,51 +99,8 @@ struct Shared {
     idle_timeout: Duration,
     max_per_user: usize,
     /// Logged-in connections per user.
-    users: Arc<UserCounts>,
+    users: Arc<KeyedCounts>,
     penalties: Option<Arc<Penalties>>,
-}
-
-/// How many connections each user has logged in: an entry per user with
-/// one at least, so as many entries as connections at most.
-#[derive(Debug, Default)]
-struct UserCounts(Mutex<HashMap<String, usize>>);
-
-impl UserCounts {
-    /// One more connection for `user`, unless it has `limit` already
-    /// (zero: no limit); the refusal says how many it has.
-    fn take(self: &Arc<Self>, user: &str, limit: usize) -> Result<UserSlot, usize> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(user.to_string()).or_insert(0);
-        if limit != 0 && *n >= limit {
-            // At least one connection, so the entry stays.
-            return Err(*n);
-        }
-        *n += 1;
-        Ok(UserSlot {
-            counts: self.clone(),
-            user: user.to_string(),
-        })
-    }
-}
-
-/// One logged-in connection of a user, counted until dropped (when the
-/// connection ends).
-#[derive(Debug)]
-struct UserSlot {
-    counts: Arc<UserCounts>,
-    user: String,
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.user);
-            }
-        }
-    }
 }
 
 fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
@@ -665,7 +623,7 @@ struct Conn {
     /// What the login gets, once logged in (its sessions hold it too).
     login: Option<Arc<Login>>,
     /// This connection's place in its user's count, once logged in.
-    user_slot: Option<UserSlot>,
+    user_slot: Option<KeyedSlot>,
     /// The credentials were right but the user had this many connections
     /// already: disconnected once the client is told it is logged in.
     over_limit: Option<usize>,
@@ -1229,28 +1187,5 @@ mod printable_tests {
             "bob\\n2026-01-01T00:00:00Z  INFO SSH login from root\\r\\u{1b}[2J\\u{2028}\\\\"
         );
         assert_eq!(Printable("ünïcödé user").to_string(), "ünïcödé user");
-    }
-}
-
-#[cfg(test)]
-mod user_count_tests {
-    use super::*;
-
-    #[test]
-    fn a_user_gets_its_limit_and_a_closed_connection_frees_its_place() {
-        let counts = Arc::new(UserCounts::default());
-        let a1 = counts.take("alice", 2).unwrap();
-        let a2 = counts.take("alice", 2).unwrap();
-        assert_eq!(counts.take("alice", 2).unwrap_err(), 2);
-        // Another user, and a login whose policy says no limit.
-        let b = counts.take("bob", 2).unwrap();
-        let a3 = counts.take("alice", 0).unwrap();
-        assert_eq!(counts.take("alice", 3).unwrap_err(), 3);
-        drop(a1);
-        let a4 = counts.take("alice", 3).unwrap();
-        drop((a2, a3, a4, b));
-        // Nothing kept for users with no connections.
-        drop(counts.take("carol", 1).unwrap());
-        assert!(counts.0.lock().unwrap().is_empty());
     }
 }

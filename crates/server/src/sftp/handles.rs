@@ -2,13 +2,14 @@
 //! replies. How requests are ordered is in [`super::sequencer`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_vfs::backend::RelPath;
 use ferry_vfs::{Listing, VfsFile};
 
 use super::order::Lane;
+use crate::counts::{KeyedCounts, KeyedSlot};
 
 /// An open directory being listed.
 pub struct DirCursor {
@@ -54,18 +55,11 @@ pub enum HandleKind {
 #[derive(Debug)]
 pub struct OpenFiles {
     limit: usize,
-    per_user: usize,
-    state: Mutex<FilesState>,
-    start: std::time::Instant,
-}
-
-#[derive(Debug, Default)]
-struct FilesState {
-    open: usize,
-    /// Files open per user; users with none have no entry.
-    users: HashMap<String, usize>,
+    open: AtomicUsize,
+    users: Arc<KeyedCounts>,
     /// When a refusal was last logged (seconds since `start`, plus one).
-    logged: u64,
+    logged: AtomicU64,
+    start: std::time::Instant,
 }
 
 /// Why a file could not be opened.
@@ -82,8 +76,9 @@ impl OpenFiles {
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(OpenFiles {
             limit,
-            per_user: (limit / 2).max(1),
-            state: Mutex::new(FilesState::default()),
+            open: AtomicUsize::new(0),
+            users: Arc::default(),
+            logged: AtomicU64::new(0),
             start: std::time::Instant::now(),
         })
     }
@@ -93,51 +88,59 @@ impl OpenFiles {
         self.limit
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FilesState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Files open now.
     pub fn open(&self) -> usize {
-        self.lock().open
+        self.open.load(Ordering::Acquire)
     }
 
     /// A place for one more open file of `user`, unless the server's
     /// limit or the user's share is reached (logged at most once a
     /// minute).
     pub fn try_take(self: &Arc<Self>, user: &str) -> Result<FileSlot, FilesFull> {
-        let mut st = self.lock();
-        let mine = st.users.get(user).copied().unwrap_or(0);
-        let full = if st.open >= self.limit {
-            Some(FilesFull::Server)
-        } else if mine >= self.per_user {
-            Some(FilesFull::User)
-        } else {
-            None
-        };
-        if let Some(full) = full {
-            let now = self.start.elapsed().as_secs() + 1;
-            if st.logged == 0 || now >= st.logged + 60 {
-                st.logged = now;
-                match full {
-                    FilesFull::Server => tracing::warn!(
-                        "{} files open, the server's limit (the open-file limit less a reserve for --max-connections): OPENs are refused until some close",
-                        self.limit
-                    ),
-                    FilesFull::User => tracing::warn!(
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            });
+        if taken.is_err() {
+            self.log_refusal(|| {
+                tracing::warn!(
+                    "{} files open, the server's limit (the open-file limit less a reserve for --max-connections): OPENs are refused until some close",
+                    self.limit
+                )
+            });
+            return Err(FilesFull::Server);
+        }
+        match self.users.take(user, (self.limit / 2).max(1)) {
+            Ok(user) => Ok(FileSlot {
+                files: self.clone(),
+                _user: user,
+            }),
+            Err(mine) => {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                self.log_refusal(|| {
+                    tracing::warn!(
                         "user {user:?} has {mine} files open, half the server's limit of {}: its OPENs are refused until some close",
                         self.limit
-                    ),
-                }
+                    )
+                });
+                Err(FilesFull::User)
             }
-            return Err(full);
         }
-        st.open += 1;
-        *st.users.entry(user.to_string()).or_insert(0) += 1;
-        Ok(FileSlot {
-            files: self.clone(),
-            user: user.to_string(),
-        })
+    }
+
+    /// Log a refusal, unless one was logged less than a minute ago.
+    fn log_refusal(&self, log: impl FnOnce()) {
+        let now = self.start.elapsed().as_secs() + 1;
+        let last = self.logged.load(Ordering::Acquire);
+        if (last == 0 || now >= last + 60)
+            && self
+                .logged
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            log();
+        }
     }
 }
 
@@ -146,19 +149,12 @@ impl OpenFiles {
 #[derive(Debug)]
 pub struct FileSlot {
     files: Arc<OpenFiles>,
-    user: String,
+    _user: KeyedSlot,
 }
 
 impl Drop for FileSlot {
     fn drop(&mut self) {
-        let mut st = self.files.lock();
-        st.open -= 1;
-        if let Some(n) = st.users.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                st.users.remove(&self.user);
-            }
-        }
+        self.files.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -297,7 +293,7 @@ mod tests {
         assert!(files.try_take("alice").is_ok());
         drop((a.drain(), b.drain()));
         assert_eq!(files.open(), 0);
-        assert!(files.lock().users.is_empty());
+        assert!(files.users.is_empty());
     }
 
     #[test]
