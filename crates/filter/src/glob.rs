@@ -143,7 +143,9 @@ pub fn to_regex(glob: &str, ignore_case: bool) -> Result<String, GlobError> {
     }
     flush_stars(&mut re, &mut stars)?;
     if brackets > 0 {
-        return Err(GlobError(format!("mismatched '[' and ']' in glob {glob:?}")));
+        return Err(GlobError(format!(
+            "mismatched '[' and ']' in glob {glob:?}"
+        )));
     }
     if braces != 0 {
         return Err(GlobError(format!(
@@ -260,7 +262,10 @@ mod tests {
             ("potat[oa]", "(^|/)potat[oa]$"),
             ("potat[a-z]or", "(^|/)potat[a-z]or$"),
             ("potat[[:alpha:]]or", "(^|/)potat[[:alpha:]]or$"),
-            ("'.' '+' '(' ')' '|' '^' '$'", r"(^|/)'\.' '\+' '\(' '\)' '\|' '\^' '\$'$"),
+            (
+                "'.' '+' '(' ')' '|' '^' '$'",
+                r"(^|/)'\.' '\+' '\(' '\)' '\|' '\^' '\$'$",
+            ),
             ("*.jpg", r"(^|/)[^/]*\.jpg$"),
             ("a{b,c,d}e", "(^|/)a(b|c|d)e$"),
             ("potato**", "(^|/)potato.*$"),
@@ -292,7 +297,11 @@ mod tests {
             ("potato}", "mismatched '{' and '}' in glob \"potato}\""),
             ("{{potato", "mismatched '{{' and '}}' in glob \"{{potato\""),
         ] {
-            assert_eq!(to_regex(glob, false), Err(GlobError(want.into())), "{glob:?}");
+            assert_eq!(
+                to_regex(glob, false),
+                Err(GlobError(want.into())),
+                "{glob:?}"
+            );
         }
         let bad = to_regex("{{(}}", false).unwrap_err().0;
         assert!(bad.starts_with("bad glob pattern \"{{(}}\""), "{bad}");

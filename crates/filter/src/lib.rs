@@ -165,9 +165,9 @@ impl FilterOptions {
                 }
                 stdin_used = true;
                 let mut buf = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut buf)
-                    .map_err(|e| FilterError(format!("--{flag} -: cannot read standard input: {e}")))?;
+                std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+                    FilterError(format!("--{flag} -: cannot read standard input: {e}"))
+                })?;
                 return Ok(buf);
             }
             std::fs::read(path).map_err(|e| FilterError(format!("--{flag} {path}: {e}")))
@@ -242,7 +242,11 @@ impl FilterOptions {
             .files_from
             .iter()
             .map(|p| ("files-from", p, false))
-            .chain(self.files_from_raw.iter().map(|p| ("files-from-raw", p, true)))
+            .chain(
+                self.files_from_raw
+                    .iter()
+                    .map(|p| ("files-from-raw", p, true)),
+            )
             .collect();
         if !lists.is_empty() {
             if f.is_active() {

@@ -123,7 +123,10 @@ fn double_star_rules_apply_to_files_and_directories() {
         ..Default::default()
     });
     assert!(!file(&everything, "a"));
-    assert!(!everything.include_dir("a"), "`- *` rules out every directory too");
+    assert!(
+        !everything.include_dir("a"),
+        "`- *` rules out every directory too"
+    );
 }
 
 #[test]
@@ -159,7 +162,11 @@ fn order_of_the_flags_is_rclones() {
     assert!(file(&f, "a.txt"), "the include came first");
     assert!(file(&f, "a.jpg"), "before the implied exclude");
     assert!(!file(&f, "a.png"));
-    assert_eq!(f.warnings().len(), 1, "mixing include and exclude is warned of");
+    assert_eq!(
+        f.warnings().len(),
+        1,
+        "mixing include and exclude is warned of"
+    );
 }
 
 #[test]
@@ -182,7 +189,10 @@ fn rule_files() {
             include_from: strs(&["in"]),
             ..Default::default()
         },
-        &[("ex", "*.bak\n"), ("in", "# comment\n\n  *.txt  \r\n*.bak\n")],
+        &[
+            ("ex", "*.bak\n"),
+            ("in", "# comment\n\n  *.txt  \r\n*.bak\n"),
+        ],
     )
     .unwrap();
     assert!(file(&f, "a.txt"), "lines trimmed");
@@ -285,7 +295,9 @@ fn files_from_with_other_filters_is_an_error() {
         &[("list", "a\n")],
     )
     .unwrap_err();
-    assert!(e.0.starts_with("the usage of --files-from overrides all other filters"));
+    assert!(e
+        .0
+        .starts_with("the usage of --files-from overrides all other filters"));
 }
 
 #[test]
@@ -300,11 +312,17 @@ fn sizes_and_ages() {
         ..Default::default()
     });
     let two_days = Some(now - 2 * day);
-    assert!(f.include_file("a", 10, two_days, now), "limits are inclusive");
+    assert!(
+        f.include_file("a", 10, two_days, now),
+        "limits are inclusive"
+    );
     assert!(f.include_file("a", 100, two_days, now));
     assert!(!f.include_file("a", 9, two_days, now));
     assert!(!f.include_file("a", 101, two_days, now));
-    assert!(!f.include_file("a", 50, Some(now - 8 * day), now), "too old");
+    assert!(
+        !f.include_file("a", 50, Some(now - 8 * day), now),
+        "too old"
+    );
     assert!(!f.include_file("a", 50, Some(now), now), "too new");
     // "A day old" is measured from each check, not from startup.
     assert!(f.include_file("a", 50, Some(now), now + 2 * day));
@@ -326,6 +344,11 @@ fn rules_are_kept_once() {
         ..Default::default()
     });
     // Both imply `a/` and `/**`-free parents: one directory rule each.
-    let dir_rules = f.describe().into_iter().skip_while(|l| !l.contains("directory")).count() - 1;
+    let dir_rules = f
+        .describe()
+        .into_iter()
+        .skip_while(|l| !l.contains("directory"))
+        .count()
+        - 1;
     assert_eq!(dir_rules, 2, "{:?}", f.describe());
 }

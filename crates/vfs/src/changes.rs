@@ -13,6 +13,7 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::AlreadyExists);
         }
+        self.inner.check_new_name(self.viewer, path, true).await?;
         let mode = mode.unwrap_or(self.inner.opts.dir_perms)
             & !self.inner.opts.umask
             & self.inner.opts.mode_bits();
@@ -36,6 +37,7 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::PermissionDenied);
         }
+        self.inner.check_served(self.viewer, path, false).await?;
         let _forget = self.inner.forget_around(path, true);
         // A file (perhaps only in the cache so far) is no directory.
         if let Some(m) = self.inner.stat_entry(self.viewer, path).await? {
@@ -77,6 +79,7 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::IsADirectory);
         }
+        self.inner.check_served(self.viewer, path, false).await?;
         let had_upload = self.inner.uploads.unlink(self.viewer, path);
         let _forget = self.inner.forget_around(path, false);
         let _held = match &self.inner.cache {
@@ -116,6 +119,11 @@ impl Vfs {
             return Err(VfsError::InvalidArgument(
                 "cannot move a directory into itself".into(),
             ));
+        }
+        if let Some(m) = self.inner.check_served(self.viewer, from, false).await? {
+            self.inner
+                .check_new_name(self.viewer, to, m.is_dir())
+                .await?;
         }
         let _forget_from = self.inner.forget_around(from, true);
         let _forget_to = self.inner.forget_around(to, true);
@@ -213,6 +221,7 @@ impl Vfs {
     /// An upload in progress to `path` gets the change.
     pub async fn setstat(&self, path: &RelPath, attrs: &SetAttrs, follow: bool) -> Result<()> {
         self.check_writable()?;
+        self.inner.check_served(self.viewer, path, follow).await?;
         let attrs = self.inner.filter_setattrs(attrs);
         if let Some(c) = &self.inner.cache {
             let mut item = c.get(path).filter(|i| i.is_visible());

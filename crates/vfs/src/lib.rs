@@ -37,6 +37,7 @@ mod chunked;
 mod dircache;
 pub mod error;
 pub mod file;
+mod filtering;
 pub mod hash;
 mod hashing;
 pub mod leftovers;
@@ -57,6 +58,7 @@ pub use attr::Attr;
 pub use error::{Result, VfsError};
 pub use ferry_backend as backend;
 pub use file::{OpenFlags, VfsFile};
+pub use filtering::FilterRef;
 pub use lookup::Listing;
 pub use options::{CacheMode, CacheOptions, VfsOptions};
 
@@ -286,6 +288,11 @@ impl Vfs {
         if path.is_root() {
             return Err(VfsError::IsADirectory);
         }
+        if flags.create {
+            self.inner.check_new_name(self.viewer, path, false).await?;
+        } else {
+            self.inner.check_served(self.viewer, path, true).await?;
+        }
         VfsFile::open(self.inner.clone(), self.viewer, path, flags, mode).await
     }
 
@@ -301,6 +308,8 @@ impl Vfs {
         }
         let parent = link.parent().ok_or(VfsError::AlreadyExists)?;
         let resolved = RelPath::resolve(&parent, target).map_err(|_| VfsError::InvalidName)?;
+        self.inner.check_new_name(self.viewer, link, false).await?;
+        self.inner.check_link_target(self.viewer, &resolved).await?;
         let stored = relative_target(&parent, &resolved);
         let _forget = self.inner.forget_around(link, false);
         Ok(self.inner.backend.symlink(&stored, link).await?)
@@ -311,6 +320,7 @@ impl Vfs {
         if !self.capabilities().symlinks {
             return Err(VfsError::Unsupported("symbolic links"));
         }
+        self.inner.check_served(self.viewer, path, false).await?;
         Ok(self.inner.backend.read_link(path).await?)
     }
 
@@ -320,6 +330,10 @@ impl Vfs {
         if !self.capabilities().hard_links {
             return Err(VfsError::Unsupported("hard links"));
         }
+        self.inner
+            .check_served(self.viewer, existing, false)
+            .await?;
+        self.inner.check_new_name(self.viewer, link, false).await?;
         let _forget_link = self.inner.forget_around(link, false);
         let _forget_existing = self.inner.forget_around(existing, false);
         Ok(self.inner.backend.hard_link(existing, link).await?)
@@ -434,6 +448,8 @@ mod tests;
 mod tests_cache;
 #[cfg(test)]
 mod tests_dircache;
+#[cfg(test)]
+mod tests_filter;
 #[cfg(test)]
 mod tests_modes;
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! 4. a directory only Ferry knows of (see [`crate::virtual_dirs`]).
 //!
 //! A directory listing applies the same order to each of its entries.
-//! Filters (which names a login may see) belong here, and only here.
+//! The filters (which names are served) are applied on top, in
+//! [`crate::filtering`]: every lookup and listing goes through them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,8 +123,9 @@ pub(crate) enum Freshness {
 
 impl Inner {
     /// What `path` is as `viewer` sees it, or `None`; `follow` follows a
-    /// final symbolic link. See the module docs for the order.
-    pub(crate) async fn lookup(
+    /// final symbolic link. See the module docs for the order. The filters
+    /// are not applied: [`Inner::lookup`] is this with them.
+    pub(crate) async fn find(
         &self,
         viewer: u64,
         path: &RelPath,
@@ -217,6 +219,9 @@ impl Inner {
     /// name. Ferry's temporary upload files are hidden; a file being
     /// uploaded is listed under its own name with the upload's attributes.
     pub(crate) async fn listing(&self, viewer: u64, dir: &RelPath) -> Result<Listing> {
+        if !self.listing_allowed(viewer, dir).await? {
+            return Ok(Arc::new(Vec::new()));
+        }
         // What only Ferry has (1, 2) is read before the store's listing (3):
         // a file leaves the cache or an upload only once the store has it,
         // so one that lands meanwhile is in one of the two, never neither.
@@ -291,7 +296,10 @@ impl Inner {
         for (name, meta) in cached {
             by_name.insert(name, self.attr(&meta));
         }
-        let view: Listing = Arc::new(by_name.into_iter().collect());
+        let view: Listing = Arc::new(
+            self.filter_listing(viewer, dir, by_name.into_iter().collect())
+                .await?,
+        );
         if let Some(s) = shared {
             self.views.put(dir, &s, &view);
         }

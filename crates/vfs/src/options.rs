@@ -101,6 +101,8 @@ pub struct VfsOptions {
     pub read_chunk_streams: usize,
     /// Refuse reads that would need a new ranged read (`--no-seek`).
     pub no_seek: bool,
+    /// Which paths are served (`--include`, `--exclude`, ...).
+    pub filter: crate::FilterRef,
 }
 
 /// Options of the on-disk file cache (`--vfs-cache-*`, `--cache-dir`).
@@ -195,6 +197,7 @@ impl Default for VfsOptions {
             read_chunk_size_limit: None,
             read_chunk_streams: 0,
             no_seek: false,
+            filter: Default::default(),
         }
     }
 }
