@@ -607,4 +607,85 @@ pub struct SftpArgs {
     /// Log everything to this file instead of standard error.
     #[arg(long, env = "FERRY_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// Which paths are served (rclone's filter flags).
+    #[command(flatten, next_help_heading = "Filters (docs/filters.md)")]
+    pub filter: FilterArgs,
+}
+
+/// rclone's filter flags: what is served. A path they exclude is not there
+/// for clients in any way; creating one is refused.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Include files matching pattern (repeatable; implies excluding the
+    /// rest).
+    #[arg(long, value_name = "GLOB", allow_hyphen_values = true)]
+    pub include: Vec<String>,
+
+    /// Read file include patterns from file (use - to read from stdin).
+    #[arg(long, value_name = "FILE")]
+    pub include_from: Vec<String>,
+
+    /// Exclude files matching pattern (repeatable).
+    #[arg(long, value_name = "GLOB", allow_hyphen_values = true)]
+    pub exclude: Vec<String>,
+
+    /// Read file exclude patterns from file (use - to read from stdin).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<String>,
+
+    /// Add a file filtering rule: `+ GLOB`, `- GLOB` or `!` (repeatable).
+    #[arg(short = 'f', long, value_name = "RULE", allow_hyphen_values = true)]
+    pub filter: Vec<String>,
+
+    /// Read file filtering rules from a file (use - to read from stdin).
+    #[arg(long, value_name = "FILE")]
+    pub filter_from: Vec<String>,
+
+    /// Serve only the files listed in this file (use - to read from
+    /// stdin); no other filter flag with it.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<String>,
+
+    /// As --files-from, each line taken as it is (no trimming, no
+    /// comments).
+    #[arg(long, value_name = "FILE")]
+    pub files_from_raw: Vec<String>,
+
+    /// Only serve files bigger than this in KiB or suffix B|K|M|G|T|P.
+    #[arg(
+        long,
+        env = "FERRY_MIN_SIZE",
+        value_name = "SIZE",
+        default_value = "off"
+    )]
+    pub min_size: String,
+
+    /// Only serve files smaller than this in KiB or suffix B|K|M|G|T|P.
+    #[arg(
+        long,
+        env = "FERRY_MAX_SIZE",
+        value_name = "SIZE",
+        default_value = "off"
+    )]
+    pub max_size: String,
+
+    /// Only serve files older than this in s or suffix ms|s|m|h|d|w|M|y,
+    /// or a date (2006-01-02, 2006-01-02T15:04:05).
+    #[arg(long, env = "FERRY_MIN_AGE", value_name = "AGE", default_value = "off")]
+    pub min_age: String,
+
+    /// Only serve files younger than this in s or suffix ms|s|m|h|d|w|M|y,
+    /// or a date.
+    #[arg(long, env = "FERRY_MAX_AGE", value_name = "AGE", default_value = "off")]
+    pub max_age: String,
+
+    /// Ignore case in filters (case insensitive).
+    #[arg(long, env = "FERRY_IGNORE_CASE")]
+    pub ignore_case: bool,
+
+    /// Exclude directories if a file of this name is present in them
+    /// (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
 }

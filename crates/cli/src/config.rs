@@ -10,7 +10,7 @@ use ferry_server::penalty::{Cidr, PenaltyConfig};
 use ferry_server::proxy::{ProxyAnswer, ProxyCommand, ProxyOptions};
 use ferry_vfs::VfsOptions;
 
-use crate::args::SftpArgs;
+use crate::args::{FilterArgs, SftpArgs};
 
 /// A configuration problem: printed as one line, exit status 2.
 #[derive(Debug)]
@@ -249,6 +249,65 @@ fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
                 "invalid value {v:?} for --{flag}: want a size such as 10Gi, 512M or off"
             ))
         })
+}
+
+/// The filters from their flags; a bad rule, a missing rule file or a
+/// bad size or age is a usage error naming it.
+fn filters(args: &FilterArgs) -> anyhow::Result<ferry_filter::Filter> {
+    let opts = ferry_filter::FilterOptions {
+        include: args.include.clone(),
+        include_from: args.include_from.clone(),
+        exclude: args.exclude.clone(),
+        exclude_from: args.exclude_from.clone(),
+        filter: args.filter.clone(),
+        filter_from: args.filter_from.clone(),
+        files_from: args.files_from.clone(),
+        files_from_raw: args.files_from_raw.clone(),
+        min_size: parse_limit("min-size", &args.min_size)?,
+        max_size: parse_limit("max-size", &args.max_size)?,
+        min_age: parse_age("min-age", &args.min_age)?,
+        max_age: parse_age("max-age", &args.max_age)?,
+        ignore_case: args.ignore_case,
+        exclude_if_present: args.exclude_if_present.clone(),
+    };
+    opts.build()
+        .map_err(|e| usage(format!("failed to load filters: {e}")))
+}
+
+/// An age as rclone's `--min-age`/`--max-age` take it: `off`, a duration
+/// (a bare number is seconds), or a date in local time
+/// (`2006-01-02`, `2006-01-02 15:04:05`, `2006-01-02T15:04:05`, or RFC 3339
+/// with its own offset).
+fn parse_age(flag: &str, v: &str) -> anyhow::Result<Option<ferry_filter::Age>> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Ok(d) = parse_duration(flag, v) {
+        return Ok(Some(ferry_filter::Age::Ago(d)));
+    }
+    let bad = || {
+        usage(format!(
+            "invalid value {v:?} for --{flag}: want an age such as 90s, 1d, 2w or off, \
+             or a date such as 2006-01-02 or 2006-01-02T15:04:05"
+        ))
+    };
+    let ts = if let Ok(ts) = v.parse::<jiff::Timestamp>() {
+        ts
+    } else {
+        let civil = match v.parse::<jiff::civil::DateTime>() {
+            Ok(dt) => dt,
+            Err(_) => v
+                .parse::<jiff::civil::Date>()
+                .map_err(|_| bad())?
+                .to_datetime(jiff::civil::Time::midnight()),
+        };
+        civil
+            .to_zoned(jiff::tz::TimeZone::system())
+            .map_err(|_| bad())?
+            .timestamp()
+    };
+    Ok(Some(ferry_filter::Age::At(std::time::SystemTime::from(ts))))
 }
 
 /// Read-ahead's budget when `--max-buffer-memory` is off: a quarter of the
@@ -556,6 +615,8 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     // Given at all (even as the default values), they are shown for every
     // file.
     let override_perms = args.dir_perms.is_some() || args.file_perms.is_some();
+    let filter = filters(&args.filter)?;
+    warnings.extend(filter.warnings().iter().cloned());
     let vfs = VfsOptions {
         read_only: args.read_only,
         no_modtime: args.no_modtime,
@@ -583,6 +644,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
                 None => default_buffer_memory(),
             },
         ),
+        filter: ferry_vfs::FilterRef::new(filter),
         cache_mode: args
             .vfs_cache_mode
             .parse()

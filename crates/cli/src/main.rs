@@ -335,6 +335,9 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(f) = cfg.vfs.filter.get() {
+        tracing::debug!("filters in effect:\n{}", f.describe().join("\n"));
+    }
     let file_limit = raise_file_limit(cfg.gate.max_connections);
     let open_files = open_file_budget(file_limit, cfg.gate.max_connections);
 

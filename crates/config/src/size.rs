@@ -1,7 +1,7 @@
 //! Sizes as rclone writes them (`16Mi`, `512k`, `0`).
 
 /// A size as rclone writes it: a number with an optional suffix b, k/Ki,
-/// M/Mi, G/Gi, T/Ti (all binary, as rclone's are).
+/// M/Mi, G/Gi, T/Ti, P/Pi (all binary, as rclone's are).
 pub fn parse_size(v: &str) -> Option<usize> {
     let v = v.trim();
     let split = v
@@ -20,6 +20,7 @@ pub fn parse_size(v: &str) -> Option<usize> {
         "m" => 1024.0 * 1024.0,
         "g" => 1024.0 * 1024.0 * 1024.0,
         "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "p" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => return None,
     };
     // A bare number is KiB, as rclone's sizes are; "b" is bytes.
@@ -46,6 +47,7 @@ mod tests {
         assert_eq!(parse_size("100b"), Some(100));
         assert_eq!(parse_size("1.5G"), Some(3 << 29));
         assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("2P"), Some(2 << 50));
         for bad in ["", "x", "5q", "-1k"] {
             assert_eq!(parse_size(bad), None, "{bad:?}");
         }

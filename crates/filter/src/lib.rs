@@ -60,6 +60,9 @@ impl Age {
     }
 }
 
+/// Reads a rule file: `(flag, path)` to its bytes.
+pub type ReadFile<'a> = dyn FnMut(&str, &str) -> Result<Vec<u8>, FilterError> + 'a;
+
 /// The filter flags as given, in rclone's names.
 #[derive(Debug, Clone, Default)]
 pub struct FilterOptions {
@@ -178,7 +181,7 @@ impl FilterOptions {
     /// [`Self::build`] with the files read by `read(flag, path)`.
     pub fn build_with(
         &self,
-        read: &mut dyn FnMut(&str, &str) -> Result<Vec<u8>, FilterError>,
+        read: &mut ReadFile<'_>,
     ) -> Result<Filter, FilterError> {
         let mut f = Filter {
             min_size: self.min_size,

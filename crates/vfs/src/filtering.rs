@@ -36,7 +36,8 @@ impl FilterRef {
         FilterRef(filter.is_active().then(|| Arc::new(filter)))
     }
 
-    pub(crate) fn get(&self) -> Option<&Filter> {
+    /// The filter, if it filters anything.
+    pub fn get(&self) -> Option<&Filter> {
         self.0.as_deref()
     }
 }
@@ -70,10 +71,12 @@ impl Inner {
             let Ok(p) = dir.join(m.as_bytes()) else {
                 continue;
             };
-            if let Some(found) = self.find(viewer, &p, false, Freshness::Listing).await? {
-                if found.into_meta().file_type != FileType::Dir {
-                    return Ok(true);
-                }
+            let found = self.find(viewer, &p, false, Freshness::Listing).await;
+            match found.map(|f| f.map(Found::into_meta)) {
+                Ok(Some(meta)) if meta.file_type != FileType::Dir => return Ok(true),
+                // `dir` is no directory: it holds nothing.
+                Ok(_) | Err(VfsError::NotADirectory) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(false)
@@ -287,12 +290,19 @@ impl Inner {
         let Some(filter) = self.filter() else {
             return Ok(true);
         };
-        if self.excluded_by_name(dir) || !self.dir_served(viewer, filter, dir).await? {
-            return if dir.is_root() {
-                Ok(false)
-            } else {
-                Err(VfsError::NotFound)
-            };
+        if dir.is_root() {
+            return self.dir_served(viewer, filter, dir).await;
+        }
+        // A hidden file is not there to be listed either (a listing would
+        // say it is no directory).
+        if self.excluded_by_name(dir)
+            || !self.dir_served(viewer, filter, dir).await?
+            || self
+                .lookup(viewer, dir, true, Freshness::Listing)
+                .await?
+                .is_none()
+        {
+            return Err(VfsError::NotFound);
         }
         Ok(true)
     }
@@ -304,7 +314,6 @@ impl Inner {
         dir: &RelPath,
         entries: Vec<(Vec<u8>, Attr)>,
     ) -> Result<Vec<(Vec<u8>, Attr)>> {
-        use futures::{StreamExt, TryStreamExt};
         let Some(filter) = self.filter() else {
             return Ok(entries);
         };
@@ -327,11 +336,14 @@ impl Inner {
         if !filter.markers().is_empty() {
             // One lookup per marker in each directory listed, a few at a
             // time.
-            let marked: Vec<bool> =
-                futures::stream::iter(dirs.iter().map(|(_, p)| self.has_marker(viewer, filter, p)))
-                    .buffered(16)
-                    .try_collect()
-                    .await?;
+            let mut marked = Vec::with_capacity(dirs.len());
+            for chunk in dirs.chunks(16) {
+                let mut checks = Vec::with_capacity(chunk.len());
+                for (_, p) in chunk {
+                    checks.push(self.has_marker(viewer, filter, p));
+                }
+                marked.extend(futures::future::try_join_all(checks).await?);
+            }
             for ((i, _), m) in dirs.iter().zip(marked) {
                 if m {
                     out[*i] = None;
