@@ -32,6 +32,7 @@ declare -A PKG_FOR=(
     [go]=golang-go
     [node]=nodejs
     [npm]=npm
+    [fail2ban-regex]=fail2ban
 )
 # Client libraries the client matrix (tests/e2e/test_clients.py) drives.
 declare -A LIB_PKG=(

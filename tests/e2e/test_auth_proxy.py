@@ -249,9 +249,9 @@ def test_each_user_gets_the_remote_the_proxy_names(ferry_factory, proxy, keys, t
     three_clients(srv.port, "mem", "mpw", tmp_path, keys)
     # The log names the user, address, method and what was served.
     log = srv.log()
-    assert re.search(r"SSH login from alice .*127\.0\.0\.1.*publickey.*serving :local:" +
+    assert re.search(r"SSH login user=alice ip=127\.0\.0\.1 .*method=publickey.* remote=:local:" +
                      re.escape(str(a)), log), log
-    assert re.search(r"SSH login from mem .*password.*serving :memory:", log), log
+    assert re.search(r"SSH login user=mem .*method=password.* remote=:memory:", log), log
 
 
 def test_obscure_and_remote_stores(ferry_factory, proxy, tmp_path, s3_server, sshd_server,
@@ -319,7 +319,7 @@ def test_obscure_and_remote_stores(ferry_factory, proxy, tmp_path, s3_server, ss
     # Secrets never reach the log.
     for secret in (s3.secret_access_key, phrase, UP_PASS, "s3pw", "sshpw"):
         assert secret not in log, secret
-    assert re.search(r"serving :s3,.*secret_access_key=\*\*\*", log), log
+    assert re.search(r"remote=\":s3,.*secret_access_key=\*\*\*", log), log
 
 
 def test_read_only_policy_and_unknown_policy_keys(ferry_factory, proxy, tmp_path):

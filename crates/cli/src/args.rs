@@ -600,9 +600,19 @@ pub struct SftpArgs {
     )]
     pub proxy_protocol: String,
 
-    /// Print more (-v logins, -vv every SFTP operation).
+    /// Print more: -v the access log (logins, transfers, changes), -vv
+    /// every SFTP operation.
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Log level: DEBUG, INFO, NOTICE or ERROR [default: NOTICE; -v is
+    /// INFO, -vv DEBUG].
+    #[arg(long, env = "FERRY_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log one JSON object per line (fields in docs/logging.md).
+    #[arg(long, env = "FERRY_USE_JSON_LOG")]
+    pub use_json_log: bool,
 
     /// Log everything to this file instead of standard error.
     #[arg(long, env = "FERRY_LOG_FILE")]

@@ -10,6 +10,7 @@
 
 mod args;
 mod config;
+mod logging;
 mod stdio;
 
 use std::process::ExitCode;
@@ -243,11 +244,22 @@ async fn probe_remote(vfs: &Vfs, describe: &str) {
 }
 
 pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
-    let level = match args.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let chosen = match &args.log_level {
+        Some(_) if args.verbose > 0 => {
+            return Err(UsageError("can't set -v and --log-level".into()).into())
+        }
+        Some(v) => logging::parse_level(v).ok_or_else(|| {
+            UsageError(format!(
+                "invalid value {v:?} for --log-level: want DEBUG, INFO, NOTICE or ERROR"
+            ))
+        })?,
+        None => match args.verbose {
+            0 => tracing::Level::WARN,
+            1 => tracing::Level::INFO,
+            _ => tracing::Level::DEBUG,
+        },
     };
+    let level = chosen.as_str().to_ascii_lowercase();
     // Our crates at the chosen level; russh's internals only at -vvv.
     let filter = if args.verbose >= 3 {
         "debug".to_string()
@@ -259,7 +271,9 @@ pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false);
+        .event_format(logging::Format {
+            json: args.use_json_log,
+        });
     match &args.log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -269,13 +283,9 @@ pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
                 .map_err(|e| {
                     UsageError(format!("cannot open --log-file {}: {e}", path.display()))
                 })?;
-            builder.with_ansi(false).with_writer(Arc::new(file)).init();
+            builder.with_writer(Arc::new(file)).init();
         }
-        None => {
-            use std::io::IsTerminal as _;
-            let ansi = std::io::stderr().is_terminal();
-            builder.with_ansi(ansi).with_writer(std::io::stderr).init()
-        }
+        None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())
 }
@@ -336,7 +346,9 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         tracing::warn!("{w}");
     }
     if let Some(f) = cfg.vfs.filter.get() {
-        tracing::debug!("filters in effect:\n{}", f.describe().join("\n"));
+        for rule in f.describe() {
+            tracing::debug!("filter: {rule}");
+        }
     }
     let file_limit = raise_file_limit(cfg.gate.max_connections);
     let open_files = open_file_budget(file_limit, cfg.gate.max_connections);
@@ -431,7 +443,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
             .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?;
         let local = listener.local_addr()?;
         tracing::info!("serving {describe} over SFTP on {local}");
-        if args.verbose == 0 {
+        if !tracing::enabled!(tracing::Level::INFO) {
             eprintln!("ferry: serving {describe} over SFTP on {local}");
         }
 

@@ -179,10 +179,7 @@ impl FilterOptions {
     }
 
     /// [`Self::build`] with the files read by `read(flag, path)`.
-    pub fn build_with(
-        &self,
-        read: &mut ReadFile<'_>,
-    ) -> Result<Filter, FilterError> {
+    pub fn build_with(&self, read: &mut ReadFile<'_>) -> Result<Filter, FilterError> {
         let mut f = Filter {
             min_size: self.min_size,
             max_size: self.max_size,

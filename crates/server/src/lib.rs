@@ -25,6 +25,7 @@
 //! - [`proxy`]: the auth proxy, an [`login::Authenticator`] that asks an
 //!   external program or HTTP service which remote each login gets.
 
+pub mod access;
 pub mod activity;
 pub mod algorithms;
 pub mod auth;

@@ -406,6 +406,10 @@ struct LoggedIn {
     charged: AtomicBool,
     /// Closed at the grace time.
     grace_out: AtomicBool,
+    /// Who logged in, how and when, for the logout line.
+    who: std::sync::Mutex<Option<(String, &'static str, Instant)>>,
+    /// File bytes the connection's sessions moved.
+    traffic: Arc<crate::access::Traffic>,
 }
 
 impl LoggedIn {
@@ -460,6 +464,10 @@ async fn connection(
         None => None,
     };
     let logged_in = Arc::new(LoggedIn::default());
+    let _logout = LogoutLine {
+        logged_in: logged_in.clone(),
+        peer,
+    };
     let socket = rustix::io::dup(&stream)
         .ok()
         .map(|fd| Arc::new(PeerSocket(fd)));
@@ -549,6 +557,37 @@ async fn connection(
     }
     if let Some(what) = logged_in.offence() {
         penalise(&shared, peer, what);
+    }
+}
+
+/// Writes a connection's logout line when it ends, however it ends (the
+/// client leaving, a timeout, the server shutting down).
+struct LogoutLine {
+    logged_in: Arc<LoggedIn>,
+    peer: SocketAddr,
+}
+
+impl Drop for LogoutLine {
+    fn drop(&mut self) {
+        let who = self
+            .logged_in
+            .who
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((user, method, at)) = who {
+            let (read, written) = self.logged_in.traffic.totals();
+            tracing::info!(
+                user = %user,
+                ip = %self.peer.ip(),
+                port = self.peer.port(),
+                method,
+                seconds = at.elapsed().as_secs_f64(),
+                bytes_read = read,
+                bytes_written = written,
+                "SSH logout"
+            );
+        }
     }
 }
 
@@ -658,7 +697,16 @@ impl Conn {
     }
 
     fn reject(&self, user: &str, method: &str) -> Auth {
-        tracing::info!(peer = %self.peer, "SSH login failed for {user:?} ({method})");
+        // NOTICE (shown by default): what fail2ban reads. The address
+        // comes first, before anything the client chose.
+        tracing::warn!(
+            ip = %self.peer.ip(),
+            port = self.peer.port(),
+            user = %user,
+            method = %method,
+            via = %self.via.map(|v| v.to_string()).unwrap_or_default(),
+            "SSH login failed"
+        );
         self.retry()
     }
 
@@ -905,13 +953,19 @@ impl russh::server::Handler for Conn {
             .as_ref()
             .map(|l| l.describe.as_str())
             .unwrap_or("?");
+        let method = self.attempt.unwrap_or("?");
         tracing::info!(
-            "SSH login from {} using {} ({}, {}), serving {served}",
-            Printable(&self.user),
-            Printable(&client),
-            self.source(),
-            self.attempt.unwrap_or("?")
+            user = %self.user,
+            ip = %self.peer.ip(),
+            port = self.peer.port(),
+            method,
+            client = %client,
+            via = %self.via.map(|v| v.to_string()).unwrap_or_default(),
+            remote = %served,
+            "SSH login"
         );
+        *self.logged_in.who.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((self.user.clone(), method, Instant::now()));
         Ok(())
     }
 
@@ -970,6 +1024,8 @@ impl russh::server::Handler for Conn {
         opts.activity = Some(self.activity.clone());
         opts.user = login.user.clone();
         opts.read_only = login.policy.read_only;
+        opts.peer = Some(self.peer);
+        opts.traffic = self.logged_in.traffic.clone();
         let peer = self.peer;
         let slot = self.slot();
         let socket = self.socket.clone();

@@ -166,6 +166,8 @@ pub struct HandleEntry {
     pub path: RelPath,
     /// The order its requests' replies leave in.
     pub replies: Lane,
+    /// An open file's transfer, for the access log.
+    pub transfer: Option<crate::access::Transfer>,
     /// An open file's place in the server's open files.
     _slot: Option<FileSlot>,
 }
@@ -211,6 +213,7 @@ impl HandleTable {
         kind: HandleKind,
         path: RelPath,
         slot: Option<FileSlot>,
+        transfer: Option<crate::access::Transfer>,
     ) -> Result<Vec<u8>, (TooManyHandles, HandleKind)> {
         let mut map = self.lock();
         if map.len() >= self.max {
@@ -228,6 +231,7 @@ impl HandleTable {
                 kind,
                 path,
                 replies: Lane::default(),
+                transfer,
                 _slot: slot,
             }),
         );
@@ -277,9 +281,14 @@ mod tests {
         let files = OpenFiles::new(4);
         let (a, b) = (HandleTable::new(10), HandleTable::new(10));
         let take = |t: &HandleTable, user| {
-            t.insert(dir_entry(), RelPath::root(), files.try_take(user).ok())
-                .ok()
-                .unwrap()
+            t.insert(
+                dir_entry(),
+                RelPath::root(),
+                files.try_take(user).ok(),
+                None,
+            )
+            .ok()
+            .unwrap()
         };
         let a1 = take(&a, "alice");
         take(&a, "alice");
@@ -299,10 +308,16 @@ mod tests {
     #[test]
     fn table_limits_and_lookup() {
         let t = HandleTable::new(2);
-        let a = t.insert(dir_entry(), RelPath::root(), None).ok().unwrap();
-        let b = t.insert(dir_entry(), RelPath::root(), None).ok().unwrap();
+        let a = t
+            .insert(dir_entry(), RelPath::root(), None, None)
+            .ok()
+            .unwrap();
+        let b = t
+            .insert(dir_entry(), RelPath::root(), None, None)
+            .ok()
+            .unwrap();
         assert_ne!(a, b);
-        assert!(t.insert(dir_entry(), RelPath::root(), None).is_err());
+        assert!(t.insert(dir_entry(), RelPath::root(), None, None).is_err());
         assert!(t.get(&a).is_some());
         assert!(t.get(b"bogus-handle").is_none());
         assert!(t.get(&[0, 0, 0, 0]).is_none());

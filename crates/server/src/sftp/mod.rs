@@ -73,6 +73,11 @@ pub struct SftpOptions {
     pub readdir_page: usize,
     /// The user name, for logs.
     pub user: String,
+    /// The client's address, for logs (none for `--stdio`).
+    pub peer: Option<std::net::SocketAddr>,
+    /// File bytes moved, for the logout line (shared by the connection's
+    /// sessions).
+    pub traffic: Arc<crate::access::Traffic>,
     /// Refuse every change in this session (the login's policy; a
     /// read-only VFS refuses them for everyone).
     pub read_only: bool,
@@ -99,6 +104,8 @@ impl Default for SftpOptions {
             read_only: false,
             activity: None,
             open_files: handles::OpenFiles::new(usize::MAX),
+            peer: None,
+            traffic: Arc::default(),
         }
     }
 }
@@ -314,6 +321,7 @@ pub async fn serve<I: Input, O: Output>(
     for entry in ctx.handles.drain() {
         if let Some(file) = entry.file() {
             file.abort().await;
+            ops::log_transfer(&ctx, &entry, "aborted: the session ended before CLOSE");
         }
     }
     drop(reader);
@@ -413,7 +421,7 @@ impl Reader {
         let id = req.id().unwrap_or(0);
         let Ok((op, entries)) = self.op(&req) else {
             let reply = ops::status(id, StatusCode::Failure, "Invalid handle");
-            ops::log(&req, &reply);
+            ops::log(&self.ctx, &req, &reply, &[]);
             self.send(reply, queued);
             return;
         };
@@ -487,7 +495,7 @@ impl Reader {
                     reply
                 }
             };
-            ops::log(&req, &reply);
+            ops::log(&ctx, &req, &reply, &entries);
             turn.wait().await;
             let _ = tx.send(Outgoing {
                 data: reply,

@@ -76,8 +76,28 @@ pub(crate) fn version_reply(ctx: &Ctx) -> Vec<u8> {
     })
 }
 
-/// Log a request and its outcome (`-vv`).
-pub(crate) fn log(req: &Request, reply: &[u8]) {
+/// Log a request and its outcome: every one at DEBUG (`-vv`), changes to
+/// the namespace at INFO (the access log, `-v`).
+pub(crate) fn log(ctx: &Ctx, req: &Request, reply: &[u8], tickets: &[Arc<HandleEntry>]) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let status = match reply_status(reply) {
+        Some(StatusCode::Ok) => "ok".to_string(),
+        Some(code) => status_message(reply).unwrap_or_else(|| format!("{code:?}")),
+        None => "ok".to_string(),
+    };
+    if let Some((op, path, to, change)) = change_of(req, tickets) {
+        tracing::info!(
+            user = %ctx.opts.user,
+            ip = %ip(ctx),
+            path = %path,
+            to = %to.unwrap_or_default(),
+            change = %change.unwrap_or_default(),
+            status = %status,
+            "{op}"
+        );
+    }
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
@@ -97,9 +117,13 @@ pub(crate) fn log(req: &Request, reply: &[u8]) {
         | Request::Rmdir { path, .. }
         | Request::Realpath { path, .. }
         | Request::Stat { path, .. }
-        | Request::Readlink { path, .. } => path.escape_ascii().to_string(),
+        | Request::Readlink { path, .. } => crate::access::text(path),
         Request::Rename { old, new, .. } => {
-            format!("{} -> {}", old.escape_ascii(), new.escape_ascii())
+            format!(
+                "{} -> {}",
+                crate::access::text(old),
+                crate::access::text(new)
+            )
         }
         Request::Symlink {
             linkpath,
@@ -107,15 +131,95 @@ pub(crate) fn log(req: &Request, reply: &[u8]) {
             ..
         } => format!(
             "{} -> {}",
-            linkpath.escape_ascii(),
-            targetpath.escape_ascii()
+            crate::access::text(linkpath),
+            crate::access::text(targetpath)
         ),
         _ => String::new(),
     };
-    match reply_status(reply) {
-        Some(code) => tracing::debug!(op = %name, path = %path, status = ?code, "sftp"),
-        None => tracing::debug!(op = %name, path = %path, status = "reply", "sftp"),
+    tracing::debug!(op = %name, path = %path, status = %status, "sftp");
+}
+
+/// The message of a STATUS reply.
+fn status_message(reply: &[u8]) -> Option<String> {
+    match Response::decode(Bytes::copy_from_slice(reply.get(4..)?)) {
+        Ok(Response::Status { message, .. }) if !message.is_empty() => Some(message),
+        _ => None,
     }
+}
+
+/// A client path as the log shows it: resolved beneath the root.
+fn shown(raw: &[u8]) -> String {
+    match path(raw) {
+        Ok(p) => crate::access::text(&p.to_absolute()),
+        Err(_) => crate::access::text(raw),
+    }
+}
+
+/// What a change request changes, for the access log: the operation, the
+/// path, a second path (rename, link) and what a SETSTAT sets.
+fn change_of(
+    req: &Request,
+    tickets: &[Arc<HandleEntry>],
+) -> Option<(&'static str, String, Option<String>, Option<String>)> {
+    let handle_path = || {
+        tickets
+            .first()
+            .map(|t| crate::access::text(&t.path.to_absolute()))
+            .unwrap_or_default()
+    };
+    Some(match req {
+        Request::Mkdir { path, .. } => ("mkdir", shown(path), None, None),
+        Request::Rmdir { path, .. } => ("rmdir", shown(path), None, None),
+        Request::Remove { path, .. } => ("remove", shown(path), None, None),
+        Request::Rename { old, new, .. } => ("rename", shown(old), Some(shown(new)), None),
+        Request::Symlink {
+            linkpath,
+            targetpath,
+            ..
+        } => (
+            "symlink",
+            shown(linkpath),
+            Some(crate::access::text(targetpath)),
+            None,
+        ),
+        Request::Setstat { path, attrs, .. } => {
+            ("setstat", shown(path), None, Some(attrs_text(attrs)))
+        }
+        Request::Fsetstat { attrs, .. } => {
+            ("setstat", handle_path(), None, Some(attrs_text(attrs)))
+        }
+        Request::Extended { request, .. } => match request {
+            ExtendedRequest::PosixRename { old, new } => {
+                ("posix-rename", shown(old), Some(shown(new)), None)
+            }
+            ExtendedRequest::Hardlink { old, new } => {
+                ("hardlink", shown(new), Some(shown(old)), None)
+            }
+            ExtendedRequest::Lsetstat { path, attrs } => {
+                ("lsetstat", shown(path), None, Some(attrs_text(attrs)))
+            }
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// What a SETSTAT sets: `size=0 mode=0644 uid=1 gid=2 mtime=...`.
+fn attrs_text(a: &FileAttributes) -> String {
+    let mut v = Vec::new();
+    if let Some(s) = a.size {
+        v.push(format!("size={s}"));
+    }
+    if let Some(m) = a.permissions {
+        v.push(format!("mode={:04o}", m & 0o7777));
+    }
+    if let Some((u, g)) = a.uid_gid {
+        v.push(format!("uid={u} gid={g}"));
+    }
+    if let Some((at, mt)) = a.atime_mtime {
+        v.push(format!("atime={at} mtime={mt}"));
+    }
+    v.join(" ")
 }
 
 /// Run one request (its tickets already waited for) and encode the reply.
@@ -151,7 +255,7 @@ async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> Op
             pflags,
             attrs,
         } => open(ctx, *id, p, *pflags, attrs).await,
-        Request::Close { id, .. } => close(*id, tickets).await,
+        Request::Close { id, .. } => close(ctx, *id, tickets).await,
         Request::Read {
             id, offset, len, ..
         } => read(ctx, *id, tickets, *offset, *len).await,
@@ -159,6 +263,10 @@ async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> Op
             id, offset, data, ..
         } => {
             file(tickets)?.write_at(*offset, data.clone()).await?;
+            if let Some(t) = tickets.first().and_then(|t| t.transfer.as_ref()) {
+                t.add_written(data.len() as u64);
+            }
+            ctx.opts.traffic.add_written(data.len() as u64);
             ok(*id)
         }
         Request::Lstat { id, path: p } => attrs(*id, to_wire(&ctx.vfs.lstat(&path(p)?).await?)),
@@ -255,7 +363,11 @@ async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> 
     };
     let file = ctx.vfs.open(&rel, open_flags(pflags), mode).await?;
     let at = file.path().clone();
-    match ctx.handles.insert(HandleKind::File(file), at, Some(slot)) {
+    let transfer = crate::access::Transfer::new(pflags);
+    match ctx
+        .handles
+        .insert(HandleKind::File(file), at, Some(slot), Some(transfer))
+    {
         Ok(h) => Ok(encode(&Response::Handle {
             id,
             handle: Bytes::from(h),
@@ -268,12 +380,47 @@ async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> 
     }
 }
 
-async fn close(id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
+async fn close(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
     let entry = tickets.first().ok_or(OpError::InvalidHandle)?;
     if let Some(f) = entry.file() {
-        f.close().await?;
+        if let Err(e) = f.close().await {
+            let e = OpError::from(e);
+            log_transfer(ctx, entry, &status_of(&e).1);
+            return Err(e);
+        }
+        log_transfer(ctx, entry, "ok");
     }
     ok(id)
+}
+
+/// The access log's line for a file's transfer, at its CLOSE (or at the
+/// end of its session): path, open flags, bytes each way, time, status.
+pub(crate) fn log_transfer(ctx: &Ctx, entry: &HandleEntry, status: &str) {
+    let Some(t) = &entry.transfer else {
+        return;
+    };
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let (read, written) = t.totals();
+    tracing::info!(
+        user = %ctx.opts.user,
+        ip = %ip(ctx),
+        path = %crate::access::text(&entry.path.to_absolute()),
+        flags = %crate::access::flags_text(t.pflags),
+        bytes_read = read,
+        bytes_written = written,
+        seconds = t.opened.elapsed().as_secs_f64(),
+        status,
+        "transfer"
+    );
+}
+
+fn ip(ctx: &Ctx) -> String {
+    ctx.opts
+        .peer
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 async fn read(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>], offset: u64, len: u32) -> OpResult {
@@ -287,6 +434,10 @@ async fn read(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>], offset: u64, len
         return Ok(status(id, StatusCode::Eof, "End of file"));
     }
     buf[..DATA_HEADER_LEN].copy_from_slice(&data_header(id, n as u32));
+    if let Some(t) = tickets.first().and_then(|t| t.transfer.as_ref()) {
+        t.add_read(n as u64);
+    }
+    ctx.opts.traffic.add_read(n as u64);
     Ok(buf)
 }
 
@@ -294,10 +445,12 @@ async fn opendir(ctx: &Ctx, id: u32, p: &[u8]) -> OpResult {
     let rel = path(p)?;
     let entries = ctx.vfs.read_dir(&rel).await?;
     let cursor = DirCursor::new(rel.clone(), entries);
-    match ctx
-        .handles
-        .insert(HandleKind::Dir(std::sync::Mutex::new(cursor)), rel, None)
-    {
+    match ctx.handles.insert(
+        HandleKind::Dir(std::sync::Mutex::new(cursor)),
+        rel,
+        None,
+        None,
+    ) {
         Ok(h) => Ok(encode(&Response::Handle {
             id,
             handle: Bytes::from(h),

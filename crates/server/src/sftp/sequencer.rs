@@ -611,7 +611,7 @@ mod tests {
     }
 
     fn handle(t: &HandleTable, path: &str) -> Arc<HandleEntry> {
-        let h = t.insert(dir_entry(), p(path), None).ok().unwrap();
+        let h = t.insert(dir_entry(), p(path), None, None).ok().unwrap();
         t.get(&h).unwrap()
     }
 
