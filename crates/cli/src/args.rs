@@ -173,6 +173,27 @@ pub struct SftpArgs {
     #[arg(long, env = "FERRY_NO_CHECKSUM")]
     pub no_checksum: bool,
 
+    /// Bandwidth limit in KiB/s, or use suffix B|K|M|G|T|P, `TX:RX` (TX:
+    /// uploads to the remote, RX: downloads), or a timetable
+    /// ("08:00,512k 12:00,10M Mon-23:00,off"); off: none. SIGUSR2 toggles
+    /// it.
+    #[arg(
+        long,
+        env = "FERRY_BWLIMIT",
+        value_name = "RATE",
+        default_value = "off"
+    )]
+    pub bwlimit: String,
+
+    /// Bandwidth limit per file, in --bwlimit's syntax.
+    #[arg(
+        long,
+        env = "FERRY_BWLIMIT_FILE",
+        value_name = "RATE",
+        default_value = "off"
+    )]
+    pub bwlimit_file: String,
+
     /// Number of low level retries of temporary backend failures.
     #[arg(long, env = "FERRY_LOW_LEVEL_RETRIES", default_value_t = 10)]
     pub low_level_retries: u32,

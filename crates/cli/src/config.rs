@@ -251,6 +251,13 @@ fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
         })
 }
 
+/// A `--bwlimit`-style value; `None` when it limits nothing ever.
+fn timetable(flag: &str, v: &str) -> anyhow::Result<Option<ferry_layers::Timetable>> {
+    let t = ferry_layers::Timetable::parse(v)
+        .map_err(|e| usage(format!("invalid value {v:?} for --{flag}: {e}")))?;
+    Ok(t.limits_anything().then_some(t))
+}
+
 /// The filters from their flags; a bad rule, a missing rule file or a
 /// bad size or age is a usage error naming it.
 fn filters(args: &FilterArgs) -> anyhow::Result<ferry_filter::Filter> {
@@ -748,6 +755,8 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         proxy_protocol: cidr_list("proxy-protocol", &args.proxy_protocol)?,
         penalties,
         layers: ferry_registry::LayerOptions {
+            bwlimit: timetable("bwlimit", &args.bwlimit)?.map(ferry_layers::BwLimiter::new),
+            bwlimit_file: timetable("bwlimit-file", &args.bwlimit_file)?,
             retry: ferry_layers::RetryOptions {
                 attempts: args.low_level_retries,
                 ..Default::default()

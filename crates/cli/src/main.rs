@@ -473,6 +473,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let bwlimit = cfg.layers.bwlimit.clone();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -484,6 +486,16 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                     auth.forget();
                     tracing::info!("SIGHUP: directory caches and kept auth proxy answers flushed");
                 }
+                _ = usr2.recv() => match &bwlimit {
+                    Some(l) => {
+                        let on = l.toggle();
+                        tracing::warn!(
+                            "SIGUSR2: bandwidth limit {}",
+                            if on { format!("on again ({})", l.current().describe()) } else { "toggled off".into() }
+                        );
+                    }
+                    None => tracing::warn!("SIGUSR2: no --bwlimit to toggle"),
+                },
             }
         }
         tracing::info!("shutting down");

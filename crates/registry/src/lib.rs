@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_backend::Backend;
-use ferry_layers::{FaultOptions, Faults, Latency, Retry, RetryOptions};
+use ferry_layers::{
+    BwLimit, BwLimiter, FaultOptions, Faults, Latency, Retry, RetryOptions, Timetable,
+};
 
 /// One remote type.
 pub struct BackendType {
@@ -177,8 +179,13 @@ impl std::fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 /// The layers around every backend, in one place.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct LayerOptions {
+    /// The process's bandwidth limit (`--bwlimit`), shared by every
+    /// backend opened with it.
+    pub bwlimit: Option<Arc<BwLimiter>>,
+    /// Each open file's own limit (`--bwlimit-file`).
+    pub bwlimit_file: Option<Timetable>,
     /// Low-level retries (`--low-level-retries`).
     pub retry: RetryOptions,
     /// Testing only: a delay added to every request
@@ -202,7 +209,8 @@ pub struct Opened {
 
 /// Open `spec` and wrap it in the layer stack: retries next to the store,
 /// then the test-only latency (so that every try pays it, as a real slow
-/// store would charge).
+/// store would charge), then the bandwidth limits (bytes the client
+/// moves, not those of retries).
 pub async fn open(spec: &Spec, layers: &LayerOptions) -> Result<Opened, OpenError> {
     let ty = find(&spec.type_).ok_or_else(|| {
         OpenError::Config(format!(
@@ -223,6 +231,13 @@ pub async fn open(spec: &Spec, layers: &LayerOptions) -> Result<Opened, OpenErro
     let mut backend: Arc<dyn Backend> = Arc::new(Retry::wrap(bare, layers.retry));
     if let Some(d) = layers.debug_latency.filter(|d| !d.is_zero()) {
         backend = Arc::new(Latency::wrap(backend, d));
+    }
+    if layers.bwlimit.is_some() || layers.bwlimit_file.is_some() {
+        backend = Arc::new(BwLimit::wrap(
+            backend,
+            layers.bwlimit.clone(),
+            layers.bwlimit_file.clone(),
+        ));
     }
     Ok(Opened {
         backend,
