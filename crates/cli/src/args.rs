@@ -635,6 +635,50 @@ pub struct SftpArgs {
     #[arg(long, env = "FERRY_USE_JSON_LOG")]
     pub use_json_log: bool,
 
+    /// Interval between printing stats, e.g. 500ms, 60s, 5m (0 to disable).
+    #[arg(
+        long,
+        env = "FERRY_STATS",
+        value_name = "DURATION",
+        default_value = "1m"
+    )]
+    pub stats: String,
+
+    /// Make the stats fit on one line.
+    #[arg(long, env = "FERRY_STATS_ONE_LINE")]
+    pub stats_one_line: bool,
+
+    /// Enable --stats-one-line and add the current date/time.
+    #[arg(long, env = "FERRY_STATS_ONE_LINE_DATE")]
+    pub stats_one_line_date: bool,
+
+    /// Enable --stats-one-line-date and use this Go layout for the date
+    /// (default "2006/01/02 15:04:05 - ").
+    #[arg(long, env = "FERRY_STATS_ONE_LINE_DATE_FORMAT", value_name = "LAYOUT")]
+    pub stats_one_line_date_format: Option<String>,
+
+    /// Log level to show --stats output: DEBUG, INFO, NOTICE or ERROR.
+    #[arg(
+        long,
+        env = "FERRY_STATS_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "INFO"
+    )]
+    pub stats_log_level: String,
+
+    /// Show data rate in stats as either 'bits' or 'bytes' per second.
+    #[arg(
+        long,
+        env = "FERRY_STATS_UNIT",
+        value_name = "UNIT",
+        default_value = "bytes"
+    )]
+    pub stats_unit: String,
+
+    /// Max file name length in stats (0 for no limit).
+    #[arg(long, env = "FERRY_STATS_FILE_NAME_LENGTH", default_value_t = 45)]
+    pub stats_file_name_length: usize,
+
     /// Log everything to this file instead of standard error.
     #[arg(long, env = "FERRY_LOG_FILE")]
     pub log_file: Option<PathBuf>,

@@ -71,6 +71,56 @@ pub struct ServeConfig {
     pub penalties: Option<(PenaltyConfig, Vec<Cidr>)>,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
+    /// The transfer statistics, and how often and how they are logged.
+    pub stats: StatsConfig,
+}
+
+/// `--stats` and its companions.
+pub struct StatsConfig {
+    /// The counters (shared with the sessions and the file cache).
+    pub stats: std::sync::Arc<ferry_stats::Stats>,
+    /// How often the block is logged (zero: never, nor at the end).
+    pub interval: std::time::Duration,
+    /// At which level.
+    pub level: tracing::Level,
+    /// How it looks.
+    pub render: ferry_stats::Render,
+}
+
+/// The stats flags.
+fn stats_config(args: &SftpArgs) -> anyhow::Result<StatsConfig> {
+    let level = crate::logging::parse_level(&args.stats_log_level).ok_or_else(|| {
+        usage(format!(
+            "invalid value {:?} for --stats-log-level: want DEBUG, INFO, NOTICE or ERROR",
+            args.stats_log_level
+        ))
+    })?;
+    let bits = match args.stats_unit.to_ascii_lowercase().as_str() {
+        "bits" => true,
+        "bytes" => false,
+        _ => {
+            return Err(usage(format!(
+                "invalid value {:?} for --stats-unit: want bits or bytes",
+                args.stats_unit
+            )))
+        }
+    };
+    let date_format = match &args.stats_one_line_date_format {
+        Some(f) if !f.is_empty() => Some(f.clone()),
+        _ if args.stats_one_line_date => Some("2006/01/02 15:04:05 - ".to_string()),
+        _ => None,
+    };
+    Ok(StatsConfig {
+        stats: ferry_stats::Stats::new(),
+        interval: parse_duration("stats", &args.stats)?,
+        level,
+        render: ferry_stats::Render {
+            one_line: args.stats_one_line || date_format.is_some(),
+            date_format,
+            bits,
+            name_len: args.stats_file_name_length,
+        },
+    })
 }
 
 /// The SSH algorithms: the defaults changed by the `--ssh-*` flags, in
@@ -669,6 +719,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         .map(|k| expand_path(&k.to_string_lossy()))
         .collect();
     let mut vfs = vfs;
+    let stats = stats_config(args)?;
     // Each remote's own folders (open_vfs sets them per remote).
     let key = target.as_ref().map(cache_key).unwrap_or_default();
     vfs.cache = ferry_vfs::CacheOptions {
@@ -685,6 +736,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         poll_interval: parse_duration("vfs-cache-poll-interval", &args.vfs_cache_poll_interval)?,
         read_ahead: parse_limit("vfs-read-ahead", &args.vfs_read_ahead)?.unwrap_or(0),
         fast_fingerprint: args.vfs_fast_fingerprint,
+        stats: ferry_vfs::StatsRef(Some(stats.stats.clone())),
         ..ferry_vfs::CacheOptions::default()
     };
     vfs.read_chunk_size =
@@ -771,6 +823,7 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         cache_dir,
         vfs,
         warnings,
+        stats,
     })
 }
 

@@ -95,10 +95,11 @@ impl Visit for Fields {
     }
 }
 
-/// `s` with every control character escaped (`\n`, `\u{1b}`).
+/// `s` with every control character but tab escaped (`\n`, `\u{1b}`): a
+/// tab cannot start a line (rclone's stats block has one).
 fn escape_controls(s: &str, out: &mut String) {
     for c in s.chars() {
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+        if (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}' {
             let _ = write!(out, "{}", c.escape_default());
         } else {
             out.push(c);
@@ -257,8 +258,8 @@ mod tests {
         text_value("k=v", &mut s);
         assert_eq!(s, r#"plain "two words" "a\"b\\c\nd\u{1b}" "" "k=v""#);
         let mut m = String::new();
-        escape_controls("x\r\ny\u{2028}", &mut m);
-        assert_eq!(m, r"x\r\ny\u{2028}");
+        escape_controls("x\r\ny\u{2028}\t", &mut m);
+        assert_eq!(m, "x\\r\\ny\\u{2028}\t");
         assert_eq!(json_str("a\nb\u{2028}"), r#""a\nb\u2028""#);
     }
 

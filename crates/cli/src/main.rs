@@ -244,6 +244,108 @@ async fn probe_remote(vfs: &Vfs, describe: &str) {
     vfs.forget(None);
 }
 
+/// The averages tick every second; with `--stats`, the block is logged
+/// every interval.
+fn start_stats(cfg: &config::StatsConfig, json: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    let stats = cfg.stats.clone();
+    let mut tasks = vec![tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            stats.tick();
+        }
+    })];
+    if !cfg.interval.is_zero() {
+        let cfg = config::StatsConfig {
+            stats: cfg.stats.clone(),
+            interval: cfg.interval,
+            level: cfg.level,
+            render: cfg.render.clone(),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(cfg.interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                log_stats(&cfg, json);
+            }
+        }));
+    }
+    tasks
+}
+
+/// Log rclone's stats block at its level: each line an event of its own
+/// (names in it are escaped as every value is), or in JSON one event with
+/// the numbers.
+fn log_stats(cfg: &config::StatsConfig, json: bool) {
+    use tracing::Level;
+    macro_rules! at {
+        ($($t:tt)*) => {
+            match cfg.level {
+                Level::ERROR => tracing::error!($($t)*),
+                Level::WARN => tracing::warn!($($t)*),
+                Level::INFO => tracing::info!($($t)*),
+                _ => tracing::debug!($($t)*),
+            }
+        };
+    }
+    let s = cfg.stats.snapshot();
+    if json {
+        at!(
+            bytes = s.bytes,
+            total_bytes = s.total_bytes,
+            speed = s.speed,
+            eta = s.eta().map_or(-1.0, |d| d.as_secs_f64()),
+            errors = s.errors,
+            last_error = %s.last_error.clone().unwrap_or_default(),
+            transfers = s.transfers,
+            total_transfers = s.total_transfers,
+            transferring = s.transferring.len() as u64,
+            deletes = s.deletes,
+            deleted_dirs = s.deleted_dirs,
+            renames = s.renames,
+            elapsed_time = s.elapsed.as_secs_f64(),
+            "stats"
+        );
+        return;
+    }
+    for line in cfg.render.lines(&s, go_time_layout) {
+        at!("{line}");
+    }
+}
+
+/// The local time now in a Go layout (`2006/01/02 15:04:05 - `): the
+/// reference date's fields are replaced, the rest kept.
+fn go_time_layout(layout: &str) -> String {
+    let z = jiff::Zoned::now();
+    let tokens = [
+        ("2006", format!("{:04}", z.year())),
+        ("01", format!("{:02}", z.month())),
+        ("02", format!("{:02}", z.day())),
+        ("15", format!("{:02}", z.hour())),
+        ("04", format!("{:02}", z.minute())),
+        ("05", format!("{:02}", z.second())),
+    ];
+    let mut out = String::new();
+    let mut rest = layout;
+    'scan: while !rest.is_empty() {
+        for (token, value) in &tokens {
+            if let Some(r) = rest.strip_prefix(token) {
+                out.push_str(value);
+                rest = r;
+                continue 'scan;
+            }
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// Keep glibc's allocator to one arena per core (at least two). By default
 /// it makes up to eight per core, one for each thread that finds the others
 /// busy, and the blocking threads that do local file I/O come and go in the
@@ -472,6 +574,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut server_cfg = ServerConfig::new(auth.clone(), host_keys);
         server_cfg.sftp.open_files = ferry_server::sftp::handles::OpenFiles::new(open_files);
+        server_cfg.sftp.stats = Some(cfg.stats.stats.clone());
+        let stats_tasks = start_stats(&cfg.stats, args.use_json_log);
         server_cfg.algorithms = cfg.algorithms.clone();
         server_cfg.gate = cfg.gate.clone();
         server_cfg.login_grace = cfg.login_grace;
@@ -526,6 +630,13 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         // Uploads still open are discarded (the files they replace stay
         // intact); every VFS uploads what its file cache holds.
         finish_cache_uploads(&pool, &mut term, &mut int).await;
+        for t in stats_tasks {
+            t.abort();
+        }
+        if !cfg.stats.interval.is_zero() {
+            // The final block, as rclone prints at exit.
+            log_stats(&cfg.stats, args.use_json_log);
+        }
         drop(served);
         Ok(())
     })

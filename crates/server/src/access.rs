@@ -36,7 +36,8 @@ impl Traffic {
     }
 }
 
-/// One open file, from OPEN to CLOSE: what the transfer line says.
+/// One open file, from OPEN to CLOSE: what the transfer line says, and
+/// its place in the server's transfer statistics.
 #[derive(Debug)]
 pub struct Transfer {
     /// The SFTP open flags.
@@ -45,27 +46,46 @@ pub struct Transfer {
     pub opened: Instant,
     read: AtomicU64,
     written: AtomicU64,
+    stats: std::sync::Mutex<Option<ferry_stats::Transfer>>,
 }
 
 impl Transfer {
-    /// A transfer opened now with `pflags`.
-    pub fn new(pflags: u32) -> Self {
+    /// A transfer opened now with `pflags`, counted in `stats`.
+    pub fn new(pflags: u32, stats: Option<ferry_stats::Transfer>) -> Self {
         Transfer {
             pflags,
             opened: Instant::now(),
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            stats: std::sync::Mutex::new(stats),
         }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, Option<ferry_stats::Transfer>> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `n` bytes read through it.
     pub fn add_read(&self, n: u64) {
         self.read.fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = self.stats().as_ref() {
+            t.add(n);
+        }
     }
 
     /// `n` bytes written through it.
     pub fn add_written(&self, n: u64) {
         self.written.fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = self.stats().as_ref() {
+            t.add(n);
+        }
+    }
+
+    /// It ended (at CLOSE, or with its session): `Err` counts an error.
+    pub fn finish(&self, result: Result<(), String>) {
+        if let Some(t) = self.stats().take() {
+            t.finish(result);
+        }
     }
 
     /// (read, written).

@@ -60,7 +60,7 @@ pub use ferry_backend as backend;
 pub use file::{OpenFlags, VfsFile};
 pub use filtering::FilterRef;
 pub use lookup::Listing;
-pub use options::{CacheMode, CacheOptions, VfsOptions};
+pub use options::{CacheMode, CacheOptions, StatsRef, VfsOptions};
 
 /// The file-system view of one backend. Cheap to clone; clones share state.
 ///

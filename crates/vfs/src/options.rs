@@ -138,7 +138,25 @@ pub struct CacheOptions {
     pub fast_fingerprint: bool,
     /// The longest wait between attempts of a failing upload.
     pub max_retry_delay: std::time::Duration,
+    /// Where write-back uploads are counted as transfers (`--stats`).
+    pub stats: StatsRef,
 }
+
+/// The server's transfer statistics, if kept; compared by identity.
+#[derive(Debug, Clone, Default)]
+pub struct StatsRef(pub Option<std::sync::Arc<ferry_stats::Stats>>);
+
+impl PartialEq for StatsRef {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StatsRef {}
 
 impl Default for CacheOptions {
     fn default() -> Self {
@@ -155,6 +173,7 @@ impl Default for CacheOptions {
             read_ahead: 0,
             fast_fingerprint: false,
             max_retry_delay: std::time::Duration::from_secs(300),
+            stats: StatsRef::default(),
         }
     }
 }

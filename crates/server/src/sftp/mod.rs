@@ -78,6 +78,8 @@ pub struct SftpOptions {
     /// File bytes moved, for the logout line (shared by the connection's
     /// sessions).
     pub traffic: Arc<crate::access::Traffic>,
+    /// The server's transfer statistics (`--stats`), if kept.
+    pub stats: Option<Arc<ferry_stats::Stats>>,
     /// Refuse every change in this session (the login's policy; a
     /// read-only VFS refuses them for everyone).
     pub read_only: bool,
@@ -106,6 +108,7 @@ impl Default for SftpOptions {
             open_files: handles::OpenFiles::new(usize::MAX),
             peer: None,
             traffic: Arc::default(),
+            stats: None,
         }
     }
 }
@@ -321,7 +324,11 @@ pub async fn serve<I: Input, O: Output>(
     for entry in ctx.handles.drain() {
         if let Some(file) = entry.file() {
             file.abort().await;
-            ops::log_transfer(&ctx, &entry, "aborted: the session ended before CLOSE");
+            let why = "aborted: the session ended before CLOSE";
+            ops::log_transfer(&ctx, &entry, why);
+            if let Some(t) = &entry.transfer {
+                t.finish(Err(why.to_string()));
+            }
         }
     }
     drop(reader);

@@ -79,7 +79,8 @@ pub(crate) fn version_reply(ctx: &Ctx) -> Vec<u8> {
 /// Log a request and its outcome: every one at DEBUG (`-vv`), changes to
 /// the namespace at INFO (the access log, `-v`).
 pub(crate) fn log(ctx: &Ctx, req: &Request, reply: &[u8], tickets: &[Arc<HandleEntry>]) {
-    if !tracing::enabled!(tracing::Level::INFO) {
+    let info = tracing::enabled!(tracing::Level::INFO);
+    if !info && (ctx.opts.stats.is_none() || !req.writes()) {
         return;
     }
     let status = match reply_status(reply) {
@@ -87,7 +88,19 @@ pub(crate) fn log(ctx: &Ctx, req: &Request, reply: &[u8], tickets: &[Arc<HandleE
         Some(code) => status_message(reply).unwrap_or_else(|| format!("{code:?}")),
         None => "ok".to_string(),
     };
-    if let Some((op, path, to, change)) = change_of(req, tickets) {
+    let change = change_of(req, tickets);
+    if let (Some(stats), Some((op, ..)), "ok") = (&ctx.opts.stats, &change, status.as_str()) {
+        match *op {
+            "remove" => stats.deleted(false),
+            "rmdir" => stats.deleted(true),
+            "rename" | "posix-rename" => stats.renamed(),
+            _ => {}
+        }
+    }
+    if !info {
+        return;
+    }
+    if let Some((op, path, to, change)) = change {
         tracing::info!(
             user = %ctx.opts.user,
             ip = %ip(ctx),
@@ -363,7 +376,21 @@ async fn open(ctx: &Ctx, id: u32, p: &[u8], pflags: u32, a: &FileAttributes) -> 
     };
     let file = ctx.vfs.open(&rel, open_flags(pflags), mode).await?;
     let at = file.path().clone();
-    let transfer = crate::access::Transfer::new(pflags);
+    let counted = match &ctx.opts.stats {
+        Some(stats) => {
+            let flags = open_flags(pflags);
+            // A read knows its size (the open just looked the file up, so
+            // the answer is cached); a write's grows.
+            let size = if flags.writes() {
+                None
+            } else {
+                ctx.vfs.stat(&rel).await.ok().map(|a| a.size)
+            };
+            Some(stats.start(&crate::access::text(&at.to_absolute()), size))
+        }
+        None => None,
+    };
+    let transfer = crate::access::Transfer::new(pflags, counted);
     match ctx
         .handles
         .insert(HandleKind::File(file), at, Some(slot), Some(transfer))
@@ -385,10 +412,17 @@ async fn close(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>]) -> OpResult {
     if let Some(f) = entry.file() {
         if let Err(e) = f.close().await {
             let e = OpError::from(e);
-            log_transfer(ctx, entry, &status_of(&e).1);
+            let msg = status_of(&e).1;
+            log_transfer(ctx, entry, &msg);
+            if let Some(t) = &entry.transfer {
+                t.finish(Err(msg));
+            }
             return Err(e);
         }
         log_transfer(ctx, entry, "ok");
+        if let Some(t) = &entry.transfer {
+            t.finish(Ok(()));
+        }
     }
     ok(id)
 }

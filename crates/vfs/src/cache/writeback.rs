@@ -65,6 +65,9 @@ impl FileCache {
                 // Changed, renamed or removed meanwhile: look again.
                 Ok(None) => {}
                 Err(e) => {
+                    if let Some(s) = &self.opts.stats.0 {
+                        s.error(&format!("upload failed: {e}"));
+                    }
                     let mut st = item.lock();
                     let delay = st.upload_failed(FIRST_RETRY, self.opts.max_retry_delay);
                     tracing::warn!(
@@ -95,6 +98,20 @@ impl FileCache {
         item.ensure(self, 0, size).await?;
         let file = item.file(self)?;
         let current = || item.lock().generation == gen;
+        // One transfer in the statistics (a failed attempt is counted as an
+        // error by `write_back`; one overtaken by a newer version is not
+        // counted).
+        let counted = self
+            .opts
+            .stats
+            .0
+            .as_ref()
+            .map(|s| s.start(&String::from_utf8_lossy(&path.to_absolute()), Some(size)));
+        let count = |n: usize| {
+            if let Some(t) = &counted {
+                t.add(n as u64);
+            }
+        };
         let caps = self.backend.capabilities();
         let meta = if caps.streaming_upload {
             let mut up = self
@@ -125,6 +142,7 @@ impl FileCache {
                     let _ = up.abort().await;
                     return Err(e.into());
                 }
+                count(n);
                 off += n as u64;
             }
             if !current() {
@@ -148,7 +166,7 @@ impl FileCache {
                 .join(_live.name())
                 .map_err(|_| VfsError::InvalidName)?;
             let r = self
-                .upload_via_temp(&file, &path, &temp, size, mtime, mode, &current)
+                .upload_via_temp(&file, &path, &temp, size, mtime, mode, &current, &count)
                 .await;
             match r {
                 Ok(Some(m)) => m,
@@ -166,6 +184,9 @@ impl FileCache {
         };
         // The listings learn the file first, so no session sees it vanish
         // between "no longer in the cache" and "listed by the remote".
+        if let Some(t) = counted {
+            t.finish(Ok(()));
+        }
         (self.on_upload)(&path, UploadStage::Committing(&meta));
         {
             let mut st = item.lock();
@@ -195,6 +216,7 @@ impl FileCache {
         mtime: SystemTime,
         mode: Option<u32>,
         current: &(dyn Fn() -> bool + Sync),
+        count: &(dyn Fn(usize) + Sync),
     ) -> Result<Option<Metadata>> {
         let h = self
             .backend
@@ -219,6 +241,7 @@ impl FileCache {
                 .await
                 .map_err(|e| self.io_error("reading the cached copy of", path, e))?;
             h.write_at(off, data).await?;
+            count(n);
             off += n as u64;
         }
         if self.backend.capabilities().set_mtime {
