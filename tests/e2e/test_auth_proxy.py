@@ -363,6 +363,29 @@ def test_client_ip_behind_a_load_balancer_is_the_clients(ferry_factory, proxy, t
     assert [c["client_ip"] for c in proxy.calls("alice")] == ["2001:db8::42"]
 
 
+def test_bwlimit_policy_limits_that_user(ferry_factory, proxy, tmp_path):
+    """`_bwlimit` limits the user it is given for, all its connections
+    together; another user of the same remote is not held."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    (d / "f.bin").write_bytes(os.urandom(1 << 20))
+    proxy.user("slow", local_answer(d, _bwlimit="512k"), passwords=["s"])
+    proxy.user("fast", local_answer(d), passwords=["f"])
+    proxy.user("bad", local_answer(d, _bwlimit="quick"), passwords=["x"])
+    srv = start(ferry_factory, proxy.command())
+    took = {}
+    for user, pw in [("slow", "s"), ("fast", "f")]:
+        t, c = sftp(srv.port, user, password=pw)
+        t0 = time.monotonic()
+        c.get("/f.bin", str(tmp_path / f"{user}.bin"))
+        took[user] = time.monotonic() - t0
+        t.close()
+    assert took["slow"] >= 1.6 and took["fast"] < 1.2, took
+    with pytest.raises(paramiko.AuthenticationException):
+        sftp(srv.port, "bad", password="x")
+    assert '"_bwlimit" is "quick"' in srv.log()
+
+
 def test_max_connections_policy_overrides_the_servers_limit(ferry_factory, proxy, tmp_path):
     """`_max_connections` sets a login's connection limit for its user:
     1 for alice, 0 (no limit) for bob, the server's

@@ -46,7 +46,7 @@ pub struct Transfer {
     pub opened: Instant,
     read: AtomicU64,
     written: AtomicU64,
-    stats: std::sync::Mutex<Option<ferry_stats::Transfer>>,
+    stats: Option<ferry_stats::Transfer>,
 }
 
 impl Transfer {
@@ -57,18 +57,14 @@ impl Transfer {
             opened: Instant::now(),
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
-            stats: std::sync::Mutex::new(stats),
+            stats,
         }
-    }
-
-    fn stats(&self) -> std::sync::MutexGuard<'_, Option<ferry_stats::Transfer>> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `n` bytes read through it.
     pub fn add_read(&self, n: u64) {
         self.read.fetch_add(n, Ordering::Relaxed);
-        if let Some(t) = self.stats().as_ref() {
+        if let Some(t) = &self.stats {
             t.add(n);
         }
     }
@@ -76,14 +72,14 @@ impl Transfer {
     /// `n` bytes written through it.
     pub fn add_written(&self, n: u64) {
         self.written.fetch_add(n, Ordering::Relaxed);
-        if let Some(t) = self.stats().as_ref() {
+        if let Some(t) = &self.stats {
             t.add(n);
         }
     }
 
     /// It ended (at CLOSE, or with its session): `Err` counts an error.
     pub fn finish(&self, result: Result<(), String>) {
-        if let Some(t) = self.stats().take() {
+        if let Some(t) = &self.stats {
             t.finish(result);
         }
     }

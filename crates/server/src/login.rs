@@ -42,6 +42,9 @@ pub struct Policy {
     /// Connections this user may have logged in at once, instead of the
     /// server's limit (`Some(0)`: no limit).
     pub max_connections: Option<usize>,
+    /// A bandwidth limit for this user's file data, all its connections
+    /// together, on top of the server's `--bwlimit` (`_bwlimit`).
+    pub bwlimit: Option<ferry_layers::Rates>,
 }
 
 /// A successful login.

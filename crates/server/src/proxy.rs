@@ -123,12 +123,13 @@ pub struct ProxyAnswer {
     /// Options listed in `_obscure`: given in plain, where a config file
     /// would keep them obscured.
     pub plain: Vec<String>,
-    /// The login's policy keys (`_read_only`, `_max_connections`).
+    /// The login's policy keys (`_read_only`, `_max_connections`,
+    /// `_bwlimit`).
     pub policy: Policy,
 }
 
 /// The policy keys an answer may carry (besides `_root` and `_obscure`).
-pub const POLICY_KEYS: &[&str] = &["_read_only", "_max_connections"];
+pub const POLICY_KEYS: &[&str] = &["_read_only", "_max_connections", "_bwlimit"];
 
 /// Check an answer's text: a JSON object of strings with `type` and
 /// `_root`.
@@ -191,6 +192,11 @@ pub fn parse_answer(text: &[u8]) -> Result<ProxyAnswer, String> {
         policy.max_connections = Some(v.trim().parse().map_err(|_| {
             format!("\"_max_connections\" is {v:?}; want a whole number (0: no limit)")
         })?);
+    }
+    if let Some(v) = strings.remove("_bwlimit") {
+        let rates =
+            ferry_layers::Rates::parse(&v).map_err(|e| format!("\"_bwlimit\" is {v:?}: {e}"))?;
+        policy.bwlimit = rates.is_set().then_some(rates);
     }
     if let Some(k) = strings.keys().find(|k| k.starts_with('_')) {
         return Err(format!(

@@ -100,7 +100,28 @@ struct Shared {
     max_per_user: usize,
     /// Logged-in connections per user.
     users: Arc<KeyedCounts>,
+    /// Each user's own bandwidth limit (`_bwlimit`), shared by its
+    /// connections while any is open.
+    user_limits: std::sync::Mutex<HashMap<String, std::sync::Weak<ferry_layers::BwLimiter>>>,
     penalties: Option<Arc<Penalties>>,
+}
+
+impl Shared {
+    /// The limiter of `user` at `rates`: the one its other connections
+    /// use (set to the newest answer's rates), or a new one.
+    fn user_limiter(&self, user: &str, rates: ferry_layers::Rates) -> Arc<ferry_layers::BwLimiter> {
+        let mut map = self.user_limits.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(l) = map.get(user).and_then(|w| w.upgrade()) {
+            if l.current() != rates {
+                l.set(rates);
+            }
+            return l;
+        }
+        let l = ferry_layers::BwLimiter::new(ferry_layers::Timetable::fixed(rates));
+        map.insert(user.to_string(), Arc::downgrade(&l));
+        l
+    }
 }
 
 fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
@@ -166,6 +187,7 @@ pub async fn serve(
         idle_timeout: cfg.idle_timeout,
         max_per_user: cfg.max_connections_per_user,
         users: Arc::default(),
+        user_limits: Default::default(),
         penalties: cfg.penalties,
         auth: cfg.auth,
         algorithms: cfg.algorithms,
@@ -1026,6 +1048,10 @@ impl russh::server::Handler for Conn {
         opts.read_only = login.policy.read_only;
         opts.peer = Some(self.peer);
         opts.traffic = self.logged_in.traffic.clone();
+        opts.user_bwlimit = login
+            .policy
+            .bwlimit
+            .map(|r| self.shared.user_limiter(&login.user, r));
         let peer = self.peer;
         let slot = self.slot();
         let socket = self.socket.clone();

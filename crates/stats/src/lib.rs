@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,8 @@ const AVERAGE_PERIOD: u32 = 16;
 struct Average {
     speed: f64,
     period: u32,
-    pending: u64,
+    /// The byte count at the last tick.
+    seen: u64,
     since: Instant,
 }
 
@@ -34,15 +36,18 @@ impl Average {
         Average {
             speed: 0.0,
             period: 0,
-            pending: 0,
+            seen: 0,
             since: now,
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    /// One second's rate into the average; `total` is the byte count now.
+    fn tick(&mut self, total: u64, now: Instant) {
         let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
+        let moved = total.saturating_sub(self.seen);
+        self.seen = total;
         let rate = if elapsed > 0.0 {
-            self.pending as f64 / elapsed
+            moved as f64 / elapsed
         } else {
             0.0
         };
@@ -51,7 +56,6 @@ impl Average {
         }
         let p = self.period as f64;
         self.speed = (rate + self.speed * (p - 1.0)) / p;
-        self.pending = 0;
         self.since = now;
     }
 }
@@ -60,14 +64,13 @@ impl Average {
 struct Live {
     name: String,
     size: Option<u64>,
-    bytes: u64,
+    bytes: Arc<AtomicU64>,
     started: Instant,
     average: Average,
 }
 
 #[derive(Debug)]
 struct Inner {
-    bytes: u64,
     errors: u64,
     last_error: Option<String>,
     deletes: u64,
@@ -83,15 +86,19 @@ struct Inner {
 #[derive(Debug)]
 pub struct Stats {
     start: Instant,
+    /// Bytes moved: counted without the lock (every READ and WRITE adds).
+    bytes: AtomicU64,
     inner: Mutex<Inner>,
 }
 
-/// One transfer in progress; see [`Stats::start`].
+/// One transfer in progress; see [`Stats::start`]. Counting its bytes
+/// takes no lock.
 #[derive(Debug)]
 pub struct Transfer {
     stats: Arc<Stats>,
     id: u64,
-    done: bool,
+    bytes: Arc<AtomicU64>,
+    done: AtomicBool,
 }
 
 /// A transfer as [`Snapshot`] lists it.
@@ -152,8 +159,8 @@ impl Stats {
         let now = Instant::now();
         Arc::new(Stats {
             start: now,
+            bytes: AtomicU64::new(0),
             inner: Mutex::new(Inner {
-                bytes: 0,
                 errors: 0,
                 last_error: None,
                 deletes: 0,
@@ -174,6 +181,7 @@ impl Stats {
     /// A transfer of `name` (of `size`, if known) starts.
     pub fn start(self: &Arc<Self>, name: &str, size: Option<u64>) -> Transfer {
         let now = Instant::now();
+        let bytes = Arc::new(AtomicU64::new(0));
         let mut s = self.lock();
         let id = s.next;
         s.next += 1;
@@ -182,7 +190,7 @@ impl Stats {
             Live {
                 name: name.to_string(),
                 size,
-                bytes: 0,
+                bytes: bytes.clone(),
                 started: now,
                 average: Average::new(now),
             },
@@ -190,17 +198,19 @@ impl Stats {
         Transfer {
             stats: self.clone(),
             id,
-            done: false,
+            bytes,
+            done: AtomicBool::new(false),
         }
     }
 
     /// Move the averages on: called once a second.
     pub fn tick(&self) {
         let now = Instant::now();
+        let total = self.bytes.load(Ordering::Relaxed);
         let mut s = self.lock();
-        s.average.tick(now);
+        s.average.tick(total, now);
         for l in s.live.values_mut() {
-            l.average.tick(now);
+            l.average.tick(l.bytes.load(Ordering::Relaxed), now);
         }
     }
 
@@ -230,28 +240,29 @@ impl Stats {
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let s = self.lock();
+        let bytes = self.bytes.load(Ordering::Relaxed);
         let remaining: u64 = s
             .live
             .values()
-            .filter_map(|l| l.size.map(|size| size.saturating_sub(l.bytes)))
+            .filter_map(|l| {
+                l.size
+                    .map(|size| size.saturating_sub(l.bytes.load(Ordering::Relaxed)))
+            })
             .sum();
         let mut transferring: Vec<(&Live, Transferring)> = s
             .live
             .values()
             .map(|l| {
                 let secs = now.saturating_duration_since(l.started).as_secs_f64();
+                let done = l.bytes.load(Ordering::Relaxed);
                 (
                     l,
                     Transferring {
                         name: l.name.clone(),
                         size: l.size,
-                        bytes: l.bytes,
+                        bytes: done,
                         speed: l.average.speed,
-                        speed_since_start: if secs > 0.0 {
-                            l.bytes as f64 / secs
-                        } else {
-                            0.0
-                        },
+                        speed_since_start: if secs > 0.0 { done as f64 / secs } else { 0.0 },
                     },
                 )
             })
@@ -259,8 +270,8 @@ impl Stats {
         transferring
             .sort_by(|(a, ta), (b, tb)| a.started.cmp(&b.started).then(ta.name.cmp(&tb.name)));
         Snapshot {
-            bytes: s.bytes,
-            total_bytes: s.bytes + remaining,
+            bytes,
+            total_bytes: bytes + remaining,
             errors: s.errors,
             last_error: s.last_error.clone(),
             deletes: s.deletes,
@@ -278,13 +289,8 @@ impl Stats {
 impl Transfer {
     /// `n` more bytes moved.
     pub fn add(&self, n: u64) {
-        let mut s = self.stats.lock();
-        s.bytes += n;
-        s.average.pending += n;
-        if let Some(l) = s.live.get_mut(&self.id) {
-            l.bytes += n;
-            l.average.pending += n;
-        }
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Its size became known.
@@ -294,16 +300,16 @@ impl Transfer {
         }
     }
 
-    /// It ended: done, or failed with this error.
-    pub fn finish(mut self, result: Result<(), String>) {
+    /// It ended: done, or failed with this error (only the first call
+    /// counts).
+    pub fn finish(&self, result: Result<(), String>) {
         self.end(Some(result));
     }
 
-    fn end(&mut self, result: Option<Result<(), String>>) {
-        if self.done {
+    fn end(&self, result: Option<Result<(), String>>) {
+        if self.done.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.done = true;
         let mut s = self.stats.lock();
         s.live.remove(&self.id);
         match result {
@@ -646,16 +652,15 @@ mod tests {
     fn the_average_warms_up_and_decays() {
         let t0 = Instant::now();
         let mut a = Average::new(t0);
-        a.pending = 1000;
-        a.tick(t0 + Duration::from_secs(1));
+        a.tick(1000, t0 + Duration::from_secs(1));
         assert!(
             (a.speed - 1000.0).abs() < 1.0,
             "first tick: the rate itself"
         );
-        a.tick(t0 + Duration::from_secs(2));
+        a.tick(1000, t0 + Duration::from_secs(2));
         assert!((a.speed - 500.0).abs() < 1.0, "second: averaged over two");
         for i in 3..40 {
-            a.tick(t0 + Duration::from_secs(i));
+            a.tick(1000, t0 + Duration::from_secs(i));
         }
         assert!(a.speed < 100.0, "idle: it decays");
     }

@@ -80,6 +80,9 @@ pub struct SftpOptions {
     pub traffic: Arc<crate::access::Traffic>,
     /// The server's transfer statistics (`--stats`), if kept.
     pub stats: Option<Arc<ferry_stats::Stats>>,
+    /// The login's own bandwidth limit (an auth proxy's `_bwlimit`), shared
+    /// by the user's connections.
+    pub user_bwlimit: Option<Arc<ferry_layers::BwLimiter>>,
     /// Refuse every change in this session (the login's policy; a
     /// read-only VFS refuses them for everyone).
     pub read_only: bool,
@@ -109,6 +112,7 @@ impl Default for SftpOptions {
             peer: None,
             traffic: Arc::default(),
             stats: None,
+            user_bwlimit: None,
         }
     }
 }

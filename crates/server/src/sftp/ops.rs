@@ -275,7 +275,12 @@ async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> Op
         Request::Write {
             id, offset, data, ..
         } => {
-            file(tickets)?.write_at(*offset, data.clone()).await?;
+            let f = file(tickets)?;
+            if let Some(l) = &ctx.opts.user_bwlimit {
+                l.take(ferry_layers::bwlimit::Direction::Tx, data.len())
+                    .await;
+            }
+            f.write_at(*offset, data.clone()).await?;
             if let Some(t) = tickets.first().and_then(|t| t.transfer.as_ref()) {
                 t.add_written(data.len() as u64);
             }
@@ -468,6 +473,9 @@ async fn read(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>], offset: u64, len
         return Ok(status(id, StatusCode::Eof, "End of file"));
     }
     buf[..DATA_HEADER_LEN].copy_from_slice(&data_header(id, n as u32));
+    if let Some(l) = &ctx.opts.user_bwlimit {
+        l.take(ferry_layers::bwlimit::Direction::Rx, n).await;
+    }
     if let Some(t) = tickets.first().and_then(|t| t.transfer.as_ref()) {
         t.add_read(n as u64);
     }
