@@ -364,18 +364,30 @@ fn limit_malloc_arenas() {
     }
 }
 
-/// Give the allocator's free memory back to the system every few
-/// seconds. glibc returns memory only from the top of each arena by
-/// itself: after a flood of requests (a client that pipelines thousands
-/// and stops reading) the freed memory stayed resident, scattered between
-/// live blocks, long after the client left (tests/e2e/test_budgets.py
-/// measures it). `malloc_trim` releases the free pages anywhere in every
-/// arena; it costs a walk of the free lists, about a millisecond.
-fn start_trimming() {
+/// Give the allocator's free memory back to the system when the server is
+/// quiet. glibc returns memory only from the top of each arena by itself:
+/// after a flood of requests (a client that pipelines thousands and stops
+/// reading) the freed memory stayed resident, scattered between live
+/// blocks, long after the client left (tests/e2e/test_budgets.py measures
+/// it). `malloc_trim` releases the free pages anywhere in every arena, but
+/// holds the arena locks while it does (tens of milliseconds after big
+/// transfers): it runs only when no file has moved a byte for five seconds,
+/// never under load.
+fn start_trimming(stats: Arc<ferry_stats::Stats>) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tokio::spawn(async {
+    tokio::spawn(async move {
+        let mut last = u64::MAX;
+        let mut trimmed_at = u64::MAX;
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            let s = stats.snapshot();
+            let quiet = s.transferring.is_empty() && s.bytes == last;
+            last = s.bytes;
+            // Once per quiet spell: nothing new to give back after that.
+            if !quiet || trimmed_at == s.bytes {
+                continue;
+            }
+            trimmed_at = s.bytes;
             let _ = tokio::task::spawn_blocking(|| {
                 // SAFETY: malloc_trim takes the allocator's own locks and
                 // only returns free pages; it is safe to call at any time.
@@ -387,6 +399,8 @@ fn start_trimming() {
             .await;
         }
     });
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = stats;
 }
 
 pub(crate) fn init_logging(args: &SftpArgs) -> anyhow::Result<()> {
@@ -598,7 +612,7 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
         server_cfg.sftp.open_files = ferry_server::sftp::handles::OpenFiles::new(open_files);
         server_cfg.sftp.stats = Some(cfg.stats.stats.clone());
         let stats_tasks = start_stats(&cfg.stats, args.use_json_log);
-        start_trimming();
+        start_trimming(cfg.stats.stats.clone());
         server_cfg.algorithms = cfg.algorithms.clone();
         server_cfg.gate = cfg.gate.clone();
         server_cfg.login_grace = cfg.login_grace;
