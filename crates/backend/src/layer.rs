@@ -118,6 +118,17 @@ pub trait Layer: Send + Sync + 'static {
     }
 }
 
+/// `file`'s read stream of `len` bytes from `offset`, wrapped by `wrap`:
+/// for a file layer that sees the bytes as they arrive (a limit, faults).
+pub async fn wrap_stream(
+    file: &dyn FileHandle,
+    offset: u64,
+    len: u64,
+    wrap: impl FnOnce(Box<dyn ByteStream>) -> Box<dyn ByteStream> + Send,
+) -> Result<Option<Box<dyn ByteStream>>> {
+    Ok(file.read_stream(offset, len).await?.map(wrap))
+}
+
 /// A [`Layer`] as a [`Backend`].
 pub struct Layered<L>(pub L);
 

@@ -607,16 +607,11 @@ impl FileLayer for LimitedFile {
     }
 
     async fn read_stream(&self, offset: u64, len: u64) -> Result<Option<Box<dyn ByteStream>>> {
-        Ok(self
-            .inner
-            .read_stream(offset, len)
-            .await?
-            .map(|inner| -> Box<dyn ByteStream> {
-                Box::new(LimitedStream {
-                    inner,
-                    limits: self.limits.clone(),
-                })
-            }))
+        let limits = self.limits.clone();
+        ferry_backend::layer::wrap_stream(&*self.inner, offset, len, |inner| {
+            Box::new(LimitedStream { inner, limits })
+        })
+        .await
     }
 }
 

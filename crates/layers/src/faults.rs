@@ -202,16 +202,11 @@ impl FileLayer for FaultFile {
     }
 
     async fn read_stream(&self, offset: u64, len: u64) -> Result<Option<Box<dyn ByteStream>>> {
-        Ok(self
-            .inner
-            .read_stream(offset, len)
-            .await?
-            .map(|inner| -> Box<dyn ByteStream> {
-                Box::new(FaultStream {
-                    inner,
-                    dice: self.dice.clone(),
-                })
-            }))
+        let dice = self.dice.clone();
+        ferry_backend::layer::wrap_stream(&*self.inner, offset, len, |inner| {
+            Box::new(FaultStream { inner, dice })
+        })
+        .await
     }
 }
 

@@ -207,13 +207,7 @@ impl Inner {
         let Some(found) = found else {
             return Ok(None);
         };
-        let meta = match &found {
-            Found::Cached(m)
-            | Found::Upload { meta: m, .. }
-            | Found::Stream(m)
-            | Found::Store(m)
-            | Found::Virtual(m) => m,
-        };
+        let meta = found.meta();
         if self.served(viewer, path, meta).await? {
             Ok(Some(found))
         } else {

@@ -100,6 +100,17 @@ pub(crate) enum Found {
 
 impl Found {
     /// The metadata, wherever it came from.
+    pub(crate) fn meta(&self) -> &Metadata {
+        match self {
+            Found::Cached(m)
+            | Found::Upload { meta: m, .. }
+            | Found::Stream(m)
+            | Found::Store(m)
+            | Found::Virtual(m) => m,
+        }
+    }
+
+    /// The metadata, wherever it came from.
     pub(crate) fn into_meta(self) -> Metadata {
         match self {
             Found::Cached(m)
