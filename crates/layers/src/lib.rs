@@ -20,12 +20,14 @@
 pub mod bwlimit;
 pub mod faults;
 pub mod latency;
+pub mod metrics;
 pub mod retry;
 
 pub use bwlimit::{BwLimit, BwLimiter, Rates, Timetable};
 pub use faults::{FaultOptions, Faults};
 pub use ferry_backend::Backend;
 pub use latency::Latency;
+pub use metrics::Measured;
 pub use retry::{Retry, RetryOptions};
 
 #[cfg(test)]

@@ -24,6 +24,15 @@ use ferry_backend::{
 };
 use std::sync::Arc;
 
+/// Retries made so far, every backend of the process together (for the
+/// metrics: `ferry_backend_retries_total`).
+static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Retries made so far by every retry layer of the process.
+pub fn retries() -> u64 {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How hard to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryOptions {
@@ -62,6 +71,7 @@ impl RetryOptions {
                         "{what}: temporary failure (try {attempt}/{}), retrying in {delay:?}: {e}",
                         self.attempts
                     );
+                    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.max_delay);
                     attempt += 1;

@@ -194,6 +194,8 @@ pub struct LayerOptions {
     /// Testing only: faults injected next to the store
     /// (`--debug-backend-faults`).
     pub debug_faults: Option<FaultOptions>,
+    /// Where every store request is counted and timed.
+    pub metrics: Option<Arc<ferry_metrics::Metrics>>,
 }
 
 /// A remote opened: its backend inside the layer stack, and what the user
@@ -226,6 +228,11 @@ pub async fn open(spec: &Spec, layers: &LayerOptions) -> Result<Opened, OpenErro
     // the retries.
     let bare: Arc<dyn Backend> = match layers.debug_faults.filter(|f| f.per_million > 0) {
         Some(f) => Arc::new(Faults::wrap(bare, f)),
+        None => bare,
+    };
+    // Counted next to the store too: each try is a request it answered.
+    let bare: Arc<dyn Backend> = match &layers.metrics {
+        Some(m) => Arc::new(ferry_layers::Measured::wrap(bare, m.clone())),
         None => bare,
     };
     let mut backend: Arc<dyn Backend> = Arc::new(Retry::wrap(bare, layers.retry));

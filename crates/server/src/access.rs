@@ -14,6 +14,8 @@ use std::time::Instant;
 pub struct Traffic {
     read: AtomicU64,
     written: AtomicU64,
+    /// Handles open now.
+    open: AtomicU64,
 }
 
 impl Traffic {
@@ -25,6 +27,21 @@ impl Traffic {
     /// Bytes written by the client.
     pub fn add_written(&self, n: u64) {
         self.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A handle was opened.
+    pub fn handle_opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A handle was closed.
+    pub fn handle_closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Files and directories open now.
+    pub fn open_handles(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// (read, written) so far.

@@ -10,6 +10,8 @@
 //! - [`algorithms`]: the SSH algorithms offered and the flags that change
 //!   them.
 //! - [`auth`]: password and public-key checks, authorized_keys parsing.
+//! - [`control`]: the live sessions and host keys, for the remote-control
+//!   API.
 //! - [`counts`]: counts per key against a limit (connections and open
 //!   files per user).
 //! - [`exec`]: the exec commands rclone's client runs (hashes, `df`).
@@ -29,6 +31,7 @@ pub mod access;
 pub mod activity;
 pub mod algorithms;
 pub mod auth;
+pub mod control;
 pub mod counts;
 pub mod exec;
 pub mod gate;

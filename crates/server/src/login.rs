@@ -126,13 +126,25 @@ pub trait Authenticator: Send + Sync + 'static {
 
     /// Drop whatever answers about logins are kept (SIGHUP).
     fn forget(&self) {}
+
+    /// Read the credentials' files again (authorized_keys); says what was
+    /// read. The default has nothing to read.
+    fn reload(&self) -> Result<String, String> {
+        Ok("no credentials file to read".into())
+    }
 }
+
+/// Reads the authorized keys again, for [`Authenticator::reload`].
+pub type KeyLoader = Box<dyn Fn() -> Result<Vec<crate::auth::AuthorizedKey>, String> + Send + Sync>;
 
 /// The server of a single remote: `--user`/`--pass`, `--authorized-keys`
 /// and `--no-auth`, every login served the same VFS (a forced
 /// `internal-sftp -R` on a key makes its logins read-only).
 pub struct StaticAuthenticator<K> {
-    auth: AuthConfig,
+    auth: std::sync::RwLock<AuthConfig>,
+    /// Offered public keys at the start (the methods stay as they were).
+    public_key: bool,
+    loader: Option<KeyLoader>,
     pool: VfsPool<K>,
     key: K,
     policy: Policy,
@@ -150,7 +162,9 @@ impl<K: PoolKey> StaticAuthenticator<K> {
         describe: String,
     ) -> Self {
         StaticAuthenticator {
-            auth,
+            public_key: !auth.keys.is_empty(),
+            auth: std::sync::RwLock::new(auth),
+            loader: None,
             pool,
             key,
             policy,
@@ -159,13 +173,42 @@ impl<K: PoolKey> StaticAuthenticator<K> {
     }
 }
 
+impl<K> StaticAuthenticator<K> {
+    /// Read the authorized keys again with `loader` at each reload.
+    pub fn with_reload(mut self, loader: KeyLoader) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+
+    fn auth(&self) -> std::sync::RwLockReadGuard<'_, AuthConfig> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl<K: PoolKey> Authenticator for StaticAuthenticator<K> {
     fn methods(&self) -> Methods {
+        let auth = self.auth();
         Methods {
-            none: self.auth.no_auth,
-            password: self.auth.password_enabled(),
-            public_key: !self.auth.keys.is_empty(),
+            none: auth.no_auth,
+            password: auth.password_enabled(),
+            public_key: self.public_key,
         }
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        let Some(load) = &self.loader else {
+            return Ok("no authorized_keys file to read".into());
+        };
+        let keys = load()?;
+        let n = keys.len();
+        if n > 0 && !self.public_key {
+            return Err(format!(
+                "{n} authorized key(s) read, but the server started without any: \
+                 restart it to offer public-key logins"
+            ));
+        }
+        self.auth.write().unwrap_or_else(|p| p.into_inner()).keys = keys;
+        Ok(format!("{n} authorized key(s) read"))
     }
 
     fn key_acceptable<'a>(
@@ -174,7 +217,7 @@ impl<K: PoolKey> Authenticator for StaticAuthenticator<K> {
         key: &'a PublicKey,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let ok = self.auth.find_key(key, Some(peer.ip())).is_some();
+        let ok = self.auth().find_key(key, Some(peer.ip())).is_some();
         Box::pin(std::future::ready(ok))
     }
 
@@ -186,16 +229,19 @@ impl<K: PoolKey> Authenticator for StaticAuthenticator<K> {
     ) -> Pin<Box<dyn Future<Output = Result<Login, Refusal>> + Send + 'a>> {
         Box::pin(async move {
             let mut policy = self.policy.clone();
-            let ok = match credential {
-                Credential::None => self.auth.no_auth,
-                Credential::Password(p) => self.auth.check_password(user, p),
-                Credential::PublicKey(k) => match self.auth.find_key(k, Some(peer.ip())) {
-                    Some(found) => {
-                        policy.read_only |= found.read_only;
-                        true
-                    }
-                    None => false,
-                },
+            let ok = {
+                let auth = self.auth();
+                match credential {
+                    Credential::None => auth.no_auth,
+                    Credential::Password(p) => auth.check_password(user, p),
+                    Credential::PublicKey(k) => match auth.find_key(k, Some(peer.ip())) {
+                        Some(found) => {
+                            policy.read_only |= found.read_only;
+                            true
+                        }
+                        None => false,
+                    },
+                }
             };
             if !ok {
                 return Err(Refusal::BadCredentials);

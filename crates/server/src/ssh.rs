@@ -63,6 +63,10 @@ pub struct ServerConfig {
     pub proxy_protocol: Vec<Cidr>,
     /// The SSH algorithms offered.
     pub algorithms: Algorithms,
+    /// The live sessions and host keys, for the remote-control API.
+    pub control: Arc<crate::control::Control>,
+    /// Where logins, connections and requests are counted.
+    pub metrics: Option<Arc<ferry_metrics::Metrics>>,
 }
 
 impl ServerConfig {
@@ -85,12 +89,17 @@ impl ServerConfig {
             max_connections_per_user: 0,
             proxy_protocol: Vec::new(),
             algorithms: Algorithms::default(),
+            control: Arc::default(),
+            metrics: None,
         }
     }
 }
 
 struct Shared {
-    russh: Arc<russh::server::Config>,
+    /// The methods on offer (fixed for the server's life).
+    methods: MethodSet,
+    control: Arc<crate::control::Control>,
+    metrics: Option<Arc<ferry_metrics::Metrics>>,
     auth: Arc<dyn Authenticator>,
     algorithms: Algorithms,
     sftp: Arc<SftpOptions>,
@@ -124,8 +133,19 @@ impl Shared {
     }
 }
 
-fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
-    let offered = cfg.auth.methods();
+/// What the russh configuration is made of, kept to make it again with
+/// other host keys.
+#[derive(Clone)]
+struct RusshParams {
+    offered: crate::login::Methods,
+    auth_rejection_time: Duration,
+    algorithms: Algorithms,
+    max_auth_attempts: usize,
+    client_alive: (Duration, usize),
+}
+
+fn russh_config(cfg: &RusshParams, keys: Vec<PrivateKey>) -> russh::server::Config {
+    let offered = cfg.offered;
     let mut methods = MethodSet::empty();
     if offered.none {
         methods.push(MethodKind::None);
@@ -148,7 +168,7 @@ fn russh_config(cfg: &ServerConfig) -> russh::server::Config {
         auth_rejection_time: cfg.auth_rejection_time,
         // OpenSSH clients probe with "none" first; that is no failure.
         auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: cfg.host_keys.clone(),
+        keys,
         window_size: 16 << 20,
         maximum_packet_size: 64 * 1024,
         channel_buffer_size: 256,
@@ -179,8 +199,22 @@ pub async fn serve(
     cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let params = RusshParams {
+        offered: cfg.auth.methods(),
+        auth_rejection_time: cfg.auth_rejection_time,
+        algorithms: cfg.algorithms.clone(),
+        max_auth_attempts: cfg.max_auth_attempts,
+        client_alive: cfg.client_alive,
+    };
+    let methods = russh_config(&params, Vec::new()).methods;
+    cfg.control.set_russh(
+        Box::new(move |keys| russh_config(&params, keys)),
+        cfg.host_keys,
+    );
     let shared = Arc::new(Shared {
-        russh: Arc::new(russh_config(&cfg)),
+        methods,
+        control: cfg.control,
+        metrics: cfg.metrics,
         sftp: Arc::new(cfg.sftp),
         login_grace: cfg.login_grace,
         max_channels: cfg.max_channels,
@@ -432,6 +466,11 @@ struct LoggedIn {
     who: std::sync::Mutex<Option<(String, &'static str, Instant)>>,
     /// File bytes the connection's sessions moved.
     traffic: Arc<crate::access::Traffic>,
+    /// Told to disconnect it (`ferry/disconnect`).
+    kill: Arc<Notify>,
+    /// Its place in the server's sessions and the metrics while logged in.
+    registered:
+        std::sync::Mutex<Option<(crate::control::Registered, Option<ferry_metrics::Active>)>>,
 }
 
 impl LoggedIn {
@@ -485,6 +524,7 @@ async fn connection(
         Some(_) => rustix::io::dup(&stream).ok(),
         None => None,
     };
+    let _counted = shared.metrics.as_ref().map(|m| m.connection());
     let logged_in = Arc::new(LoggedIn::default());
     let _logout = LogoutLine {
         logged_in: logged_in.clone(),
@@ -510,7 +550,10 @@ async fn connection(
         logged_in: logged_in.clone(),
         admission,
     };
-    let start = russh::server::run_stream(shared.russh.clone(), stream, handler);
+    let Some(russh_cfg) = shared.control.russh() else {
+        return;
+    };
+    let start = russh::server::run_stream(russh_cfg, stream, handler);
     let started = match deadline {
         Some(d) => match tokio::time::timeout_at(d, start).await {
             Ok(r) => r,
@@ -531,6 +574,7 @@ async fn connection(
             return;
         }
     };
+    let kill_socket = socket.clone();
     let idle_watch = (!shared.idle_timeout.is_zero()).then(|| {
         let handle = session.handle();
         let limit = shared.idle_timeout;
@@ -545,6 +589,21 @@ async fn connection(
             .await;
         })
     });
+    let killer_task = {
+        let handle = session.handle();
+        let kill = logged_in.kill.clone();
+        let socket = kill_socket;
+        tokio::spawn(async move {
+            kill.notified().await;
+            tracing::info!(%peer, "disconnected by the administrator");
+            hang_up(
+                &handle,
+                "disconnected by the administrator",
+                socket.as_ref().map(|s| &s.0),
+            )
+            .await;
+        })
+    };
     let handle = session.handle();
     let watchdog = deadline.map(|d| {
         let logged_in = logged_in.clone();
@@ -571,6 +630,7 @@ async fn connection(
         Err(e) => tracing::debug!(%peer, "connection ended: {e}"),
         Ok(()) => {}
     }
+    killer_task.abort();
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -594,6 +654,11 @@ impl Drop for LogoutLine {
         let who = self
             .logged_in
             .who
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.logged_in
+            .registered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
@@ -753,7 +818,7 @@ impl Conn {
     /// mistyped password can be tried again (up to the attempt limit).
     fn retry(&self) -> Auth {
         Auth::Reject {
-            proceed_with_methods: Some(self.shared.russh.methods.clone()),
+            proceed_with_methods: Some(self.shared.methods.clone()),
             partial_success: false,
         }
     }
@@ -786,7 +851,16 @@ impl Conn {
             return self.retry();
         }
         let secret = matches!(credential, Credential::Password(_));
-        match self.shared.auth.login(user, credential, self.peer).await {
+        let result = self.shared.auth.login(user, credential, self.peer).await;
+        if let Some(m) = &self.shared.metrics {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(Refusal::BadCredentials) => "failed",
+                Err(Refusal::Unavailable(_)) => "unavailable",
+            };
+            m.login(method_label(method), outcome);
+        }
+        match result {
             Ok(login) => {
                 self.user = user.to_string();
                 self.attempt = Some(method);
@@ -988,6 +1062,31 @@ impl russh::server::Handler for Conn {
         );
         *self.logged_in.who.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((self.user.clone(), method, Instant::now()));
+        let info = crate::control::SessionInfo {
+            id: 0,
+            user: self.user.clone(),
+            addr: self.peer,
+            via: self.via,
+            method,
+            client: client.to_string(),
+            started: std::time::SystemTime::now(),
+            bytes_read: 0,
+            bytes_written: 0,
+            open_files: 0,
+        };
+        let registered = self.shared.control.register(
+            info,
+            self.logged_in.traffic.clone(),
+            self.logged_in.kill.clone(),
+        );
+        *self
+            .logged_in
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((
+            registered,
+            self.shared.metrics.as_ref().map(|m| m.session()),
+        ));
         Ok(())
     }
 
@@ -1048,6 +1147,7 @@ impl russh::server::Handler for Conn {
         opts.read_only = login.policy.read_only;
         opts.peer = Some(self.peer);
         opts.traffic = self.logged_in.traffic.clone();
+        opts.metrics = self.shared.metrics.clone();
         opts.user_bwlimit = login
             .policy
             .bwlimit
@@ -1269,5 +1369,16 @@ mod printable_tests {
             "bob\\n2026-01-01T00:00:00Z  INFO SSH login from root\\r\\u{1b}[2J\\u{2028}\\\\"
         );
         assert_eq!(Printable("ünïcödé user").to_string(), "ünïcödé user");
+    }
+}
+
+/// A login method's label in the metrics.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "password" => "password",
+        "keyboard-interactive" => "keyboard-interactive",
+        "none" => "none",
+        m if m.starts_with("publickey") => "publickey",
+        _ => "other",
     }
 }

@@ -469,13 +469,11 @@ impl DirCache {
     }
 
     /// How many directories are cached (for tests and stats).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
     }
 
     /// How many entries the cached listings hold.
-    #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
         self.lock().entries
     }

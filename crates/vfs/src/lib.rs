@@ -62,6 +62,48 @@ pub use filtering::FilterRef;
 pub use lookup::Listing;
 pub use options::{CacheMode, CacheOptions, StatsRef, VfsOptions};
 
+/// What a VFS's caches hold ([`Vfs::cache_stats`]).
+#[derive(Debug, Clone, Default)]
+pub struct CacheStats {
+    /// Directories whose listings are cached.
+    pub dirs: usize,
+    /// Entries in those listings.
+    pub entries: usize,
+    /// Files in the file cache.
+    pub cached_files: usize,
+    /// Bytes of file data the file cache holds on disk.
+    pub cached_bytes: u64,
+    /// Files with changes not yet uploaded.
+    pub dirty_files: usize,
+    /// Of those, being uploaded now.
+    pub uploading: usize,
+    /// Of those, waiting for their upload.
+    pub uploads_queued: usize,
+    /// The file cache's data and metadata folders (none in mode off).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// See `data_dir`.
+    pub meta_dir: Option<std::path::PathBuf>,
+}
+
+/// One file in the upload queue ([`Vfs::upload_queue`]).
+#[derive(Debug, Clone)]
+pub struct QueuedUpload {
+    /// Its number, for [`Vfs::set_upload_expiry`].
+    pub id: u64,
+    /// Its path.
+    pub name: RelPath,
+    /// Its size now.
+    pub size: u64,
+    /// Time until its upload starts (zero once due).
+    pub expiry: std::time::Duration,
+    /// Time since it was due (zero before).
+    pub overdue: std::time::Duration,
+    /// Failed attempts so far.
+    pub tries: u32,
+    /// Being uploaded now.
+    pub uploading: bool,
+}
+
 /// The file-system view of one backend. Cheap to clone; clones share state.
 ///
 /// Each client session should work through its own [`Vfs::session`] view,
@@ -367,6 +409,44 @@ impl Vfs {
             }
         }
         Ok(done)
+    }
+
+    /// What the caches hold now, for `vfs/stats` and the metrics.
+    pub fn cache_stats(&self) -> CacheStats {
+        let (files, bytes, dirty, uploading) = self
+            .inner
+            .cache
+            .as_ref()
+            .map_or((0, 0, 0, 0), |c| c.usage());
+        CacheStats {
+            dirs: self.inner.dircache.len(),
+            entries: self.inner.dircache.entries(),
+            cached_files: files,
+            cached_bytes: bytes,
+            dirty_files: dirty,
+            uploading,
+            uploads_queued: dirty - uploading,
+            data_dir: self.inner.cache.as_ref().map(|c| c.opts.data_dir.clone()),
+            meta_dir: self.inner.cache.as_ref().map(|c| c.opts.meta_dir.clone()),
+        }
+    }
+
+    /// The files waiting to be uploaded from the file cache (empty in
+    /// cache mode off).
+    pub fn upload_queue(&self) -> Vec<QueuedUpload> {
+        self.inner
+            .cache
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.queue())
+    }
+
+    /// Start the upload of queued file `id` after `at` from now (zero:
+    /// at once). False if no file with that id is queued.
+    pub fn set_upload_expiry(&self, id: u64, at: std::time::Duration) -> bool {
+        self.inner
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.set_expiry(id, at))
     }
 
     /// Remove the temporary files of every upload still in progress (at

@@ -170,6 +170,23 @@ pub struct HandleEntry {
     pub transfer: Option<crate::access::Transfer>,
     /// An open file's place in the server's open files.
     _slot: Option<FileSlot>,
+    /// Its count in the connection's open handles and the metrics.
+    _counted: Counted,
+}
+
+/// One open handle counted in its connection's [`crate::access::Traffic`]
+/// and the metrics, while it lives.
+struct Counted {
+    traffic: Option<Arc<crate::access::Traffic>>,
+    _metric: Option<ferry_metrics::Active>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(t) = &self.traffic {
+            t.handle_closed();
+        }
+    }
 }
 
 impl HandleEntry {
@@ -187,6 +204,8 @@ pub struct HandleTable {
     map: Mutex<HashMap<u32, Arc<HandleEntry>>>,
     next: AtomicU32,
     max: usize,
+    traffic: Option<Arc<crate::access::Traffic>>,
+    metrics: Option<Arc<ferry_metrics::Metrics>>,
 }
 
 /// Why a handle could not be added.
@@ -200,7 +219,20 @@ impl HandleTable {
             map: Mutex::new(HashMap::new()),
             next: AtomicU32::new(1),
             max,
+            traffic: None,
+            metrics: None,
         }
+    }
+
+    /// Count open handles in `traffic` (the connection's) and `metrics`.
+    pub fn counted(
+        mut self,
+        traffic: Arc<crate::access::Traffic>,
+        metrics: Option<Arc<ferry_metrics::Metrics>>,
+    ) -> Self {
+        self.traffic = Some(traffic);
+        self.metrics = metrics;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<HandleEntry>>> {
@@ -233,6 +265,15 @@ impl HandleTable {
                 replies: Lane::default(),
                 transfer,
                 _slot: slot,
+                _counted: {
+                    if let Some(t) = &self.traffic {
+                        t.handle_opened();
+                    }
+                    Counted {
+                        traffic: self.traffic.clone(),
+                        _metric: self.metrics.as_ref().map(|m| m.open_file()),
+                    }
+                },
             }),
         );
         Ok(id.to_be_bytes().to_vec())

@@ -80,6 +80,8 @@ pub struct SftpOptions {
     pub traffic: Arc<crate::access::Traffic>,
     /// The server's transfer statistics (`--stats`), if kept.
     pub stats: Option<Arc<ferry_stats::Stats>>,
+    /// Where requests, bytes and open files are counted.
+    pub metrics: Option<Arc<ferry_metrics::Metrics>>,
     /// The login's own bandwidth limit (an auth proxy's `_bwlimit`), shared
     /// by the user's connections.
     pub user_bwlimit: Option<Arc<ferry_layers::BwLimiter>>,
@@ -112,6 +114,7 @@ impl Default for SftpOptions {
             peer: None,
             traffic: Arc::default(),
             stats: None,
+            metrics: None,
             user_bwlimit: None,
         }
     }
@@ -234,7 +237,8 @@ pub async fn serve<I: Input, O: Output>(
     let gone = Arc::new(Gone::default());
     let writer = tokio::spawn(write_loop(output, rx, gone.clone()));
     let ctx = Arc::new(Ctx {
-        handles: HandleTable::new(opts.max_handles),
+        handles: HandleTable::new(opts.max_handles)
+            .counted(opts.traffic.clone(), opts.metrics.clone()),
         vfs: vfs.session(),
         opts: opts.clone(),
         seq: Arc::new(Sequencer::default()),

@@ -79,6 +79,9 @@ pub(crate) fn version_reply(ctx: &Ctx) -> Vec<u8> {
 /// Log a request and its outcome: every one at DEBUG (`-vv`), changes to
 /// the namespace at INFO (the access log, `-v`).
 pub(crate) fn log(ctx: &Ctx, req: &Request, reply: &[u8], tickets: &[Arc<HandleEntry>]) {
+    if let Some(m) = &ctx.opts.metrics {
+        m.sftp_request(metric_name(req), status_label(reply_status(reply)));
+    }
     let info = tracing::enabled!(tracing::Level::INFO);
     if !info && (ctx.opts.stats.is_none() || !req.writes()) {
         return;
@@ -285,6 +288,9 @@ async fn run_inner(ctx: &Ctx, req: &Request, tickets: &[Arc<HandleEntry>]) -> Op
                 t.add_written(data.len() as u64);
             }
             ctx.opts.traffic.add_written(data.len() as u64);
+            if let Some(m) = &ctx.opts.metrics {
+                m.sftp_written(data.len() as u64);
+            }
             ok(*id)
         }
         Request::Lstat { id, path: p } => attrs(*id, to_wire(&ctx.vfs.lstat(&path(p)?).await?)),
@@ -480,6 +486,9 @@ async fn read(ctx: &Ctx, id: u32, tickets: &[Arc<HandleEntry>], offset: u64, len
         t.add_read(n as u64);
     }
     ctx.opts.traffic.add_read(n as u64);
+    if let Some(m) = &ctx.opts.metrics {
+        m.sftp_read(n as u64);
+    }
     Ok(buf)
 }
 
@@ -705,4 +714,49 @@ async fn copy_data(
         done += n;
     }
     ok(id)
+}
+
+/// A request's name in the metrics: its SFTP name, or the extension's
+/// (unknown extensions together, so a client cannot make new series).
+fn metric_name(req: &Request) -> &'static str {
+    match req {
+        Request::Extended { request, .. } => {
+            const KNOWN: &[&str] = &[
+                "posix-rename@openssh.com",
+                "statvfs@openssh.com",
+                "fstatvfs@openssh.com",
+                "hardlink@openssh.com",
+                "fsync@openssh.com",
+                "lsetstat@openssh.com",
+                "limits@openssh.com",
+                "expand-path@openssh.com",
+                "home-directory",
+                "copy-data",
+                "check-file-name",
+                "check-file-handle",
+                "users-groups-by-id@openssh.com",
+            ];
+            let name = request.wire_name();
+            KNOWN
+                .iter()
+                .find(|k| k.as_bytes() == name)
+                .copied()
+                .unwrap_or("extended")
+        }
+        _ => req.info().name,
+    }
+}
+
+/// A reply's status in the metrics (data replies are `ok`).
+fn status_label(code: Option<StatusCode>) -> &'static str {
+    match code {
+        None | Some(StatusCode::Ok) => "ok",
+        Some(StatusCode::Eof) => "eof",
+        Some(StatusCode::NoSuchFile) => "no_such_file",
+        Some(StatusCode::PermissionDenied) => "permission_denied",
+        Some(StatusCode::Failure) => "failure",
+        Some(StatusCode::BadMessage) => "bad_message",
+        Some(StatusCode::OpUnsupported) => "op_unsupported",
+        Some(_) => "other",
+    }
 }

@@ -128,7 +128,11 @@ impl State {
 
 /// A cached file.
 pub(crate) struct Item {
+    /// A number of its own, for the remote-control API's upload queue.
+    pub(crate) id: u64,
     pub(crate) st: Mutex<State>,
+    /// Wakes its write-back task early (its deadline moved).
+    pub(crate) nudge: tokio::sync::Notify,
     /// One lock per chunk being fetched, so concurrent readers of the same
     /// chunk fetch it once.
     chunk_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
@@ -140,8 +144,11 @@ pub(crate) struct Item {
 
 impl Item {
     pub(crate) fn new(state: State) -> Arc<Item> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Item {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             st: Mutex::new(state),
+            nudge: tokio::sync::Notify::new(),
             chunk_locks: Mutex::new(HashMap::new()),
             upload: Arc::new(tokio::sync::Mutex::new(())),
             record_lock: Mutex::new(0),

@@ -54,6 +54,7 @@ impl FileCache {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = flush.changed() => {}
+                    _ = item.nudge.notified() => {}
                 }
                 continue;
             }
@@ -258,6 +259,60 @@ impl FileCache {
         }
         self.backend.rename(temp, path, true).await?;
         Ok(Some(self.backend.stat(path).await?))
+    }
+
+    /// The upload queue: every file with changes not yet uploaded.
+    pub(crate) fn queue(&self) -> Vec<crate::QueuedUpload> {
+        let now = Instant::now();
+        self.lock_items()
+            .values()
+            .filter_map(|i| {
+                let st = i.lock();
+                st.dirty.then(|| crate::QueuedUpload {
+                    id: i.id,
+                    name: st.path.clone(),
+                    size: st.size,
+                    expiry: st.deadline.saturating_duration_since(now),
+                    overdue: now.saturating_duration_since(st.deadline),
+                    tries: st.failures,
+                    uploading: i.upload.try_lock().is_err(),
+                })
+            })
+            .collect()
+    }
+
+    /// Move the upload of queued item `id` to `at` from now; false if no
+    /// such item is queued.
+    pub(crate) fn set_expiry(&self, id: u64, at: Duration) -> bool {
+        let item = self.lock_items().values().find(|i| i.id == id).cloned();
+        let Some(item) = item else { return false };
+        {
+            let mut st = item.lock();
+            if !st.dirty {
+                return false;
+            }
+            st.deadline = Instant::now() + at;
+        }
+        item.nudge.notify_one();
+        true
+    }
+
+    /// What the cache holds: (files, bytes stored on disk, files with
+    /// changes, uploads running).
+    pub(crate) fn usage(&self) -> (usize, u64, usize, usize) {
+        let items = self.lock_items();
+        let (mut bytes, mut dirty, mut running) = (0, 0, 0);
+        for i in items.values() {
+            let st = i.lock();
+            bytes += st.ranges.total();
+            if st.dirty {
+                dirty += 1;
+                if i.upload.try_lock().is_err() {
+                    running += 1;
+                }
+            }
+        }
+        (items.len(), bytes, dirty, running)
     }
 
     /// Files with changes not yet uploaded.
