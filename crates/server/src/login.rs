@@ -449,6 +449,14 @@ impl<K: PoolKey> VfsPool<K> {
     }
 
     /// Every live VFS.
+    pub fn entries(&self) -> Vec<(K, Vfs)> {
+        self.slots()
+            .iter()
+            .filter_map(|(k, s)| s.vfs.get().map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Every live VFS.
     pub fn each(&self) -> Vec<Vfs> {
         self.slots()
             .values()

@@ -178,6 +178,20 @@ impl Stats {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Zero the counters (`core/stats-reset`): bytes, errors, deletes,
+    /// renames and finished transfers; transfers in progress go on.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        self.bytes.store(0, Ordering::Relaxed);
+        s.errors = 0;
+        s.last_error = None;
+        s.deletes = 0;
+        s.deleted_dirs = 0;
+        s.renames = 0;
+        s.transfers = 0;
+        s.average = Average::new(Instant::now());
+    }
+
     /// A transfer of `name` (of `size`, if known) starts.
     pub fn start(self: &Arc<Self>, name: &str, size: Option<u64>) -> Transfer {
         let now = Instant::now();
