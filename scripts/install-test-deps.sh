@@ -33,6 +33,10 @@ declare -A PKG_FOR=(
     [node]=nodejs
     [npm]=npm
     [fail2ban-regex]=fail2ban
+    [systemd-socket-activate]=systemd
+    [systemd-analyze]=systemd
+    [openssl]=openssl
+    [htpasswd]=apache2-utils
 )
 # Client libraries the client matrix (tests/e2e/test_clients.py) drives.
 declare -A LIB_PKG=(
@@ -89,6 +93,7 @@ python3 -c 'import pytest' >/dev/null 2>&1 || pip_missing+=(pytest)
 python3 -c 'import blake3' >/dev/null 2>&1 || pip_missing+=(blake3)
 python3 -c 'import xxhash' >/dev/null 2>&1 || pip_missing+=(xxhash)
 python3 -c 'import asyncssh' >/dev/null 2>&1 || pip_missing+=(asyncssh)
+python3 -c 'import prometheus_client' >/dev/null 2>&1 || pip_missing+=(prometheus_client)
 if [ "${#pip_missing[@]}" -gt 0 ]; then
     echo "install-test-deps: pip installing ${pip_missing[*]}"
     if ! python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null; then

@@ -686,11 +686,97 @@ pub struct SftpArgs {
     /// Which paths are served (rclone's filter flags).
     #[command(flatten, next_help_heading = "Filters (docs/filters.md)")]
     pub filter: FilterArgs,
+
+    /// The remote-control API and the metrics page.
+    #[command(flatten, next_help_heading = "Remote control and metrics (docs/rc.md)")]
+    pub rc: RcArgs,
+}
+
+/// rclone's rc flags: the remote-control API (`rclone rc`) and `/metrics`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RcArgs {
+    /// Enable the remote control server.
+    #[arg(long, env = "FERRY_RC")]
+    pub rc: bool,
+
+    /// IP address:port or :port to bind the remote control server to
+    /// (repeatable).
+    #[arg(
+        long,
+        env = "FERRY_RC_ADDR",
+        value_name = "ADDR",
+        default_value = "localhost:5572"
+    )]
+    pub rc_addr: Vec<String>,
+
+    /// User name for the remote control API's Basic auth.
+    #[arg(long, env = "FERRY_RC_USER", value_name = "USER", default_value = "")]
+    pub rc_user: String,
+
+    /// Password for the remote control API's Basic auth.
+    #[arg(long, env = "FERRY_RC_PASS", value_name = "PASS", default_value = "")]
+    pub rc_pass: String,
+
+    /// An htpasswd file of the remote control API's users (bcrypt, MD5
+    /// or SHA1 entries).
+    #[arg(long, env = "FERRY_RC_HTPASSWD", value_name = "FILE")]
+    pub rc_htpasswd: Option<PathBuf>,
+
+    /// Don't require auth for the calls that change things.
+    #[arg(long, env = "FERRY_RC_NO_AUTH")]
+    pub rc_no_auth: bool,
+
+    /// TLS PEM certificate (chain) of the remote control server.
+    #[arg(long, env = "FERRY_RC_CERT", value_name = "FILE")]
+    pub rc_cert: Option<PathBuf>,
+
+    /// TLS PEM private key of the remote control server.
+    #[arg(long, env = "FERRY_RC_KEY", value_name = "FILE")]
+    pub rc_key: Option<PathBuf>,
+
+    /// Serve /metrics (Prometheus) on the remote control address too.
+    #[arg(long, env = "FERRY_RC_ENABLE_METRICS")]
+    pub rc_enable_metrics: bool,
+
+    /// IP address:port or :port to serve /metrics (Prometheus) on, a
+    /// server of its own (repeatable).
+    #[arg(long, env = "FERRY_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Vec<String>,
+
+    /// User name for the metrics server's Basic auth.
+    #[arg(
+        long,
+        env = "FERRY_METRICS_USER",
+        value_name = "USER",
+        default_value = ""
+    )]
+    pub metrics_user: String,
+
+    /// Password for the metrics server's Basic auth.
+    #[arg(
+        long,
+        env = "FERRY_METRICS_PASS",
+        value_name = "PASS",
+        default_value = ""
+    )]
+    pub metrics_pass: String,
+
+    /// An htpasswd file of the metrics server's users.
+    #[arg(long, env = "FERRY_METRICS_HTPASSWD", value_name = "FILE")]
+    pub metrics_htpasswd: Option<PathBuf>,
+
+    /// TLS PEM certificate (chain) of the metrics server.
+    #[arg(long, env = "FERRY_METRICS_CERT", value_name = "FILE")]
+    pub metrics_cert: Option<PathBuf>,
+
+    /// TLS PEM private key of the metrics server.
+    #[arg(long, env = "FERRY_METRICS_KEY", value_name = "FILE")]
+    pub metrics_key: Option<PathBuf>,
 }
 
 /// rclone's filter flags: what is served. A path they exclude is not there
 /// for clients in any way; creating one is refused.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Clone)]
 pub struct FilterArgs {
     /// Include files matching pattern (repeatable; implies excluding the
     /// rest).

@@ -10,7 +10,7 @@ use ferry_server::penalty::{Cidr, PenaltyConfig};
 use ferry_server::proxy::{ProxyAnswer, ProxyCommand, ProxyOptions};
 use ferry_vfs::VfsOptions;
 
-use crate::args::{FilterArgs, SftpArgs};
+use crate::args::{FilterArgs, RcArgs, SftpArgs};
 
 /// A configuration problem: printed as one line, exit status 2.
 #[derive(Debug)]
@@ -73,6 +73,152 @@ pub struct ServeConfig {
     pub warnings: Vec<String>,
     /// The transfer statistics, and how often and how they are logged.
     pub stats: StatsConfig,
+    /// The remote-control API (`--rc`), if on.
+    pub rc: Option<HttpServer>,
+    /// The metrics server of its own (`--metrics-addr`), if on.
+    pub metrics_server: Option<HttpServer>,
+    /// The metrics, when something serves them.
+    pub metrics: Option<std::sync::Arc<ferry_metrics::Metrics>>,
+    /// `authorized_keys` as `ferry/reload` and SIGHUP read it again
+    /// (`None`: no key file in use).
+    pub keys_file: Option<PathBuf>,
+    /// VFS options `options/set` changed, for the VFSes opened afterwards
+    /// (`None`: the flags' [`ServeConfig::vfs`]).
+    pub vfs_set: std::sync::RwLock<Option<VfsOptions>>,
+}
+
+impl ServeConfig {
+    /// The VFS options a VFS opened now gets.
+    pub fn vfs_options(&self) -> VfsOptions {
+        self.vfs_set
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.vfs.clone())
+    }
+}
+
+/// An HTTP server of the rc crate: where it listens and how it runs.
+pub struct HttpServer {
+    /// Addresses to bind.
+    pub addrs: Vec<String>,
+    /// Auth, TLS and what it serves.
+    pub opts: ferry_rc::Options,
+}
+
+/// The auth and TLS flags of an rc-style server (`--rc-*` or
+/// `--metrics-*`, `prefix` says which).
+fn http_server(
+    prefix: &str,
+    addrs: &[String],
+    (user, pass): (&str, &str),
+    htpasswd: Option<&Path>,
+    (cert, key): (Option<&Path>, Option<&Path>),
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<HttpServer> {
+    let addrs = addrs
+        .iter()
+        .map(|a| listen_addr(&format!("{prefix}addr"), a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if user.is_empty() != pass.is_empty() {
+        return Err(usage(format!(
+            "--{prefix}user and --{prefix}pass must be given together"
+        )));
+    }
+    let auth = match htpasswd {
+        Some(path) => {
+            if !user.is_empty() {
+                warnings.push(format!(
+                    "--{prefix}htpasswd is used; --{prefix}user and --{prefix}pass are ignored"
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                usage(format!(
+                    "cannot read --{prefix}htpasswd {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let h = ferry_rc::htpasswd::Htpasswd::parse(&text)
+                .map_err(|e| usage(format!("--{prefix}htpasswd {}: {e}", path.display())))?;
+            ferry_rc::Auth::Htpasswd(h)
+        }
+        None if !user.is_empty() => ferry_rc::Auth::User {
+            user: user.to_string(),
+            pass: pass.to_string(),
+        },
+        None => ferry_rc::Auth::None,
+    };
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some(
+            ferry_rc::tls_config(c, k)
+                .map_err(|e| usage(e.replace("--rc-", &format!("--{prefix}"))))?,
+        ),
+        (None, None) => None,
+        _ => {
+            return Err(usage(format!(
+                "--{prefix}cert and --{prefix}key must be given together"
+            )))
+        }
+    };
+    Ok(HttpServer {
+        addrs,
+        opts: ferry_rc::Options {
+            auth,
+            tls,
+            ..Default::default()
+        },
+    })
+}
+
+/// `--rc*` and `--metrics-*`: the servers.
+fn rc_servers(
+    args: &RcArgs,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Option<HttpServer>, Option<HttpServer>)> {
+    let rc = if args.rc {
+        let mut s = http_server(
+            "rc-",
+            &args.rc_addr,
+            (&args.rc_user, &args.rc_pass),
+            args.rc_htpasswd.as_deref(),
+            (args.rc_cert.as_deref(), args.rc_key.as_deref()),
+            warnings,
+        )?;
+        s.opts.no_auth = args.rc_no_auth;
+        s.opts.metrics = args.rc_enable_metrics;
+        Some(s)
+    } else {
+        let set: Vec<&str> = [
+            ("--rc-user", !args.rc_user.is_empty()),
+            ("--rc-htpasswd", args.rc_htpasswd.is_some()),
+            ("--rc-no-auth", args.rc_no_auth),
+            ("--rc-cert", args.rc_cert.is_some()),
+            ("--rc-enable-metrics", args.rc_enable_metrics),
+        ]
+        .into_iter()
+        .filter_map(|(f, on)| on.then_some(f))
+        .collect();
+        if !set.is_empty() {
+            warnings.push(format!("{} do nothing without --rc", set.join(", ")));
+        }
+        None
+    };
+    let metrics = if args.metrics_addr.is_empty() {
+        None
+    } else {
+        let mut s = http_server(
+            "metrics-",
+            &args.metrics_addr,
+            (&args.metrics_user, &args.metrics_pass),
+            args.metrics_htpasswd.as_deref(),
+            (args.metrics_cert.as_deref(), args.metrics_key.as_deref()),
+            warnings,
+        )?;
+        s.opts.metrics = true;
+        s.opts.metrics_only = true;
+        Some(s)
+    };
+    Ok((rc, metrics))
 }
 
 /// `--stats` and its companions.
@@ -288,7 +434,7 @@ pub fn expand_path(p: &str) -> PathBuf {
 
 /// A size flag that may be `off` (no limit): rclone's size syntax, a bare
 /// number being KiB.
-fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
+pub(crate) fn parse_limit(flag: &str, v: &str) -> anyhow::Result<Option<u64>> {
     if v.eq_ignore_ascii_case("off") || v == "-1" {
         return Ok(None);
     }
@@ -310,7 +456,7 @@ fn timetable(flag: &str, v: &str) -> anyhow::Result<Option<ferry_layers::Timetab
 
 /// The filters from their flags; a bad rule, a missing rule file or a
 /// bad size or age is a usage error naming it.
-fn filters(args: &FilterArgs) -> anyhow::Result<ferry_filter::Filter> {
+pub(crate) fn filters(args: &FilterArgs) -> anyhow::Result<ferry_filter::Filter> {
     let opts = ferry_filter::FilterOptions {
         include: args.include.clone(),
         include_from: args.include_from.clone(),
@@ -444,6 +590,21 @@ fn process_umask() -> u32 {
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     rustix::process::umask(old);
     old.as_raw_mode()
+}
+
+/// Read `authorized_keys` again for a reload: a missing file is an error
+/// (the keys in use stay), an empty one revokes every key.
+pub fn reload_keys(path: &Path) -> Result<Vec<ferry_server::auth::AuthorizedKey>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let parsed = parse_authorized_keys(&text, &path.display().to_string());
+    for w in parsed.warnings {
+        tracing::warn!("{w}");
+    }
+    if parsed.keys.is_empty() {
+        tracing::warn!("{} has no usable keys: no key logs in now", path.display());
+    }
+    Ok(parsed.keys)
 }
 
 fn load_keys(
@@ -648,6 +809,15 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
     } else {
         load_keys(args, &mut warnings)?
     };
+    let (rc, metrics_server) = if args.stdio {
+        (None, None)
+    } else {
+        rc_servers(&args.rc, &mut warnings)?
+    };
+    let metrics = (metrics_server.is_some() || rc.as_ref().is_some_and(|r| r.opts.metrics))
+        .then(|| std::sync::Arc::new(ferry_metrics::Metrics::new()));
+    // A server started with keys reads them again on a reload.
+    let keys_file = (!keys.is_empty()).then(|| expand_path(&args.authorized_keys));
     let auth = AuthConfig {
         user: Some(args.user.clone()).filter(|s| !s.is_empty()),
         pass: Some(args.pass.clone()).filter(|s| !s.is_empty()),
@@ -807,7 +977,14 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         proxy_protocol: cidr_list("proxy-protocol", &args.proxy_protocol)?,
         penalties,
         layers: ferry_registry::LayerOptions {
-            bwlimit: timetable("bwlimit", &args.bwlimit)?.map(ferry_layers::BwLimiter::new),
+            bwlimit: timetable("bwlimit", &args.bwlimit)?
+                .or_else(|| {
+                    // core/bwlimit can set a limit later.
+                    rc.is_some()
+                        .then(|| ferry_layers::Timetable::fixed(ferry_layers::Rates::OFF))
+                })
+                .map(ferry_layers::BwLimiter::new),
+            metrics: metrics.clone(),
             bwlimit_file: timetable("bwlimit-file", &args.bwlimit_file)?,
             retry: ferry_layers::RetryOptions {
                 attempts: args.low_level_retries,
@@ -824,6 +1001,11 @@ pub fn serve_config(args: &SftpArgs, config_flag: Option<&Path>) -> anyhow::Resu
         vfs,
         warnings,
         stats,
+        rc,
+        metrics_server,
+        metrics,
+        keys_file,
+        vfs_set: Default::default(),
     })
 }
 
@@ -907,11 +1089,19 @@ fn local_root(path: &str) -> PathBuf {
 
 /// Turn `--addr` into something to bind: `:PORT` means every interface.
 pub fn bind_addr(addr: &str) -> anyhow::Result<String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| usage(format!("invalid --addr {addr:?}: want HOST:PORT or :PORT")))?;
+    listen_addr("addr", addr)
+}
+
+/// `HOST:PORT` or `:PORT` (every address) of flag `--FLAG`, as a socket
+/// address to bind.
+pub fn listen_addr(flag: &str, addr: &str) -> anyhow::Result<String> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
+        usage(format!(
+            "invalid --{flag} {addr:?}: want HOST:PORT or :PORT"
+        ))
+    })?;
     if port.parse::<u16>().is_err() {
-        return Err(usage(format!("invalid port in --addr {addr:?}")));
+        return Err(usage(format!("invalid port in --{flag} {addr:?}")));
     }
     Ok(if host.is_empty() {
         format!("[::]:{port}")

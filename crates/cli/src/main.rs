@@ -4,6 +4,8 @@
 //! - [`args`]: the clap command line.
 //! - [`config`]: flags to typed configuration, with one-line errors.
 //! - `stdio`: `serve sftp --stdio`, one session on stdin/stdout.
+//! - `rc`: `--rc` and `--metrics-addr` over the running server.
+//! - `systemd`: readiness notification and socket activation.
 //! - this file: logging, signals, and wiring the backend, VFS and server.
 //!
 //! Backends are named only by the registry (`ferry-registry`).
@@ -11,7 +13,9 @@
 mod args;
 mod config;
 mod logging;
+mod rc;
 mod stdio;
+mod systemd;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -174,7 +178,7 @@ pub(crate) async fn open_vfs(
             f64::from(f.per_million) / 1e4
         );
     }
-    let mut opts = cfg.vfs.clone();
+    let mut opts = cfg.vfs_options();
     let key = config::cache_key(target);
     opts.cache.data_dir = cfg.cache_dir.join("vfs").join(&key);
     opts.cache.meta_dir = cfg.cache_dir.join("vfsMeta").join(&key);
@@ -495,6 +499,37 @@ fn open_file_budget(limit: u64, max_connections: usize) -> usize {
     usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
+/// The host keys: `--key` files, else the ones generated once in the
+/// cache directory.
+fn host_keys(cfg: &config::ServeConfig) -> anyhow::Result<Vec<ferry_server::hostkeys::PrivateKey>> {
+    Ok(if cfg.key_files.is_empty() {
+        ferry_server::hostkeys::load_or_generate(&config::host_key_dir(&cfg.cache_dir))?
+    } else {
+        cfg.key_files
+            .iter()
+            .map(|p| ferry_server::hostkeys::load_key_file(p))
+            .collect::<Result<Vec<_>, _>>()?
+    })
+}
+
+/// Read authorized_keys and the host keys again (`ferry/reload`,
+/// SIGHUP): new connections use them, open ones keep what they have. A
+/// file that cannot be read leaves what is in use as it is.
+fn reload(
+    cfg: &config::ServeConfig,
+    auth: &dyn Authenticator,
+    control: &ferry_server::control::Control,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let keys = auth.reload()?;
+    let host = host_keys(cfg).map_err(|e| format!("host keys: {e:#}"))?;
+    let n = host.len();
+    control.set_host_keys(host);
+    let mut m = serde_json::Map::new();
+    m.insert("authorizedKeys".into(), keys.into());
+    m.insert("hostKeys".into(), n.into());
+    Ok(m)
+}
+
 fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::Result<()> {
     let cfg = config::serve_config(&args, config_flag)?;
     if args.stdio {
@@ -513,14 +548,9 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
     let file_limit = raise_file_limit(cfg.gate.max_connections);
     let open_files = open_file_budget(file_limit, cfg.gate.max_connections);
 
-    let host_keys = if cfg.key_files.is_empty() {
-        ferry_server::hostkeys::load_or_generate(&config::host_key_dir(&cfg.cache_dir))?
-    } else {
-        cfg.key_files
-            .iter()
-            .map(|p| ferry_server::hostkeys::load_key_file(p))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let host_keys = host_keys(&cfg)?;
+    // Before the runtime's threads start: it edits the environment.
+    let mut activated = systemd::listen_fds();
 
     runtime()?.block_on(async move {
         let cfg = Arc::new(cfg);
@@ -570,13 +600,16 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
             match (first_target, &cfg.proxy) {
                 (Some(target), _) => {
                     let served = pool.get(target.clone()).await.map_err(UsageError)?;
-                    let auth = StaticAuthenticator::new(
+                    let mut auth = StaticAuthenticator::new(
                         cfg.auth.clone(),
                         pool.clone(),
                         target,
                         Policy::default(),
                         describe.clone(),
                     );
+                    if let Some(path) = cfg.keys_file.clone() {
+                        auth = auth.with_reload(Box::new(move || config::reload_keys(&path)));
+                    }
                     (Arc::new(auth), Some(served), describe)
                 }
                 (None, Some(proxy)) => {
@@ -585,7 +618,8 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                     let auth = ProxyAuthenticator::new(proxy.clone(), pool.clone(), move |a| {
                         config::proxy_target(a, read_only, &spool)
                     })
-                    .map_err(UsageError)?;
+                    .map_err(UsageError)?
+                    .with_metrics(cfg.metrics.clone());
                     let what = match &proxy.command {
                         ProxyCommand::Program(argv) => argv[0].clone(),
                         ProxyCommand::Http(url) => url.clone(),
@@ -598,9 +632,21 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                 }
                 (None, None) => unreachable!("serve_config gives a remote or a proxy"),
             };
-        let listener = tokio::net::TcpListener::bind(&bind)
-            .await
-            .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?;
+        let listener = if activated.is_empty() {
+            tokio::net::TcpListener::bind(&bind)
+                .await
+                .map_err(|e| UsageError(format!("cannot listen on {}: {e}", cfg.addr)))?
+        } else {
+            let (first, name) = activated.remove(0);
+            for (extra, n) in &activated {
+                tracing::warn!(
+                    "socket activation: only the first socket is served; {n} ({:?}) is not",
+                    extra.local_addr().ok()
+                );
+            }
+            tracing::info!("socket activation: serving the socket systemd passed ({name}); --addr is not used");
+            tokio::net::TcpListener::from_std(first)?
+        };
         let local = listener.local_addr()?;
         tracing::info!("serving {describe} over SFTP on {local}");
         if !tracing::enabled!(tracing::Level::INFO) {
@@ -631,7 +677,30 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                 exempt,
             ))
         });
+        server_cfg.metrics = cfg.metrics.clone();
+        let control = server_cfg.control.clone();
+        let reloader = {
+            let (cfg, auth, control) = (cfg.clone(), auth.clone(), control.clone());
+            Arc::new(move || reload(&cfg, auth.as_ref(), &control))
+        };
+        let http_tasks = rc::start(
+            rc::Parts {
+                cfg: cfg.clone(),
+                pool: pool.clone(),
+                control: control.clone(),
+                bwlimit: cfg.layers.bwlimit.clone(),
+                filter: args.filter.clone(),
+                bwlimit_file: args.bwlimit_file.clone(),
+                reload: {
+                    let r = reloader.clone();
+                    Arc::new(move || r().map_err(ferry_rc::RcError::failed))
+                },
+            },
+            stop_rx.clone(),
+        )
+        .await?;
         let server = tokio::spawn(ferry_server::ssh::serve(listener, server_cfg, stop_rx));
+        systemd::notify(&format!("READY=1\nSTATUS=serving {describe} on {local}"));
 
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -648,6 +717,14 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
                     }
                     auth.forget();
                     tracing::info!("SIGHUP: directory caches and kept auth proxy answers flushed");
+                    match reloader() {
+                        Ok(m) => tracing::info!(
+                            "SIGHUP: host keys read again ({}); authorized keys: {}",
+                            m["hostKeys"],
+                            m["authorizedKeys"].as_str().unwrap_or_default()
+                        ),
+                        Err(e) => tracing::error!("SIGHUP: reload failed, keeping the keys in use: {e}"),
+                    }
                 }
                 _ = usr2.recv() => match &bwlimit {
                     Some(l) => {
@@ -662,8 +739,12 @@ fn serve_sftp(args: SftpArgs, config_flag: Option<&std::path::Path>) -> anyhow::
             }
         }
         tracing::info!("shutting down");
+        systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
         let _ = server.await;
+        for t in http_tasks {
+            let _ = t.await;
+        }
         // Uploads still open are discarded (the files they replace stay
         // intact); every VFS uploads what its file cache holds.
         finish_cache_uploads(&pool, &mut term, &mut int).await;

@@ -313,7 +313,7 @@ impl Metrics {
             ),
             proxy_calls: reg!(
                 "ferry_auth_proxy_calls",
-                "Logins the auth proxy was asked about, by result",
+                "Auth-proxy lookups by result: ok, refused, failed, timeout, bad_answer, or kept (answered from a kept answer, no call)",
                 Family::default()
             ),
             proxy_latency: reg!(

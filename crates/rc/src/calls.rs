@@ -45,8 +45,14 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
-fn add<F, Fut>(calls: &mut Calls, path: &'static str, auth: bool, title: &'static str, help: &'static str, f: F)
-where
+fn add<F, Fut>(
+    calls: &mut Calls,
+    path: &'static str,
+    auth: bool,
+    title: &'static str,
+    help: &'static str,
+    f: F,
+) where
     F: Fn(Params) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = CallResult> + Send + 'static,
 {
@@ -68,15 +74,50 @@ pub fn all(ctx: Context) -> Calls {
     ferry(&mut calls, &ctx);
     let list: Arc<std::sync::OnceLock<Vec<Value>>> = Arc::default();
     let shared = list.clone();
-    add(&mut calls, "rc/list", false, "List all the registered remote control commands", "Returns commands: a list of every call with its Path, Title, Help and AuthRequired.", move |_p| {
-        let list = shared.clone();
-        async move { Ok(obj(json!({ "commands": list.get().cloned().unwrap_or_default() }))) }
-    });
-    add(&mut calls, "rc/noop", false, "Echo the input to the output parameters", "Returns its parameters, for testing.", |p: Params| async move { Ok(p.0) });
-    add(&mut calls, "rc/noopauth", true, "Echo the input to the output parameters requiring auth", "Returns its parameters, for testing auth.", |p: Params| async move { Ok(p.0) });
-    add(&mut calls, "rc/error", false, "This returns an error", "Returns an error with the input as part of its error string, for testing.", |p: Params| async move {
-        Err(RcError::failed(format!("arbitrary error on input {}", Value::Object(p.0))))
-    });
+    add(
+        &mut calls,
+        "rc/list",
+        false,
+        "List all the registered remote control commands",
+        "Returns commands: a list of every call with its Path, Title, Help and AuthRequired.",
+        move |_p| {
+            let list = shared.clone();
+            async move {
+                Ok(obj(
+                    json!({ "commands": list.get().cloned().unwrap_or_default() }),
+                ))
+            }
+        },
+    );
+    add(
+        &mut calls,
+        "rc/noop",
+        false,
+        "Echo the input to the output parameters",
+        "Returns its parameters, for testing.",
+        |p: Params| async move { Ok(p.0) },
+    );
+    add(
+        &mut calls,
+        "rc/noopauth",
+        true,
+        "Echo the input to the output parameters requiring auth",
+        "Returns its parameters, for testing auth.",
+        |p: Params| async move { Ok(p.0) },
+    );
+    add(
+        &mut calls,
+        "rc/error",
+        false,
+        "This returns an error",
+        "Returns an error with the input as part of its error string, for testing.",
+        |p: Params| async move {
+            Err(RcError::failed(format!(
+                "arbitrary error on input {}",
+                Value::Object(p.0)
+            )))
+        },
+    );
     let described: Vec<Value> = calls
         .iter()
         .chain(crate_job_calls().iter())
@@ -90,9 +131,30 @@ pub fn all(ctx: Context) -> Calls {
 fn crate_job_calls() -> Vec<Call> {
     let mut c = Calls::default();
     let none = |_p: Params| async move { Ok(Map::new()) };
-    add(&mut c, "job/status", false, "Reads the status of the job ID", "Parameters: jobid.", none);
-    add(&mut c, "job/list", false, "Lists the IDs of the running jobs", "", none);
-    add(&mut c, "job/stop", true, "Stop the running job", "Parameters: jobid.", none);
+    add(
+        &mut c,
+        "job/status",
+        false,
+        "Reads the status of the job ID",
+        "Parameters: jobid.",
+        none,
+    );
+    add(
+        &mut c,
+        "job/list",
+        false,
+        "Lists the IDs of the running jobs",
+        "",
+        none,
+    );
+    add(
+        &mut c,
+        "job/stop",
+        true,
+        "Stop the running job",
+        "Parameters: jobid.",
+        none,
+    );
     c.iter().cloned().collect()
 }
 
@@ -109,24 +171,36 @@ fn bwlimit_reply(l: &ferry_layers::BwLimiter) -> Map<String, Value> {
 }
 
 fn core(calls: &mut Calls, ctx: &Context) {
-    add(calls, "core/version", false, "Shows the current version of rclone and the Go runtime", "Returns version, decomposed, isGit, isBeta, os, arch, goVersion, linking, goTags.", |_p| async move {
-        let v = env!("CARGO_PKG_VERSION");
-        let decomposed: Vec<u64> = v.split('.').filter_map(|x| x.parse().ok()).collect();
-        Ok(obj(json!({
-            "version": format!("v{v}"),
-            "decomposed": decomposed,
-            "isGit": false,
-            "isBeta": v.contains('-'),
-            "os": std::env::consts::OS,
-            "arch": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
-            "goVersion": "none (ferry is written in Rust)",
-            "linking": "dynamic",
-            "goTags": "none",
-        })))
-    });
-    add(calls, "core/pid", false, "Return PID of current process", "Returns pid.", |_p| async move {
-        Ok(obj(json!({ "pid": std::process::id() })))
-    });
+    add(
+        calls,
+        "core/version",
+        false,
+        "Shows the current version of rclone and the Go runtime",
+        "Returns version, decomposed, isGit, isBeta, os, arch, goVersion, linking, goTags.",
+        |_p| async move {
+            let v = env!("CARGO_PKG_VERSION");
+            let decomposed: Vec<u64> = v.split('.').filter_map(|x| x.parse().ok()).collect();
+            Ok(obj(json!({
+                "version": format!("v{v}"),
+                "decomposed": decomposed,
+                "isGit": false,
+                "isBeta": v.contains('-'),
+                "os": std::env::consts::OS,
+                "arch": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
+                "goVersion": "none (ferry is written in Rust)",
+                "linking": "dynamic",
+                "goTags": "none",
+            })))
+        },
+    );
+    add(
+        calls,
+        "core/pid",
+        false,
+        "Return PID of current process",
+        "Returns pid.",
+        |_p| async move { Ok(obj(json!({ "pid": std::process::id() }))) },
+    );
     add(calls, "core/memstats", false, "Returns the memory statistics", "Returns the process's memory use with the names of Go's runtime.MemStats where they mean the same (Sys, HeapAlloc, ...).", |_p| async move { Ok(memstats()) });
     let stats = ctx.stats.clone();
     add(calls, "core/stats", false, "Returns stats about current transfers", "Returns bytes, checks, deletedDirs, deletes, elapsedTime, errors, eta, fatalError, lastError, renames, retryError, speed, totalBytes, totalChecks, totalTransfers, transferTime, transfers and transferring. The group parameter is accepted; every transfer of the server is in the one group.", move |_p| {
@@ -134,13 +208,20 @@ fn core(calls: &mut Calls, ctx: &Context) {
         async move { Ok(core_stats(&stats.snapshot())) }
     });
     let stats = ctx.stats.clone();
-    add(calls, "core/stats-reset", false, "Reset stats", "Zeroes the counters; transfers in progress go on.", move |_p| {
-        let stats = stats.clone();
-        async move {
-            stats.reset();
-            Ok(Map::new())
-        }
-    });
+    add(
+        calls,
+        "core/stats-reset",
+        false,
+        "Reset stats",
+        "Zeroes the counters; transfers in progress go on.",
+        move |_p| {
+            let stats = stats.clone();
+            async move {
+                stats.reset();
+                Ok(Map::new())
+            }
+        },
+    );
     let l = ctx.bwlimit.clone();
     add(calls, "core/bwlimit", true, "Set the bandwidth limit", "Parameters: rate - RATE or TX:RX, as --bwlimit takes (off for none). Without rate, reads the limit. Returns bytesPerSecond, bytesPerSecondTx, bytesPerSecondRx (-1 for no limit) and rate.", move |p: Params| {
         let l = l.clone();
@@ -278,7 +359,9 @@ fn pick(list: &VfsList, p: &mut Params) -> Result<(String, Vfs), RcError> {
         None => match all.len() {
             0 => Err(RcError::not_found("no VFS active")),
             1 => Ok(all.into_iter().next().expect("one")),
-            _ => Err(RcError::invalid("more than one VFS active - need \"fs\" parameter")),
+            _ => Err(RcError::invalid(
+                "more than one VFS active - need \"fs\" parameter",
+            )),
         },
     }
 }
@@ -287,7 +370,9 @@ fn pick(list: &VfsList, p: &mut Params) -> Result<(String, Vfs), RcError> {
 fn numbered(p: &Params, key: &str) -> Result<Vec<(String, String)>, RcError> {
     let mut out = Vec::new();
     for (k, _) in p.0.iter() {
-        let Some(rest) = k.strip_prefix(key) else { continue };
+        let Some(rest) = k.strip_prefix(key) else {
+            continue;
+        };
         if rest.is_empty() || rest.chars().all(|c| c.is_ascii_digit()) {
             if let Some(v) = p.string(k)? {
                 out.push((k.clone(), v));
@@ -302,18 +387,26 @@ fn rel(path: &str) -> Result<RelPath, RcError> {
     if trimmed.is_empty() {
         return Ok(RelPath::root());
     }
-    RelPath::new(trimmed.as_bytes().to_vec()).map_err(|e| RcError::invalid(format!("bad path {path:?}: {e}")))
+    RelPath::new(trimmed.as_bytes().to_vec())
+        .map_err(|e| RcError::invalid(format!("bad path {path:?}: {e}")))
 }
 
 fn vfs(calls: &mut Calls, ctx: &Context) {
     let list = ctx.vfses.clone();
-    add(calls, "vfs/list", false, "List active VFSes", "Returns vfses: the names of the live VFSes, as fs= takes them.", move |_p| {
-        let list = list.clone();
-        async move {
-            let names: Vec<String> = list().into_iter().map(|(n, _)| n).collect();
-            Ok(obj(json!({ "vfses": names })))
-        }
-    });
+    add(
+        calls,
+        "vfs/list",
+        false,
+        "List active VFSes",
+        "Returns vfses: the names of the live VFSes, as fs= takes them.",
+        move |_p| {
+            let list = list.clone();
+            async move {
+                let names: Vec<String> = list().into_iter().map(|(n, _)| n).collect();
+                Ok(obj(json!({ "vfses": names })))
+            }
+        },
+    );
     let list = ctx.vfses.clone();
     add(calls, "vfs/forget", true, "Forget files or directories in the directory cache", "Parameters: file, file2, ... and dir, dir2, ...: paths to forget. With none, the whole cache is forgotten. Returns forgotten: the paths.", move |mut p: Params| {
         let list = list.clone();
@@ -366,20 +459,26 @@ fn vfs(calls: &mut Calls, ctx: &Context) {
         }
     });
     let list = ctx.vfses.clone();
-    add(calls, "vfs/stats", false, "Stats for a VFS", "Returns fs, inUse, metadataCache {dirs, files}, diskCache (cache modes but off) and opt.", move |mut p: Params| {
-        let list = list.clone();
-        async move {
-            let (name, vfs) = pick(&list, &mut p)?;
-            p.only(&[])?;
-            let s = vfs.cache_stats();
-            let mut m = obj(json!({
-                "fs": name,
-                "inUse": 1,
-                "metadataCache": { "dirs": s.dirs, "files": s.entries },
-                "opt": vfs_opt(vfs.options()),
-            }));
-            if vfs.options().cache_mode != ferry_vfs::CacheMode::Off {
-                m.insert("diskCache".into(), json!({
+    add(
+        calls,
+        "vfs/stats",
+        false,
+        "Stats for a VFS",
+        "Returns fs, inUse, metadataCache {dirs, files}, diskCache (cache modes but off) and opt.",
+        move |mut p: Params| {
+            let list = list.clone();
+            async move {
+                let (name, vfs) = pick(&list, &mut p)?;
+                p.only(&[])?;
+                let s = vfs.cache_stats();
+                let mut m = obj(json!({
+                    "fs": name,
+                    "inUse": 1,
+                    "metadataCache": { "dirs": s.dirs, "files": s.entries },
+                    "opt": vfs_opt(vfs.options()),
+                }));
+                if vfs.options().cache_mode != ferry_vfs::CacheMode::Off {
+                    m.insert("diskCache".into(), json!({
                     "bytesUsed": s.cached_bytes,
                     "erroredFiles": 0,
                     "files": s.cached_files,
@@ -390,10 +489,11 @@ fn vfs(calls: &mut Calls, ctx: &Context) {
                     "uploadsInProgress": s.uploading,
                     "uploadsQueued": s.uploads_queued,
                 }));
+                }
+                Ok(m)
             }
-            Ok(m)
-        }
-    });
+        },
+    );
     let list = ctx.vfses.clone();
     add(calls, "vfs/poll-interval", true, "Get the status or update the value of the poll-interval option", "Parameters: interval - a duration to set (0 turns polling off); timeout - how long to wait for the change (default 10s). Ferry watches changes (inotify for local disks) rather than polling: the interval cannot be changed while serving.", move |mut p: Params| {
         let list = list.clone();
@@ -512,13 +612,20 @@ pub fn vfs_opt(o: &ferry_vfs::VfsOptions) -> Value {
 
 fn options(calls: &mut Calls, ctx: &Context) {
     let o = ctx.options.clone();
-    add(calls, "options/blocks", false, "List all the option blocks", "Returns options: the names of the blocks options/get shows.", move |_p| {
-        let o = o.clone();
-        async move {
-            let names: Vec<String> = o.get().keys().cloned().collect();
-            Ok(obj(json!({ "options": names })))
-        }
-    });
+    add(
+        calls,
+        "options/blocks",
+        false,
+        "List all the option blocks",
+        "Returns options: the names of the blocks options/get shows.",
+        move |_p| {
+            let o = o.clone();
+            async move {
+                let names: Vec<String> = o.get().keys().cloned().collect();
+                Ok(obj(json!({ "options": names })))
+            }
+        },
+    );
     let o = ctx.options.clone();
     add(calls, "options/get", true, "Get all the global options", "Returns the blocks vfs, filter and main (the bandwidth limits), with Go's field names. blocks=a,b picks some.", move |p: Params| {
         let o = o.clone();

@@ -32,24 +32,26 @@ impl Htpasswd {
             let Some((user, hash)) = line.split_once(':') else {
                 return Err(format!("line {}: want user:hash", n + 1));
             };
-            let hash = if hash.starts_with("$2y$") || hash.starts_with("$2a$") || hash.starts_with("$2b$") {
-                Hash::Bcrypt(hash.to_string())
-            } else if let Some(rest) = hash.strip_prefix("$apr1$") {
-                let Some((salt, _)) = rest.split_once('$') else {
-                    return Err(format!("line {}: malformed $apr1$ hash", n + 1));
+            let hash =
+                if hash.starts_with("$2y$") || hash.starts_with("$2a$") || hash.starts_with("$2b$")
+                {
+                    Hash::Bcrypt(hash.to_string())
+                } else if let Some(rest) = hash.strip_prefix("$apr1$") {
+                    let Some((salt, _)) = rest.split_once('$') else {
+                        return Err(format!("line {}: malformed $apr1$ hash", n + 1));
+                    };
+                    Hash::Apr1 {
+                        salt: salt.to_string(),
+                        full: hash.to_string(),
+                    }
+                } else if let Some(b64) = hash.strip_prefix("{SHA}") {
+                    Hash::Sha1(b64.to_string())
+                } else {
+                    return Err(format!(
+                        "line {}: unsupported hash for user {user:?} (use htpasswd -B for bcrypt)",
+                        n + 1
+                    ));
                 };
-                Hash::Apr1 {
-                    salt: salt.to_string(),
-                    full: hash.to_string(),
-                }
-            } else if let Some(b64) = hash.strip_prefix("{SHA}") {
-                Hash::Sha1(b64.to_string())
-            } else {
-                return Err(format!(
-                    "line {}: unsupported hash for user {user:?} (use htpasswd -B for bcrypt)",
-                    n + 1
-                ));
-            };
             users.push((user.to_string(), hash));
         }
         Ok(Htpasswd { users })
@@ -69,7 +71,10 @@ impl Htpasswd {
     pub fn check(&self, user: &str, pass: &str) -> bool {
         let Some((_, hash)) = self.users.iter().find(|(u, _)| u == user) else {
             // The same work as a real check, so timing tells no names.
-            let _ = bcrypt::verify(pass, "$2y$10$abcdefghijklmnopqrstuu5Ugb2NRO7B5qVwVxMyI7ZRhb/2uq9W");
+            let _ = bcrypt::verify(
+                pass,
+                "$2y$10$abcdefghijklmnopqrstuu5Ugb2NRO7B5qVwVxMyI7ZRhb/2uq9W",
+            );
             return false;
         };
         match hash {

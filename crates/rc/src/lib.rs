@@ -157,6 +157,8 @@ pub struct Options {
     pub metrics: bool,
     /// TLS (`--rc-cert`, `--rc-key`).
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Serve `/metrics` and nothing else (`--metrics-addr`).
+    pub metrics_only: bool,
 }
 
 /// Connections served at once; more wait in the listen queue.
@@ -301,7 +303,9 @@ fn authorised(auth: &Auth, req: &Request<Incoming>) -> bool {
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| {
             use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
         })
         .and_then(|b| String::from_utf8(b).ok());
     let Some(given) = given else { return false };
@@ -323,7 +327,11 @@ async fn handle(rc: &Arc<Rc>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_start_matches('/').to_string();
     let has_creds = !matches!(rc.opts.auth, Auth::None);
     if has_creds && !authorised(&rc.opts.auth, &req) {
-        let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain; charset=utf-8", "Unauthorized\n");
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain; charset=utf-8",
+            "Unauthorized\n",
+        );
         r.headers_mut().insert(
             hyper::header::WWW_AUTHENTICATE,
             hyper::header::HeaderValue::from_static("Basic realm=\"rclone\""),
@@ -337,6 +345,13 @@ async fn handle(rc: &Arc<Rc>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if let Some(m) = &rc.metrics {
             return reply(StatusCode::OK, ferry_metrics::Metrics::CONTENT_TYPE, m());
         }
+    }
+    if rc.opts.metrics_only {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "404 page not found: this server has only GET /metrics\n",
+        );
     }
     let mut input = Map::new();
     if let Some(q) = req.uri().query() {
@@ -403,7 +418,11 @@ async fn handle(rc: &Arc<Rc>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if run_async {
         let id = rc.jobs.start(group);
         spawn_job(rc, id, &call, params);
-        let mut r = reply(StatusCode::OK, "application/json", to_json(&json!({ "jobid": id })));
+        let mut r = reply(
+            StatusCode::OK,
+            "application/json",
+            to_json(&json!({ "jobid": id })),
+        );
         if let Ok(v) = hyper::header::HeaderValue::from_str(&id.to_string()) {
             r.headers_mut().insert("x-rclone-jobid", v);
         }
@@ -411,7 +430,11 @@ async fn handle(rc: &Arc<Rc>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     tracing::debug!(input = %serde_json::Value::Object(input.clone()), "rc: {path}");
     match (call.handler)(params).await {
-        Ok(out) => reply(StatusCode::OK, "application/json", to_json(&Value::Object(out))),
+        Ok(out) => reply(
+            StatusCode::OK,
+            "application/json",
+            to_json(&Value::Object(out)),
+        ),
         Err(e) => error_reply(&path, &input, &e),
     }
 }
@@ -552,11 +575,21 @@ fn jobs_calls(calls: &mut Calls, rc: std::sync::Weak<Rc>) {
         handler: Arc::new(move |_p: Params| {
             let weak = weak.clone();
             Box::pin(async move {
-                let rc = weak.upgrade().ok_or_else(|| RcError::failed("shutting down"))?;
+                let rc = weak
+                    .upgrade()
+                    .ok_or_else(|| RcError::failed("shutting down"))?;
                 let jobs = rc.jobs.lock();
                 let all: Vec<u64> = jobs.keys().copied().collect();
-                let running: Vec<u64> = jobs.iter().filter(|(_, j)| j.end.is_none()).map(|(k, _)| *k).collect();
-                let finished: Vec<u64> = jobs.iter().filter(|(_, j)| j.end.is_some()).map(|(k, _)| *k).collect();
+                let running: Vec<u64> = jobs
+                    .iter()
+                    .filter(|(_, j)| j.end.is_none())
+                    .map(|(k, _)| *k)
+                    .collect();
+                let finished: Vec<u64> = jobs
+                    .iter()
+                    .filter(|(_, j)| j.end.is_some())
+                    .map(|(k, _)| *k)
+                    .collect();
                 let v = json!({"jobids": all, "runningIds": running, "finishedIds": finished});
                 Ok(v.as_object().cloned().unwrap_or_default())
             })
@@ -572,7 +605,9 @@ fn jobs_calls(calls: &mut Calls, rc: std::sync::Weak<Rc>) {
             let weak = weak.clone();
             Box::pin(async move {
                 let id = p.int("jobid")?.ok_or_else(|| RcError::missing("jobid"))?;
-                let rc = weak.upgrade().ok_or_else(|| RcError::failed("shutting down"))?;
+                let rc = weak
+                    .upgrade()
+                    .ok_or_else(|| RcError::failed("shutting down"))?;
                 let mut jobs = rc.jobs.lock();
                 let j = u64::try_from(id)
                     .ok()
@@ -589,4 +624,33 @@ fn jobs_calls(calls: &mut Calls, rc: std::sync::Weak<Rc>) {
             })
         }),
     });
+}
+
+/// The TLS setup of `--rc-cert` and `--rc-key`: a PEM certificate chain
+/// and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read --rc-cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--rc-cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("--rc-cert {} has no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--rc-key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("--rc-cert and --rc-key do not make a TLS setup: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

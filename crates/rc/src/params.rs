@@ -43,7 +43,9 @@ impl Params {
                 .map(Some)
                 .ok_or_else(|| RcError::invalid(format!("couldn't parse {key}={s:?} as bool"))),
             Some(Value::Number(n)) => Ok(Some(n.as_f64() != Some(0.0))),
-            Some(v) => Err(RcError::invalid(format!("couldn't parse {key}={v} as bool"))),
+            Some(v) => Err(RcError::invalid(format!(
+                "couldn't parse {key}={v} as bool"
+            ))),
         }
     }
 
@@ -75,7 +77,9 @@ impl Params {
                 .parse()
                 .map(Some)
                 .map_err(|_| RcError::invalid(format!("couldn't parse {key}={s:?} as float"))),
-            Some(v) => Err(RcError::invalid(format!("couldn't parse {key}={v} as float"))),
+            Some(v) => Err(RcError::invalid(format!(
+                "couldn't parse {key}={v} as float"
+            ))),
         }
     }
 
@@ -90,10 +94,12 @@ impl Params {
                 .filter(|f| *f >= 0.0)
                 .map(|ns| Some(Duration::from_nanos(ns as u64)))
                 .ok_or_else(|| RcError::invalid(format!("couldn't parse {key}={n} as duration"))),
-            Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| {
-                RcError::invalid(format!("couldn't parse {key}={s:?} as duration"))
-            }),
-            Some(v) => Err(RcError::invalid(format!("couldn't parse {key}={v} as duration"))),
+            Some(Value::String(s)) => parse_duration(s)
+                .map(Some)
+                .ok_or_else(|| RcError::invalid(format!("couldn't parse {key}={s:?} as duration"))),
+            Some(v) => Err(RcError::invalid(format!(
+                "couldn't parse {key}={v} as duration"
+            ))),
         }
     }
 

@@ -6,7 +6,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::private::{KeypairData, RsaKeypair};
-use russh::keys::ssh_key::{LineEnding, PrivateKey};
+use russh::keys::ssh_key::LineEnding;
+pub use russh::keys::ssh_key::PrivateKey;
 use russh::keys::{Algorithm, EcdsaCurve};
 
 /// Why host keys could not be had.

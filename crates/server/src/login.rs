@@ -448,7 +448,7 @@ impl<K: PoolKey> VfsPool<K> {
             .count()
     }
 
-    /// Every live VFS.
+    /// Every live VFS, with its key.
     pub fn entries(&self) -> Vec<(K, Vfs)> {
         self.slots()
             .iter()

@@ -472,6 +472,7 @@ pub struct ProxyAuthenticator<K> {
     waiting: AtomicUsize,
     http: Option<reqwest::Client>,
     calls: AtomicUsize,
+    metrics: Option<Arc<ferry_metrics::Metrics>>,
 }
 
 /// What a lookup found.
@@ -513,7 +514,20 @@ impl<K: PoolKey> ProxyAuthenticator<K> {
             waiting: AtomicUsize::new(0),
             http,
             calls: AtomicUsize::new(0),
+            metrics: None,
         })
+    }
+
+    /// Count the proxy's calls, by result, and their latency in `m`.
+    pub fn with_metrics(mut self, m: Option<Arc<ferry_metrics::Metrics>>) -> Self {
+        self.metrics = m;
+        self
+    }
+
+    fn count(&self, result: &'static str, took: Option<Duration>) {
+        if let Some(m) = &self.metrics {
+            m.proxy_call(result, took);
+        }
     }
 
     /// Drop every kept answer (SIGHUP).
@@ -611,6 +625,7 @@ impl<K: PoolKey> ProxyAuthenticator<K> {
         let ip = client_ip(peer);
         let ck = self.cache_key(user, &credential, ip);
         if let Some(r) = self.cached(&ck) {
+            self.count("kept", None);
             return Ok(r);
         }
         // Logins with the same credentials share one call.
@@ -623,7 +638,10 @@ impl<K: PoolKey> ProxyAuthenticator<K> {
             .clone();
         let _turn = gate.lock().await;
         let result = match self.cached(&ck) {
-            Some(r) => Ok(r),
+            Some(r) => {
+                self.count("kept", None);
+                Ok(r)
+            }
             None => self.ask(user, &credential, ip, ck, peer).await,
         };
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -666,31 +684,43 @@ impl<K: PoolKey> ProxyAuthenticator<K> {
                 }
             }
         };
+        let started = std::time::Instant::now();
         let outcome = match tokio::time::timeout(self.opts.timeout, call).await {
             Ok(o) => o,
             // The program is killed as its handle drops.
-            Err(_) => Outcome::Failed(format!("no answer within {:?}; killed", self.opts.timeout)),
+            Err(_) => {
+                self.count("timeout", None);
+                Outcome::Failed(format!("no answer within {:?}; killed", self.opts.timeout))
+            }
         };
+        let took = Some(started.elapsed());
         let answer = match outcome {
             Outcome::Answer(a) => a,
             Outcome::Refused(why) => {
+                self.count("refused", took);
                 tracing::info!(%peer, "auth proxy refused {user:?} ({method}): {why}");
                 self.forget_user(user);
                 return Err(Refusal::BadCredentials);
             }
             Outcome::Failed(why) => {
+                if !why.starts_with("no answer within") {
+                    self.count("failed", took);
+                }
                 tracing::warn!(%peer, "auth proxy failed for {user:?} ({method}); login refused: {why}");
                 return Err(Refusal::BadCredentials);
             }
         };
         let parsed = parse_answer(&answer).map_err(|why| {
+            self.count("bad_answer", took);
             tracing::warn!(%peer, "auth proxy gave a bad answer for {user:?} ({method}); login refused: {why}");
             Refusal::BadCredentials
         })?;
         let (key, describe) = (self.resolve)(&parsed).map_err(|why| {
+            self.count("bad_answer", took);
             tracing::warn!(%peer, "auth proxy's answer for {user:?} ({method}) cannot be served; login refused: {why}");
             Refusal::BadCredentials
         })?;
+        self.count("ok", took);
         let r = Resolved {
             key,
             describe,

@@ -1352,6 +1352,17 @@ impl PeerSocket {
     }
 }
 
+/// A login method's label in the metrics.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "password" => "password",
+        "keyboard-interactive" => "keyboard-interactive",
+        "none" => "none",
+        m if m.starts_with("publickey") => "publickey",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod printable_tests {
     use super::Printable;
@@ -1369,16 +1380,5 @@ mod printable_tests {
             "bob\\n2026-01-01T00:00:00Z  INFO SSH login from root\\r\\u{1b}[2J\\u{2028}\\\\"
         );
         assert_eq!(Printable("ünïcödé user").to_string(), "ünïcödé user");
-    }
-}
-
-/// A login method's label in the metrics.
-fn method_label(method: &str) -> &'static str {
-    match method {
-        "password" => "password",
-        "keyboard-interactive" => "keyboard-interactive",
-        "none" => "none",
-        m if m.starts_with("publickey") => "publickey",
-        _ => "other",
     }
 }
