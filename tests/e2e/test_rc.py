@@ -156,6 +156,14 @@ def test_async_jobs(ferry_factory):
     st = wait_until(lambda: (lambda s: s if s["finished"] else None)(
         rclone_rc(port, "job/status", f"jobid={out['jobid']}")), timeout=10)
     assert st and not st["success"] and "arbitrary error" in st["error"], st
+    # The header form, with curl.
+    status, head, body = curl(url(port, "rc/noop"), "-u", f"{RC_USER}:{RC_PASS}",
+                              "-H", "Prefer: respond-async", data="y=2")
+    job = json.loads(body)["jobid"]
+    assert status == 200 and f"x-rclone-jobid: {job}" in head.lower(), head
+    st = wait_until(lambda: (lambda s: s if s["finished"] else None)(
+        rclone_rc(port, "job/status", f"jobid={job}")), timeout=10)
+    assert st and st["output"] == {"y": "2"}, st
 
 
 # --------------------------------------------------------------------------
@@ -653,3 +661,43 @@ def test_sample_unit_passes_systemd_analyze_verify(tmp_path):
     for want in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=",
                  "User=ferry", "Type=notify"):
         assert want in unit, want
+
+
+def test_metrics_count_refused_connections(ferry_factory, clients):
+    mport = free_port()
+    srv = ferry_factory("--metrics-addr", f"{HOST}:{mport}", "--max-connections-per-user", "1")
+    assert wait_port(mport, srv.proc)
+    first = clients.sftp(srv)
+    try:
+        clients.sftp(srv).listdir("/")
+    except Exception:
+        pass
+    m = wait_until(lambda: (lambda m: m if total(m, "ferry_connections_refused_total",
+                                                  kind="max_connections_per_user") == 1
+                             else None)(scrape(mport)), timeout=10)
+    assert m, scrape(mport)
+    assert first.listdir("/") == []
+
+
+def test_metrics_count_retries_and_errors_by_kind(ferry_factory, clients, tmp_path):
+    mport = free_port()
+    # One request in five fails with a temporary error next to the store.
+    srv = ferry_factory("--metrics-addr", f"{HOST}:{mport}",
+                        "--debug-backend-faults", "20%,seed=5", "--dir-cache-time", "0")
+    assert wait_port(mport, srv.proc)
+    for i in range(20):
+        srv.backing(f"f{i}").write_text("x")
+    c = clients.sftp(srv)
+    for _ in range(5):
+        for i in range(20):
+            try:
+                c.stat(f"/f{i}")
+            except IOError:
+                pass
+    m = scrape(mport)
+    temporary = total(m, "ferry_backend_requests_total", result="temporary")
+    retries = val(m, "ferry_backend_retries_total")
+    assert temporary > 0 and retries > 0, (temporary, retries)
+    # Every retry follows a temporary failure the layer below counted.
+    assert retries <= temporary
+    assert val(m, "ferry_errors_total", kind="temporary") == temporary

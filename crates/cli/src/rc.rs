@@ -331,7 +331,7 @@ pub struct Parts {
 }
 
 /// The metrics page: the counters, with the state values set from the
-/// statistics, the caches and the retry layer at each scrape.
+/// statistics and the caches at each scrape.
 fn render(
     metrics: Arc<ferry_metrics::Metrics>,
     stats: Arc<ferry_stats::Stats>,
@@ -366,7 +366,6 @@ fn render(
                 c.uploads_queued += v.uploads_queued as u64;
             }
             m.set_caches(&c);
-            m.set_backend_retries(ferry_layers::retry::retries());
         })
     })
 }

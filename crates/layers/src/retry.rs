@@ -24,15 +24,6 @@ use ferry_backend::{
 };
 use std::sync::Arc;
 
-/// Retries made so far, every backend of the process together (for the
-/// metrics: `ferry_backend_retries_total`).
-static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Retries made so far by every retry layer of the process.
-pub fn retries() -> u64 {
-    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// How hard to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryOptions {
@@ -57,7 +48,21 @@ impl Default for RetryOptions {
 
 impl RetryOptions {
     /// Run `op` until it succeeds, fails permanently, or the tries run out.
-    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run_noting(what, || {}, op).await
+    }
+
+    /// [`RetryOptions::run`], calling `on_retry` before each retry.
+    pub async fn run_noting<T, F, Fut>(
+        &self,
+        what: &str,
+        on_retry: impl Fn(),
+        mut op: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -71,7 +76,7 @@ impl RetryOptions {
                         "{what}: temporary failure (try {attempt}/{}), retrying in {delay:?}: {e}",
                         self.attempts
                     );
-                    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    on_retry();
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.max_delay);
                     attempt += 1;
@@ -88,13 +93,48 @@ impl RetryOptions {
 /// are tried once.
 pub struct Retry {
     inner: Arc<dyn Backend>,
-    opts: RetryOptions,
+    opts: Tries,
 }
 
 impl Retry {
     /// `inner` with its idempotent operations retried.
     pub fn wrap(inner: Arc<dyn Backend>, opts: RetryOptions) -> Layered<Retry> {
-        Layered(Retry { inner, opts })
+        Self::wrap_counted(inner, opts, None)
+    }
+
+    /// [`Retry::wrap`], counting each retry in `metrics`
+    /// (`ferry_backend_retries_total`).
+    pub fn wrap_counted(
+        inner: Arc<dyn Backend>,
+        opts: RetryOptions,
+        metrics: Option<Arc<ferry_metrics::Metrics>>,
+    ) -> Layered<Retry> {
+        Layered(Retry {
+            inner,
+            opts: Tries { opts, metrics },
+        })
+    }
+}
+
+/// The options and where retries are counted.
+#[derive(Clone)]
+struct Tries {
+    opts: RetryOptions,
+    metrics: Option<Arc<ferry_metrics::Metrics>>,
+}
+
+impl Tries {
+    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let note = || {
+            if let Some(m) = &self.metrics {
+                m.backend_retry();
+            }
+        };
+        self.opts.run_noting(what, note, op).await
     }
 }
 
@@ -107,7 +147,7 @@ impl Layer for Retry {
     fn wrap_file(&self, inner: Box<dyn FileHandle>) -> Box<dyn FileHandle> {
         Box::new(LayeredFile(RetryFile {
             inner,
-            opts: self.opts,
+            opts: self.opts.clone(),
         }))
     }
 
@@ -170,7 +210,7 @@ impl Layer for Retry {
 /// An open file whose operations are retried (all of them are idempotent).
 struct RetryFile {
     inner: Box<dyn FileHandle>,
-    opts: RetryOptions,
+    opts: Tries,
 }
 
 #[async_trait]

@@ -273,7 +273,7 @@ impl Metrics {
             ),
             refused: reg!(
                 "ferry_connections_refused",
-                "Connections turned away before a login, by reason",
+                "Connections turned away, by reason: penalty, max_connections, max_startups, per_source_max_startups, max_connections_per_user",
                 Family::default()
             ),
             sftp_requests: reg!(
@@ -466,9 +466,9 @@ impl Metrics {
         }
     }
 
-    /// Set the retries made so far.
-    pub fn set_backend_retries(&self, n: u64) {
-        set(&self.backend_retries, n);
+    /// A backend request about to be retried.
+    pub fn backend_retry(&self) {
+        self.backend_retries.inc();
     }
 
     /// An auth-proxy answer after `took` (none for a kept answer).

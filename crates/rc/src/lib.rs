@@ -363,6 +363,16 @@ async fn handle(rc: &Arc<Rc>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let e = RcError::not_found(format!("{} not allowed: calls are POST", req.method()));
         return error_reply(&path, &input, &e);
     }
+    // rclone's other way to ask for a job.
+    let prefer_async = req
+        .headers()
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+        });
     let json_body = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -409,7 +419,7 @@ async fn handle(rc: &Arc<Rc>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     let mut params = Params(input.clone());
     let run_async = match params.bool("_async") {
-        Ok(b) => b.unwrap_or(false),
+        Ok(b) => b.unwrap_or(false) || prefer_async,
         Err(e) => return error_reply(&path, &input, &e),
     };
     params.take("_async");

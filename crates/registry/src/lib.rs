@@ -235,7 +235,11 @@ pub async fn open(spec: &Spec, layers: &LayerOptions) -> Result<Opened, OpenErro
         Some(m) => Arc::new(ferry_layers::Measured::wrap(bare, m.clone())),
         None => bare,
     };
-    let mut backend: Arc<dyn Backend> = Arc::new(Retry::wrap(bare, layers.retry));
+    let mut backend: Arc<dyn Backend> = Arc::new(Retry::wrap_counted(
+        bare,
+        layers.retry,
+        layers.metrics.clone(),
+    ));
     if let Some(d) = layers.debug_latency.filter(|d| !d.is_zero()) {
         backend = Arc::new(Latency::wrap(backend, d));
     }

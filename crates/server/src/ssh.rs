@@ -331,6 +331,12 @@ struct Door<'a> {
 }
 
 impl Door<'_> {
+    fn refused(&self, kind: &'static str) {
+        if let Some(m) = &self.shared.metrics {
+            m.refused(kind);
+        }
+    }
+
     /// Turn away a penalised source or one over a limit; serve the others.
     /// `via` is the balancer a proxied connection came through.
     fn admit(
@@ -347,6 +353,7 @@ impl Door<'_> {
             .and_then(|p| p.refused_for(peer.ip(), accepted.into_std()))
         {
             turn_away(stream, b"Not allowed at this time\r\n", self.lingering);
+            self.refused("penalty");
             note(
                 self.refusals,
                 peer,
@@ -359,6 +366,11 @@ impl Door<'_> {
             Ok(a) => a,
             Err(why) => {
                 turn_away(stream, why.banner(), self.lingering);
+                self.refused(match why {
+                    crate::gate::Refused::Full => "max_connections",
+                    crate::gate::Refused::Startups => "max_startups",
+                    crate::gate::Refused::PerSource => "per_source_max_startups",
+                });
                 note(self.refusals, peer, why.reason(), self.gate);
                 return;
             }
@@ -1029,6 +1041,9 @@ impl russh::server::Handler for Conn {
         self.admission.logged_in();
         let client = String::from_utf8_lossy(session.remote_sshid()).into_owned();
         if let Some(n) = self.over_limit {
+            if let Some(m) = &self.shared.metrics {
+                m.refused("max_connections_per_user");
+            }
             let conns = if n == 1 { "connection" } else { "connections" };
             tracing::info!(
                 "SSH login from {} using {} ({}, {}) refused: {n} {conns} of this user open already; disconnecting",
